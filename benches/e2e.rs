@@ -1,0 +1,1656 @@
+//! End-to-end benchmark (issue 5): warren against a bare lapin baseline on the local RabbitMQ.
+//!
+//! Run with `cargo bench --bench e2e`. It runs `scripts/ensure-rabbitmq` first (like the
+//! tests) and then, with quorum queues, persistent messages and confirms everywhere:
+//!
+//! 1. raw baseline: a bare lapin publisher (confirms, `W` in flight) and a bare lapin
+//!    consumer (prefetch `P`, one ack per message), alone and both at once;
+//! 2. intake: `POST /v1/queues/{q}/jobs` from `C` keep-alive clients to `warren serve`, then
+//!    the same through `POST …/jobs/batch`; together they leave a 100,000-job backlog;
+//! 3. drain: `warren run` (noop handler, status tracking and claims on) empties that backlog;
+//! 4. end to end: `C` clients POST to `warren run` while its workers run the jobs;
+//! 5. latency: open-loop 1,000 POST/s for 10 s: POST→202 and accepted→started;
+//! 6. memory: peak RSS of the warren process idle, under load and with the backlog.
+//!
+//! warren runs as the release binary in child processes with a temp dir of their own
+//! (`queues.toml`, SQLite store). It prints a table and writes the figures as JSON to
+//! `BENCH_OUT` (default `target/bench/e2e.json`). Every queue it declares (`b-<name>-<rand>`)
+//! is deleted at the end, also on a panic. Knobs (environment, defaults in [`Params`]):
+//! `BENCH_RAW_N`, `BENCH_INFLIGHT`, `BENCH_RAW_CHANNELS`, `BENCH_PREFETCH`, `BENCH_CLIENTS`,
+//! `BENCH_INTAKE_N`, `BENCH_BATCH_N`, `BENCH_BATCH_SIZE`, `BENCH_BATCH_CLIENTS`,
+//! `BENCH_E2E_N`, `BENCH_LAT_RATE`, `BENCH_LAT_SECS`, `BENCH_REPEAT` (rounds of each
+//! throughput phase but the drain; the median is reported), `BENCH_PHASES` (a comma list of
+//! `raw,intake,drain,e2e,latency`), `BENCH_QUIET_WAIT` (seconds to wait for a quiet machine
+//! before each round, default 120), `BENCH_PERF=1` (record a `perf` profile of the warren
+//! process in each warren phase to `target/bench/perf-<phase>.data`).
+//!
+//! Exits 0 whether targets pass or not: it is a measurement; FAIL rows say what missed.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Confirmation, Connection, ConnectionProperties};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// The workload, from the environment (`BENCH_*`) or these defaults (sized for 2 cores: the
+/// whole run takes a few minutes).
+#[derive(Debug, Clone)]
+struct Params {
+    /// Messages per round of each raw phase.
+    raw_n: usize,
+    /// Raw publisher: confirms in flight (W), over `raw_channels` channels.
+    inflight: usize,
+    /// Raw publisher channels (warren's `broker.publish_channels` default is 4).
+    raw_channels: usize,
+    /// Prefetch (P) of the raw consumer and of warren's bench queues.
+    prefetch: usize,
+    /// Concurrent keep-alive HTTP clients (C).
+    clients: usize,
+    /// Jobs through the single POST in the intake phase.
+    intake_n: usize,
+    /// Jobs through the batch endpoint in the intake phase.
+    batch_n: usize,
+    /// Jobs per batch request.
+    batch_size: usize,
+    /// Concurrent batch clients.
+    batch_clients: usize,
+    /// Jobs in the end-to-end phase.
+    e2e_n: usize,
+    /// Open-loop rate of the latency phase (POST/s).
+    lat_rate: usize,
+    /// Length of the latency phase (s).
+    lat_secs: u64,
+    /// Phases to run.
+    phases: Vec<String>,
+    /// Record perf profiles of warren.
+    perf: bool,
+    /// Rounds of each throughput phase but the drain (the median is reported).
+    repeat: usize,
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+impl Params {
+    fn from_env() -> Self {
+        Self {
+            raw_n: env_usize("BENCH_RAW_N", 30_000),
+            inflight: env_usize("BENCH_INFLIGHT", 256).max(1),
+            raw_channels: env_usize("BENCH_RAW_CHANNELS", 4).max(1),
+            prefetch: env_usize("BENCH_PREFETCH", 256).clamp(1, 65_535),
+            clients: env_usize("BENCH_CLIENTS", 64).max(1),
+            intake_n: env_usize("BENCH_INTAKE_N", 30_000),
+            batch_n: env_usize("BENCH_BATCH_N", 70_000),
+            batch_size: env_usize("BENCH_BATCH_SIZE", 500).clamp(1, 1000),
+            batch_clients: env_usize("BENCH_BATCH_CLIENTS", 4).max(1),
+            e2e_n: env_usize("BENCH_E2E_N", 30_000),
+            lat_rate: env_usize("BENCH_LAT_RATE", 1_000).max(1),
+            lat_secs: env_usize("BENCH_LAT_SECS", 10).max(1) as u64,
+            phases: std::env::var("BENCH_PHASES")
+                .unwrap_or_else(|_| "raw,intake,drain,e2e,latency".to_owned())
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            perf: std::env::var("BENCH_PERF").is_ok_and(|v| v == "1"),
+            repeat: env_usize("BENCH_REPEAT", 3).max(1),
+        }
+    }
+
+    fn runs(&self, phase: &str) -> bool {
+        self.phases.iter().any(|p| p == phase)
+    }
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn amqp_url() -> String {
+    std::env::var("WARREN_TEST_AMQP_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// `b-<name>-<random>`.
+fn unique(name: &str) -> String {
+    format!(
+        "b-{name}-{}",
+        &uuid::Uuid::now_v7().simple().to_string()[20..]
+    )
+}
+
+fn now_unix_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// One job's payload (about 100 bytes of JSON), the same for the raw baseline and warren.
+fn payload(i: usize) -> String {
+    format!(r#"{{"n":{i},"pad":"{}"}}"#, "x".repeat(80))
+}
+
+// ---------------------------------------------------------------------------------------
+// Cleanup: queues are deleted and child processes killed, also when the bench panics.
+
+/// Deletes the registered queues on drop, from a thread with a runtime of its own.
+#[derive(Default)]
+struct Cleanup {
+    queues: Mutex<Vec<String>>,
+}
+
+impl Cleanup {
+    fn add(&self, name: &str) {
+        if let Ok(mut q) = self.queues.lock() {
+            q.push(name.to_owned());
+        }
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let names = self
+            .queues
+            .lock()
+            .map(|mut q| std::mem::take(&mut *q))
+            .unwrap_or_default();
+        if names.is_empty() {
+            return;
+        }
+        let url = amqp_url();
+        let deleted = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            // Bounded: a broker that does not answer must not keep the bench from exiting.
+            let cleanup = async move {
+                let conn = Connection::connect(&url, ConnectionProperties::default())
+                    .await
+                    .ok()?;
+                let mut n = 0;
+                for name in names {
+                    if let Ok(ch) = conn.create_channel().await
+                        && ch
+                            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                            .await
+                            .is_ok()
+                    {
+                        n += 1;
+                    }
+                }
+                let _ = conn.close(200, "bench cleanup".into()).await;
+                Some(n)
+            };
+            rt.block_on(async move {
+                tokio::time::timeout(Duration::from_secs(30), cleanup)
+                    .await
+                    .ok()
+                    .flatten()
+            })
+        })
+        .join();
+        match deleted {
+            Ok(Some(n)) => eprintln!("bench: deleted {n} queues"),
+            _ => eprintln!("bench: could not delete the bench queues (broker unreachable?)"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// /proc: RSS and CPU time.
+
+/// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
+fn status_kb(pid: u32, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// User + system CPU time of a process (s), from `/proc/<pid>/stat` (clock ticks of 10 ms).
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the `(comm)`, which may hold spaces: state is field 3, utime 14, stime 15.
+    let Some(rest) = text.rfind(')').map(|i| &text[i + 2..]) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The RabbitMQ node's process (`beam.smp`), for CPU accounting.
+fn broker_pid() -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        (comm.trim() == "beam.smp").then_some(pid)
+    })
+}
+
+/// Samples a process's VmRSS every 20 ms and keeps the peak since the last reset.
+struct RssWatch {
+    peak_kb: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl RssWatch {
+    fn start(pid: u32) -> Self {
+        let peak_kb = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (peak_kb.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match status_kb(pid, "VmRSS") {
+                    Some(kb) => {
+                        p.fetch_max(kb, Ordering::Relaxed);
+                    }
+                    None => break,
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Self { peak_kb, stop }
+    }
+
+    fn reset(&self) {
+        self.peak_kb.store(0, Ordering::Relaxed);
+    }
+
+    fn peak_mb(&self) -> f64 {
+        self.peak_kb.load(Ordering::Relaxed) as f64 / 1024.0
+    }
+}
+
+impl Drop for RssWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// CPU time of the whole machine (s) from `/proc/stat`: (busy, stolen by the hypervisor).
+fn machine_busy_seconds() -> (f64, f64) {
+    let Ok(text) = std::fs::read_to_string("/proc/stat") else {
+        return (0.0, 0.0);
+    };
+    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else {
+        return (0.0, 0.0);
+    };
+    // user nice system idle iowait irq softirq steal …: busy is all but idle, iowait and
+    // steal (time the hypervisor gave to other machines).
+    let ticks: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let busy: f64 = ticks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !matches!(i, 3 | 4 | 7))
+        .map(|(_, t)| t)
+        .sum();
+    (busy / 100.0, ticks.get(7).copied().unwrap_or(0.0) / 100.0)
+}
+
+/// CPU seconds spent by the broker, warren, the bench itself and everything else on the
+/// machine ("other": a busy machine makes the figures unreliable) while it runs.
+struct CpuMeter {
+    pids: Vec<(&'static str, u32)>,
+    start: Vec<f64>,
+    busy: (f64, f64),
+    wall: Instant,
+}
+
+/// CPU seconds per process kind, summed over the repeats of a phase, and the jobs they did.
+#[derive(Default)]
+struct CpuTotals {
+    seconds: BTreeMap<String, f64>,
+    jobs: usize,
+}
+
+impl CpuTotals {
+    /// `{"wall_s", "<kind>_s", "<kind>_us_per_job"}`, kinds `bench`, `broker`, `warren`,
+    /// `other` (other processes), and `stolen_s` (by the hypervisor).
+    fn json(&self) -> Value {
+        let mut out = serde_json::Map::new();
+        out.insert("jobs".into(), json!(self.jobs));
+        for (k, v) in &self.seconds {
+            out.insert(format!("{k}_s"), json!(round(*v, 2)));
+            if !matches!(k.as_str(), "wall" | "stolen") && self.jobs > 0 {
+                out.insert(
+                    format!("{k}_us_per_job"),
+                    json!(round(v * 1e6 / self.jobs as f64, 1)),
+                );
+            }
+        }
+        Value::Object(out)
+    }
+
+    /// One line: CPU per job of each kind, and the other processes' share.
+    fn line(&self) -> String {
+        let per = |k: &str| {
+            self.seconds.get(k).map_or("-".to_owned(), |v| {
+                format!("{:.0} µs", v * 1e6 / self.jobs.max(1) as f64)
+            })
+        };
+        let wall = self.seconds.get("wall").copied().unwrap_or(0.0).max(1e-9);
+        let other = self.seconds.get("other").copied().unwrap_or(0.0);
+        let stolen = self.seconds.get("stolen").copied().unwrap_or(0.0);
+        format!(
+            "CPU per job: warren {}, broker {}, load generator {}; other processes {:.0}% of a core, stolen by the hypervisor {:.0}%{}",
+            per("warren"),
+            per("broker"),
+            per("bench"),
+            100.0 * other / wall,
+            100.0 * stolen / wall,
+            if (other + stolen) / wall > 0.15 {
+                "  <== the machine was busy: figures unreliable"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+impl CpuMeter {
+    fn start(warren: Option<u32>) -> Self {
+        let mut pids = vec![("bench", std::process::id())];
+        if let Some(b) = broker_pid() {
+            pids.push(("broker", b));
+        }
+        if let Some(w) = warren {
+            pids.push(("warren", w));
+        }
+        let start = pids.iter().map(|(_, p)| cpu_seconds(*p)).collect();
+        Self {
+            pids,
+            start,
+            busy: machine_busy_seconds(),
+            wall: Instant::now(),
+        }
+    }
+
+    /// Adds what was spent since `start` to `totals`, for `jobs` jobs.
+    fn stop(&self, totals: &mut CpuTotals, jobs: usize) {
+        totals.jobs += jobs;
+        *totals.seconds.entry("wall".into()).or_default() += self.wall.elapsed().as_secs_f64();
+        let mut tracked = 0.0;
+        for ((name, pid), before) in self.pids.iter().zip(&self.start) {
+            let spent = cpu_seconds(*pid) - before;
+            tracked += spent;
+            *totals.seconds.entry((*name).to_owned()).or_default() += spent;
+        }
+        let (busy, stolen) = machine_busy_seconds();
+        let other = (busy - self.busy.0 - tracked).max(0.0);
+        *totals.seconds.entry("other".into()).or_default() += other;
+        *totals.seconds.entry("stolen".into()).or_default() += (stolen - self.busy.1).max(0.0);
+    }
+}
+
+/// Waits (up to `BENCH_QUIET_WAIT` s, default 120) until processes other than the broker
+/// and this bench use less than 15% of a core over a second, so that a compile or a test run
+/// next door does not pass for warren's cost. Says so when it gives up.
+async fn wait_quiet() {
+    let limit = Duration::from_secs(env_usize("BENCH_QUIET_WAIT", 120) as u64);
+    let started = Instant::now();
+    let mut said = false;
+    loop {
+        let cpu = CpuMeter::start(None);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut t = CpuTotals::default();
+        cpu.stop(&mut t, 0);
+        let other = t.seconds.get("other").copied().unwrap_or(0.0);
+        if other < 0.15 {
+            return;
+        }
+        if started.elapsed() > limit {
+            println!(
+                "  the machine is still busy ({:.0}% of a core in other processes); measuring anyway",
+                other * 100.0
+            );
+            return;
+        }
+        if !said {
+            println!(
+                "  waiting for a quiet machine ({:.0}% of a core in other processes)",
+                other * 100.0
+            );
+            said = true;
+        }
+    }
+}
+
+/// The median of `v` (0 when empty).
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+// ---------------------------------------------------------------------------------------
+// A warren child process.
+
+/// A running `warren` child; killed on drop if still running.
+struct Warren {
+    child: Option<Child>,
+    pid: u32,
+    addr: SocketAddr,
+    perf: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl Warren {
+    /// Writes `queues-<tag>.toml` in `dir` (store `dir/warren.db`, shared by every process
+    /// of the run) with `queues` (noop handler, prefetch `prefetch`) and starts
+    /// `warren <command>` with it, logging to `target/bench/warren-<tag>.log`; returns once
+    /// `/readyz` answers 200.
+    async fn start(dir: &Path, tag: &str, command: &str, queues: &[&str], prefetch: usize) -> Self {
+        let port = free_port();
+        let mut toml = format!(
+            "[broker]\nurl = \"{}\"\n\n[http]\nbind = \"127.0.0.1:{port}\"\n\n[store]\nurl = \"sqlite://warren.db\"\n",
+            amqp_url()
+        );
+        for q in queues {
+            toml.push_str(&format!(
+                "\n[queues.\"{q}\"]\nhandler = \"noop\"\nprefetch = {prefetch}\n"
+            ));
+        }
+        let config = dir.join(format!("queues-{tag}.toml"));
+        std::fs::write(&config, toml).expect("write the bench config");
+        let log_dir = repo().join("target/bench");
+        std::fs::create_dir_all(&log_dir).expect("create target/bench");
+        let log = std::fs::File::create(log_dir.join(format!("warren-{tag}.log")))
+            .expect("create the warren log");
+        let child = Command::new(env!("CARGO_BIN_EXE_warren"))
+            .arg("--config")
+            .arg(&config)
+            .arg(command)
+            .env_remove("WARREN_AMQP_URL")
+            .env_remove("WARREN_BIND")
+            .env_remove("WARREN_STORE_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the warren binary");
+        let pid = child.id();
+        let w = Self {
+            child: Some(child),
+            pid,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            perf: None,
+        };
+        w.wait_ready().await;
+        w
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut c) = connect(self.addr).await
+                && let Ok((200, _)) = get(&mut c, "/readyz").await
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "warren (pid {}) not ready within 30 s; see target/bench/warren-*.log",
+                self.pid
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts `perf record` on this process (with `BENCH_PERF=1`).
+    fn profile(&mut self, phase: &str) {
+        let out = repo().join(format!("target/bench/perf-{phase}.data"));
+        match Command::new("perf")
+            .args([
+                "record",
+                "-F",
+                "499",
+                "-g",
+                "--call-graph",
+                "dwarf,16384",
+                "-o",
+            ])
+            .arg(&out)
+            .arg("-p")
+            .arg(self.pid.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(c) => {
+                println!("  perf recording to {}", out.display());
+                self.perf = Some(c);
+            }
+            Err(e) => eprintln!("bench: perf not available: {e}"),
+        }
+    }
+
+    fn stop_profile(&mut self) {
+        if let Some(mut p) = self.perf.take() {
+            signal(p.id(), "INT");
+            let _ = p.wait();
+        }
+    }
+
+    /// SIGTERM, then waits (up to 40 s) for a graceful exit.
+    async fn stop(mut self) {
+        self.stop_profile();
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        signal(self.pid, "TERM");
+        let waited = tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + Duration::from_secs(40);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => return Some(status),
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        return None;
+                    }
+                }
+            }
+        })
+        .await;
+        if !matches!(waited, Ok(Some(s)) if s.success()) {
+            eprintln!("bench: warren did not exit cleanly on SIGTERM: {waited:?}");
+        }
+    }
+}
+
+impl Drop for Warren {
+    fn drop(&mut self) {
+        self.stop_profile();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+// ---------------------------------------------------------------------------------------
+// A lean HTTP/1.1 keep-alive client (one connection per client task).
+
+type Conn = SendRequest<Full<Bytes>>;
+
+async fn connect(addr: SocketAddr) -> Result<Conn, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+async fn send(conn: &mut Conn, req: hyper::Request<Full<Bytes>>) -> Result<(u16, Bytes), String> {
+    conn.ready().await.map_err(|e| e.to_string())?;
+    let resp = conn.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, body))
+}
+
+async fn post(conn: &mut Conn, path: &str, body: Bytes) -> Result<(u16, Bytes), String> {
+    let req = hyper::Request::post(path)
+        .header(hyper::header::HOST, "127.0.0.1")
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body))
+        .map_err(|e| e.to_string())?;
+    send(conn, req).await
+}
+
+async fn get(conn: &mut Conn, path: &str) -> Result<(u16, Bytes), String> {
+    let req = hyper::Request::get(path)
+        .header(hyper::header::HOST, "127.0.0.1")
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    send(conn, req).await
+}
+
+#[derive(Deserialize)]
+struct Created {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct BatchAnswer {
+    results: Vec<BatchItem>,
+}
+
+#[derive(Deserialize)]
+struct BatchItem {
+    status: u16,
+}
+
+/// What a closed-loop load run did.
+#[derive(Debug, Default)]
+struct LoadResult {
+    /// Jobs answered 202.
+    accepted: usize,
+    /// Jobs refused or requests failed.
+    failed: usize,
+    /// The first failure, for the report.
+    first_error: Option<String>,
+    /// From the first request to the last answer.
+    elapsed: Duration,
+    /// Wall clock (ms since the epoch) of the first request.
+    start_ms: f64,
+}
+
+impl LoadResult {
+    fn per_s(&self) -> f64 {
+        self.accepted as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// `clients` keep-alive connections POST the prepared `bodies` to `path` as fast as answers
+/// come (closed loop). `jobs_in` says how many jobs an answer accepted.
+async fn closed_loop(
+    addr: SocketAddr,
+    path: &str,
+    bodies: Vec<Bytes>,
+    clients: usize,
+    jobs_in: fn(u16, &[u8], usize) -> usize,
+    jobs_per_body: usize,
+) -> LoadResult {
+    let bodies = Arc::new(bodies);
+    let next = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(tokio::sync::Barrier::new(clients + 1));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (bodies, next, barrier, path) = (
+            bodies.clone(),
+            next.clone(),
+            barrier.clone(),
+            path.to_owned(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut conn = connect(addr).await.expect("connect to warren");
+            barrier.wait().await;
+            let (mut ok, mut failed, mut first_error) = (0, 0, None);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(body) = bodies.get(i) else { break };
+                match post(&mut conn, &path, body.clone()).await {
+                    Ok((status, answer)) => {
+                        let n = jobs_in(status, &answer, jobs_per_body);
+                        ok += n;
+                        failed += jobs_per_body - n;
+                        if n < jobs_per_body && first_error.is_none() {
+                            first_error = Some(format!(
+                                "HTTP {status}: {}",
+                                String::from_utf8_lossy(&answer[..answer.len().min(300)])
+                            ));
+                        }
+                    }
+                    Err(e) => {
+                        failed += jobs_per_body;
+                        first_error.get_or_insert(e);
+                        conn = connect(addr).await.expect("reconnect to warren");
+                    }
+                }
+            }
+            (ok, failed, first_error)
+        }));
+    }
+    barrier.wait().await;
+    let start_ms = now_unix_ms();
+    let t0 = Instant::now();
+    let mut out = LoadResult {
+        start_ms,
+        ..LoadResult::default()
+    };
+    for t in tasks {
+        let (ok, failed, err) = t.await.expect("client task");
+        out.accepted += ok;
+        out.failed += failed;
+        if out.first_error.is_none() {
+            out.first_error = err;
+        }
+    }
+    out.elapsed = t0.elapsed();
+    out
+}
+
+fn single_accepted(status: u16, _: &[u8], _: usize) -> usize {
+    usize::from(status == 202)
+}
+
+fn batch_accepted(status: u16, body: &[u8], _: usize) -> usize {
+    if status != 200 {
+        return 0;
+    }
+    serde_json::from_slice::<BatchAnswer>(body)
+        .map_or(0, |a| a.results.iter().filter(|r| r.status == 202).count())
+}
+
+fn single_bodies(n: usize) -> Vec<Bytes> {
+    (0..n)
+        .map(|i| Bytes::from(format!(r#"{{"payload":{}}}"#, payload(i))))
+        .collect()
+}
+
+fn batch_bodies(n: usize, size: usize) -> Vec<Bytes> {
+    (0..n.div_ceil(size))
+        .map(|b| {
+            let items: Vec<String> = (b * size..((b + 1) * size).min(n))
+                .map(|i| format!(r#"{{"payload":{}}}"#, payload(i)))
+                .collect();
+            Bytes::from(format!(r#"{{"jobs":[{}]}}"#, items.join(",")))
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// The raw lapin baseline.
+
+/// Declares `name` exactly as warren declares a work queue (quorum, its arguments).
+async fn declare_like_warren(conn: &Connection, name: &str, cleanup: &Cleanup) {
+    let config = warren::Config::parse(
+        &format!("[queues.\"{name}\"]\nhandler = \"noop\"\n"),
+        Path::new("bench.toml"),
+        &warren::config::EnvOverrides::default(),
+    )
+    .expect("bench queue config");
+    let q = config.queue(name).expect("the queue just configured");
+    let ch = conn.create_channel().await.expect("channel");
+    cleanup.add(name);
+    ch.queue_declare(
+        name.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
+        warren::topology::work_queue_args(q),
+    )
+    .await
+    .expect("declare the raw queue");
+    let _ = ch.close(200, "declared".into()).await;
+}
+
+/// Publishes `n` persistent, mandatory messages to `queue` with confirms, `inflight` in
+/// flight spread over `channels` channels; panics on a nack or a return.
+async fn raw_publish(conn: &Connection, queue: &str, n: usize, inflight: usize, channels: usize) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let per_channel = inflight.div_ceil(channels).max(1);
+    let mut tasks = Vec::new();
+    for _ in 0..channels {
+        let ch = conn.create_channel().await.expect("channel");
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirm mode");
+        let (next, queue) = (next.clone(), queue.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut pending = FuturesUnordered::new();
+            loop {
+                while pending.len() < per_channel {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    let msg = warren::message::JobMessage {
+                        id: uuid::Uuid::now_v7(),
+                        queue: queue.clone(),
+                        attempt: 1,
+                        max_attempts: 5,
+                        correlation_id: None,
+                        idempotency_key: None,
+                        payload: Bytes::from(payload(i)),
+                    };
+                    let confirm = ch
+                        .basic_publish(
+                            "".into(),
+                            queue.as_str().into(),
+                            BasicPublishOptions {
+                                mandatory: true,
+                                ..BasicPublishOptions::default()
+                            },
+                            &msg.payload,
+                            msg.properties(),
+                        )
+                        .await
+                        .expect("basic.publish");
+                    pending.push(confirm);
+                }
+                match pending.next().await {
+                    Some(c) => match c.expect("confirm") {
+                        Confirmation::Ack(None) => {}
+                        other => panic!("raw publish not confirmed: {other:?}"),
+                    },
+                    None => break,
+                }
+            }
+            let _ = ch.close(200, "done".into()).await;
+        }));
+    }
+    for t in tasks {
+        t.await.expect("publisher task");
+    }
+}
+
+/// Consumes and acks (one `basic.ack` per message) `n` messages from `queue` with prefetch
+/// `prefetch`.
+async fn raw_consume(conn: &Connection, queue: &str, n: usize, prefetch: usize) {
+    let ch = conn.create_channel().await.expect("channel");
+    ch.basic_qos(
+        u16::try_from(prefetch).unwrap_or(u16::MAX),
+        BasicQosOptions::default(),
+    )
+    .await
+    .expect("qos");
+    let mut consumer = ch
+        .basic_consume(
+            queue.into(),
+            "bench-raw".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("basic.consume");
+    let mut got = 0;
+    while got < n {
+        let delivery = consumer
+            .next()
+            .await
+            .expect("consumer open")
+            .expect("delivery");
+        delivery
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .expect("ack");
+        got += 1;
+    }
+    let _ = ch.close(200, "done".into()).await;
+}
+
+/// Queue depth (ready messages), by a passive declare.
+async fn depth(conn: &Connection, queue: &str) -> Option<u32> {
+    let ch = conn.create_channel().await.ok()?;
+    let r = ch
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .ok()
+        .map(|q| q.message_count());
+    let _ = ch.close(200, "depth".into()).await;
+    r
+}
+
+// ---------------------------------------------------------------------------------------
+// The store, read by the bench (read-only) to time jobs by their own `started_at` and
+// `finished_at` instead of polling the API per job.
+
+async fn open_store(dir: &Path) -> sqlx::SqlitePool {
+    let opts = sqlx::sqlite::SqliteConnectOptions::from_str(&format!(
+        "sqlite://{}",
+        dir.join("warren.db").display()
+    ))
+    .expect("store url")
+    .read_only(true);
+    sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .expect("open the store read-only")
+}
+
+/// (succeeded jobs, min started_at, max finished_at) of `queue`.
+async fn succeeded(store: &sqlx::SqlitePool, queue: &str) -> (i64, i64, i64) {
+    sqlx::query_as::<_, (i64, Option<i64>, Option<i64>)>(
+        "SELECT COUNT(*), MIN(started_at), MAX(finished_at) FROM jobs \
+         WHERE queue = ? AND status = 'succeeded'",
+    )
+    .bind(queue)
+    .fetch_one(store)
+    .await
+    .map(|(n, a, b)| (n, a.unwrap_or(0), b.unwrap_or(0)))
+    .expect("store query")
+}
+
+/// Waits until `n` jobs of `queue` succeeded: polls the queue's depth (cheap) until it is
+/// empty, then the store. Panics after `timeout`.
+async fn wait_succeeded(
+    conn: &Connection,
+    store: &sqlx::SqlitePool,
+    queue: &str,
+    n: usize,
+    timeout: Duration,
+) -> (i64, i64, i64) {
+    let deadline = Instant::now() + timeout;
+    while depth(conn, queue).await.unwrap_or(0) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{queue} not drained in {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    loop {
+        let s = succeeded(store, queue).await;
+        if s.0 >= n as i64 {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{queue}: {} of {n} jobs succeeded within {timeout:?}",
+            s.0
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The phases.
+
+#[derive(Default)]
+struct Figures {
+    values: BTreeMap<&'static str, f64>,
+    notes: BTreeMap<String, Value>,
+}
+
+impl Figures {
+    fn set(&mut self, key: &'static str, v: f64) {
+        self.values.insert(key, v);
+    }
+    fn get(&self, key: &str) -> Option<f64> {
+        self.values.get(key).copied()
+    }
+    fn note(&mut self, key: &str, v: Value) {
+        self.notes.insert(key.to_owned(), v);
+    }
+}
+
+fn report_load(name: &str, r: &LoadResult) {
+    println!(
+        "  {name}: {} accepted, {} refused in {:.2} s = {:.0} jobs/s",
+        r.accepted,
+        r.failed,
+        r.elapsed.as_secs_f64(),
+        r.per_s()
+    );
+    if let Some(e) = &r.first_error {
+        println!("  {name}: first failure: {e}");
+    }
+}
+
+async fn phase_raw(p: &Params, conn: &Connection, cleanup: &Cleanup, f: &mut Figures) {
+    println!(
+        "raw baseline: {} rounds of {} messages, W={} in flight over {} channels, P={}",
+        p.repeat, p.raw_n, p.inflight, p.raw_channels, p.prefetch
+    );
+    let (mut publish, mut consume, mut both) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cpu_p, mut cpu_c, mut cpu_b) = (
+        CpuTotals::default(),
+        CpuTotals::default(),
+        CpuTotals::default(),
+    );
+    for round in 1..=p.repeat {
+        wait_quiet().await;
+        let q = unique("raw");
+        declare_like_warren(conn, &q, cleanup).await;
+        let cpu = CpuMeter::start(None);
+        let t = Instant::now();
+        raw_publish(conn, &q, p.raw_n, p.inflight, p.raw_channels).await;
+        publish.push(p.raw_n as f64 / t.elapsed().as_secs_f64());
+        cpu.stop(&mut cpu_p, p.raw_n);
+
+        let cpu = CpuMeter::start(None);
+        let t = Instant::now();
+        raw_consume(conn, &q, p.raw_n, p.prefetch).await;
+        consume.push(p.raw_n as f64 / t.elapsed().as_secs_f64());
+        cpu.stop(&mut cpu_c, p.raw_n);
+
+        let q2 = unique("raw-both");
+        declare_like_warren(conn, &q2, cleanup).await;
+        let cpu = CpuMeter::start(None);
+        let t = Instant::now();
+        futures::join!(
+            raw_consume(conn, &q2, p.raw_n, p.prefetch),
+            raw_publish(conn, &q2, p.raw_n, p.inflight, p.raw_channels)
+        );
+        both.push(p.raw_n as f64 / t.elapsed().as_secs_f64());
+        cpu.stop(&mut cpu_b, p.raw_n);
+        println!(
+            "  round {round}: publish {:.0} msg/s, consume {:.0} msg/s, both at once {:.0} msg/s",
+            publish[round - 1],
+            consume[round - 1],
+            both[round - 1]
+        );
+    }
+    for (name, cpu) in [("publish", &cpu_p), ("consume", &cpu_c), ("both", &cpu_b)] {
+        println!("  {name}: {}", cpu.line());
+    }
+    f.note("cpu_raw_publish", cpu_p.json());
+    f.note("cpu_raw_consume", cpu_c.json());
+    f.note("cpu_raw_e2e", cpu_b.json());
+    f.note(
+        "raw_rounds",
+        json!({ "publish": publish, "consume": consume, "both": both }),
+    );
+    f.set("raw_publish_per_s", median(publish));
+    f.set("raw_consume_per_s", median(consume));
+    f.set("raw_e2e_per_s", median(both));
+}
+
+/// `p.repeat` closed-loop rounds splitting `bodies` (of `jobs_per_body` jobs each) between
+/// them; returns the median rate and the jobs accepted in all.
+#[allow(clippy::too_many_arguments)]
+async fn rounds(
+    p: &Params,
+    name: &str,
+    w: &mut Warren,
+    path: &str,
+    bodies: Vec<Bytes>,
+    clients: usize,
+    jobs_in: fn(u16, &[u8], usize) -> usize,
+    jobs_per_body: usize,
+    f: &mut Figures,
+) -> (f64, usize) {
+    let per_round = bodies.len().div_ceil(p.repeat).max(1);
+    let mut rates = Vec::new();
+    let mut accepted = 0;
+    let mut cpu_all = CpuTotals::default();
+    if p.perf {
+        w.profile(name);
+    }
+    let mut bodies = bodies.into_iter();
+    for round in 1..=p.repeat {
+        let chunk: Vec<Bytes> = bodies.by_ref().take(per_round).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        wait_quiet().await;
+        let cpu = CpuMeter::start(Some(w.pid));
+        let r = closed_loop(w.addr, path, chunk, clients, jobs_in, jobs_per_body).await;
+        cpu.stop(&mut cpu_all, r.accepted);
+        report_load(&format!("{name} round {round}"), &r);
+        rates.push(r.per_s());
+        accepted += r.accepted;
+    }
+    w.stop_profile();
+    println!("  {name}: {}", cpu_all.line());
+    f.note(&format!("cpu_{}", name.replace('-', "_")), cpu_all.json());
+    f.note(&format!("{}_rounds", name.replace('-', "_")), json!(rates));
+    (median(rates), accepted)
+}
+
+/// Intake phases with `warren serve`; leaves `bk` with the accepted jobs as a backlog.
+async fn phase_intake(p: &Params, dir: &Path, bk: &str, f: &mut Figures) -> usize {
+    println!(
+        "intake: warren serve; {} single POSTs from C={} clients, then {} jobs in batches of {} from {} clients, each in {} rounds",
+        p.intake_n, p.clients, p.batch_n, p.batch_size, p.batch_clients, p.repeat
+    );
+    let mut w = Warren::start(dir, "serve", "serve", &[bk], p.prefetch).await;
+    let rss = RssWatch::start(w.pid);
+    // Idle: the first two seconds after it is ready.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = rss.peak_mb();
+    println!("  idle RSS: {idle:.1} MB (pid {})", w.pid);
+    f.set("rss_idle_mb", idle);
+    rss.reset();
+
+    let path = format!("/v1/queues/{bk}/jobs");
+    let (single, n1) = rounds(
+        p,
+        "intake",
+        &mut w,
+        &path,
+        single_bodies(p.intake_n),
+        p.clients,
+        single_accepted,
+        1,
+        f,
+    )
+    .await;
+    f.set("intake_per_s", single);
+    let (batch, n2) = rounds(
+        p,
+        "intake-batch",
+        &mut w,
+        &format!("{path}/batch"),
+        batch_bodies(p.batch_n, p.batch_size),
+        p.batch_clients,
+        batch_accepted,
+        p.batch_size,
+        f,
+    )
+    .await;
+    f.set("intake_batch_per_s", batch);
+    let load = rss.peak_mb();
+    println!("  RSS under intake load: {load:.1} MB");
+    f.note("rss_intake_mb", json!(round(load, 1)));
+    f.set("rss_load_mb", load);
+    drop(rss);
+    w.stop().await;
+    n1 + n2
+}
+
+/// Drain: `warren run` empties the backlog in `bk`.
+async fn phase_drain(
+    p: &Params,
+    dir: &Path,
+    conn: &Connection,
+    bk: &str,
+    backlog: usize,
+    f: &mut Figures,
+) {
+    let before = depth(conn, bk).await.unwrap_or(0);
+    println!("drain: warren run (noop, claims and status on) over a backlog of {before} jobs");
+    wait_quiet().await;
+    let mut w = Warren::start(dir, "drain", "run", &[bk], p.prefetch).await;
+    let rss = RssWatch::start(w.pid);
+    if p.perf {
+        w.profile("drain");
+    }
+    let cpu = CpuMeter::start(Some(w.pid));
+    let store = open_store(dir).await;
+    let (n, first_start, last_finish) =
+        wait_succeeded(conn, &store, bk, backlog, Duration::from_secs(600)).await;
+    let mut totals = CpuTotals::default();
+    cpu.stop(&mut totals, backlog);
+    w.stop_profile();
+    let secs = (last_finish - first_start) as f64 / 1000.0;
+    let rate = n as f64 / secs.max(1e-3);
+    let peak = rss.peak_mb();
+    let hwm = status_kb(w.pid, "VmHWM").unwrap_or(0) as f64 / 1024.0;
+    println!(
+        "  {n} jobs succeeded in {secs:.2} s (first start to last finish) = {rate:.0} jobs/s; peak RSS {peak:.1} MB (VmHWM {hwm:.1} MB)"
+    );
+    println!("  {}", totals.line());
+    f.note("cpu_drain", totals.json());
+    f.set("drain_per_s", rate);
+    f.set("rss_backlog_mb", peak.max(hwm));
+    store.close().await;
+    drop(rss);
+    w.stop().await;
+}
+
+/// End to end and latency, on one `warren run`.
+async fn phase_run(p: &Params, dir: &Path, conn: &Connection, cleanup: &Cleanup, f: &mut Figures) {
+    let (e2e, lat) = (unique("e2e"), unique("lat"));
+    for q in [&e2e, &lat] {
+        cleanup.add(q);
+        cleanup.add(&format!("{q}.dlq"));
+    }
+    let mut w = Warren::start(dir, "run", "run", &[&e2e, &lat], p.prefetch).await;
+    let rss = RssWatch::start(w.pid);
+    let store = open_store(dir).await;
+    if p.runs("e2e") {
+        println!(
+            "end to end: warren run; {} POSTs from C={} clients while its workers run them, in {} rounds",
+            p.e2e_n, p.clients, p.repeat
+        );
+        if p.perf {
+            w.profile("e2e");
+        }
+        let per_round = p.e2e_n.div_ceil(p.repeat).max(1);
+        let mut rates = Vec::new();
+        let mut totals = CpuTotals::default();
+        let mut done = 0;
+        for round in 1..=p.repeat {
+            wait_quiet().await;
+            let cpu = CpuMeter::start(Some(w.pid));
+            let load = closed_loop(
+                w.addr,
+                &format!("/v1/queues/{e2e}/jobs"),
+                single_bodies(per_round),
+                p.clients,
+                single_accepted,
+                1,
+            )
+            .await;
+            report_load(&format!("posts round {round}"), &load);
+            done += load.accepted;
+            let (n, _, last_finish) =
+                wait_succeeded(conn, &store, &e2e, done, Duration::from_secs(300)).await;
+            cpu.stop(&mut totals, load.accepted);
+            let secs = (last_finish as f64 - load.start_ms) / 1000.0;
+            let rate = load.accepted as f64 / secs.max(1e-3);
+            println!(
+                "  round {round}: {} jobs from first POST to last `succeeded` in {secs:.2} s = {rate:.0} jobs/s ({n} succeeded in all)",
+                load.accepted
+            );
+            rates.push(rate);
+        }
+        w.stop_profile();
+        println!("  {}", totals.line());
+        f.note("cpu_e2e", totals.json());
+        f.note("e2e_rounds", json!(rates));
+        f.set("e2e_per_s", median(rates));
+        let peak = rss.peak_mb();
+        println!("  RSS under end-to-end load: {peak:.1} MB");
+        f.note("rss_e2e_mb", json!(round(peak, 1)));
+        f.set("rss_load_mb", f.get("rss_load_mb").unwrap_or(0.0).max(peak));
+    }
+    if p.runs("latency") {
+        latency(p, &mut w, conn, &store, &lat, &rss, f).await;
+    }
+    store.close().await;
+    drop(rss);
+    w.stop().await;
+}
+
+/// Open loop: a request every 1/rate s for `lat_secs`, scheduled by the clock (not by
+/// answers), over enough keep-alive connections; POST→202 counts from the scheduled time, so
+/// a stall is not hidden (no coordinated omission).
+async fn latency(
+    p: &Params,
+    w: &mut Warren,
+    conn: &Connection,
+    store: &sqlx::SqlitePool,
+    queue: &str,
+    rss: &RssWatch,
+    f: &mut Figures,
+) {
+    let n = p.lat_rate * p.lat_secs as usize;
+    println!(
+        "latency: open loop at {} POST/s for {} s ({n} jobs) on warren run",
+        p.lat_rate, p.lat_secs
+    );
+    if p.perf {
+        w.profile("latency");
+    }
+    let bodies = Arc::new(single_bodies(n));
+    let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Instant)>(n);
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let path = Arc::new(format!("/v1/queues/{queue}/jobs"));
+    let conns = 64;
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (rx, bodies, path, addr) = (rx.clone(), bodies.clone(), path.clone(), w.addr);
+        let mut c = connect(addr).await.expect("connect to warren");
+        tasks.push(tokio::spawn(async move {
+            let mut out: Vec<(u64, Option<(String, f64)>)> = Vec::new();
+            loop {
+                let next = rx.lock().await.recv().await;
+                let Some((i, due)) = next else { break };
+                let r = post(&mut c, &path, bodies[i].clone()).await;
+                let took = due.elapsed().as_micros() as u64;
+                let accepted_ms = now_unix_ms();
+                match r {
+                    Ok((202, body)) => {
+                        let id = serde_json::from_slice::<Created>(&body)
+                            .map(|c| c.id)
+                            .unwrap_or_default();
+                        out.push((took, Some((id, accepted_ms))));
+                    }
+                    _ => out.push((took, None)),
+                }
+            }
+            out
+        }));
+    }
+    wait_quiet().await;
+    let cpu = CpuMeter::start(Some(w.pid));
+    let start = tokio::time::Instant::now();
+    let every = Duration::from_secs_f64(1.0 / p.lat_rate as f64);
+    for i in 0..n {
+        let due = start + every.mul_f64(i as f64);
+        tokio::time::sleep_until(due).await;
+        tx.send((i, due.into_std())).await.expect("dispatch");
+    }
+    drop(tx);
+    let mut post_h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut accepted: Vec<(String, f64)> = Vec::with_capacity(n);
+    let mut failed = 0;
+    for t in tasks {
+        for (us, ok) in t.await.expect("latency client") {
+            match ok {
+                Some(a) => {
+                    post_h.saturating_record(us.max(1));
+                    accepted.push(a);
+                }
+                None => failed += 1,
+            }
+        }
+    }
+    w.stop_profile();
+    let (done, _, _) =
+        wait_succeeded(conn, store, queue, accepted.len(), Duration::from_secs(120)).await;
+    let mut totals = CpuTotals::default();
+    cpu.stop(&mut totals, n);
+    println!("  {}", totals.line());
+    f.note("cpu_latency", totals.json());
+    let started: BTreeMap<String, i64> = sqlx::query_as::<_, (String, Option<i64>)>(
+        "SELECT id, started_at FROM jobs WHERE queue = ?",
+    )
+    .bind(queue)
+    .fetch_all(store)
+    .await
+    .expect("store query")
+    .into_iter()
+    .filter_map(|(id, s)| Some((id, s?)))
+    .collect();
+    let mut start_h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut before_202 = 0;
+    for (id, accepted_ms) in &accepted {
+        if let Some(s) = started.get(id) {
+            // started_at has whole-ms resolution: take the middle of its millisecond.
+            let d = *s as f64 + 0.5 - accepted_ms;
+            if d < 0.0 {
+                before_202 += 1;
+            }
+            start_h.saturating_record((d.max(0.0) * 1000.0) as u64 + 1);
+        }
+    }
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "  {} accepted ({failed} refused), {done} succeeded; POST→202 p50 {:.2} ms p99 {:.2} ms max {:.2} ms",
+        accepted.len(),
+        ms(&post_h, 0.5),
+        ms(&post_h, 0.99),
+        ms(&post_h, 1.0)
+    );
+    println!(
+        "  accepted→started p50 {:.2} ms p99 {:.2} ms max {:.2} ms ({before_202} jobs started before their 202 arrived, counted as 0)",
+        ms(&start_h, 0.5),
+        ms(&start_h, 0.99),
+        ms(&start_h, 1.0)
+    );
+    f.set("post_p50_ms", ms(&post_h, 0.5));
+    f.set("post_p99_ms", ms(&post_h, 0.99));
+    f.set("start_p50_ms", ms(&start_h, 0.5));
+    f.set("start_p99_ms", ms(&start_h, 0.99));
+    f.note("latency_refused", json!(failed));
+    f.note("latency_started_before_202", json!(before_202));
+    let peak = rss.peak_mb();
+    f.set("rss_load_mb", f.get("rss_load_mb").unwrap_or(0.0).max(peak));
+}
+
+// ---------------------------------------------------------------------------------------
+// Report.
+
+/// (figure, baseline figure, target text, check)
+type Row = (
+    &'static str,
+    Option<&'static str>,
+    &'static str,
+    Option<fn(f64, Option<f64>) -> bool>,
+);
+
+fn ratio_at_least(k: f64) -> impl Fn(f64, Option<f64>) -> bool {
+    move |v, base| base.is_some_and(|b| v >= k * b)
+}
+
+fn rows() -> Vec<Row> {
+    vec![
+        ("raw_publish_per_s", None, "", None),
+        ("raw_consume_per_s", None, "", None),
+        ("raw_e2e_per_s", None, "", None),
+        (
+            "intake_per_s",
+            Some("raw_publish_per_s"),
+            ">= 0.5 x raw",
+            Some(|v, b| ratio_at_least(0.5)(v, b)),
+        ),
+        (
+            "intake_batch_per_s",
+            Some("raw_publish_per_s"),
+            ">= 0.8 x raw",
+            Some(|v, b| ratio_at_least(0.8)(v, b)),
+        ),
+        (
+            "drain_per_s",
+            Some("raw_consume_per_s"),
+            ">= 0.6 x raw",
+            Some(|v, b| ratio_at_least(0.6)(v, b)),
+        ),
+        (
+            "e2e_per_s",
+            Some("raw_e2e_per_s"),
+            ">= 0.5 x raw",
+            Some(|v, b| ratio_at_least(0.5)(v, b)),
+        ),
+        ("post_p50_ms", None, "", None),
+        ("post_p99_ms", None, "<= 10 ms", Some(|v, _| v <= 10.0)),
+        ("start_p50_ms", None, "", None),
+        ("start_p99_ms", None, "<= 25 ms", Some(|v, _| v <= 25.0)),
+        ("rss_idle_mb", None, "<= 64 MB", Some(|v, _| v <= 64.0)),
+        ("rss_load_mb", None, "<= 200 MB", Some(|v, _| v <= 200.0)),
+        ("rss_backlog_mb", None, "<= 200 MB", Some(|v, _| v <= 200.0)),
+    ]
+}
+
+fn report(p: &Params, f: &Figures) -> Value {
+    println!();
+    println!(
+        "{:<20} {:>12} {:>12} {:>7} {:>14}  result",
+        "figure", "value", "raw", "ratio", "target"
+    );
+    let mut out = serde_json::Map::new();
+    let mut fails = 0;
+    for (key, base_key, target, check) in rows() {
+        let v = f.get(key);
+        let base = base_key.and_then(|b| f.get(b));
+        let ratio = v.zip(base).map(|(v, b)| v / b);
+        let result = match (v, check) {
+            (None, _) => "not run",
+            (Some(_), None) => "",
+            (Some(_), Some(_)) if base_key.is_some() && base.is_none() => "no baseline",
+            (Some(v), Some(check)) => {
+                if check(v, base) {
+                    "PASS"
+                } else {
+                    fails += 1;
+                    "FAIL  <=="
+                }
+            }
+        };
+        let fmt = |x: Option<f64>, d: usize| x.map_or("-".to_owned(), |x| format!("{x:.d$}"));
+        let digits = if key.ends_with("_per_s") { 0 } else { 2 };
+        println!(
+            "{key:<20} {:>12} {:>12} {:>7} {:>14}  {result}",
+            fmt(v, digits),
+            fmt(base, 0),
+            fmt(ratio, 2),
+            target
+        );
+        out.insert(
+            key.to_owned(),
+            v.map_or(Value::Null, |v| json!(round(v, 2))),
+        );
+        if let Some(r) = ratio {
+            let name = format!("{}_ratio", key.trim_end_matches("_per_s"));
+            out.insert(name, json!(round(r, 3)));
+        }
+    }
+    println!("{fails} target(s) missed");
+    let mut notes = serde_json::Map::new();
+    for (k, v) in &f.notes {
+        notes.insert(k.clone(), v.clone());
+    }
+    out.insert("details".into(), Value::Object(notes));
+    out.insert(
+        "params".into(),
+        json!({
+            "raw_n": p.raw_n, "inflight_w": p.inflight, "raw_channels": p.raw_channels,
+            "prefetch_p": p.prefetch, "clients_c": p.clients, "intake_n": p.intake_n,
+            "batch_n": p.batch_n, "batch_size": p.batch_size, "batch_clients": p.batch_clients,
+            "e2e_n": p.e2e_n, "lat_rate": p.lat_rate, "lat_secs": p.lat_secs,
+        }),
+    );
+    out.insert("machine".into(), machine());
+    Value::Object(out)
+}
+
+fn machine() -> Value {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0.0, |kb| round(kb / 1024.0 / 1024.0, 1));
+    json!({ "cores": cores, "mem_gib": mem_gib })
+}
+
+// ---------------------------------------------------------------------------------------
+
+async fn run(p: &Params, cleanup: &Cleanup) -> Figures {
+    let mut f = Figures::default();
+    let conn = tokio::time::timeout(
+        Duration::from_secs(30),
+        Connection::connect(&amqp_url(), ConnectionProperties::default()),
+    )
+    .await
+    .map_err(|_| "no AMQP handshake within 30 s".to_owned())
+    .and_then(|r| r.map_err(|e| e.to_string()))
+    .unwrap_or_else(|e| {
+        panic!(
+            "RabbitMQ is not reachable at {} ({e})",
+            warren::redact(&amqp_url())
+        )
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    if p.runs("raw") {
+        phase_raw(p, &conn, cleanup, &mut f).await;
+    }
+    let bk = unique("backlog");
+    cleanup.add(&bk);
+    cleanup.add(&format!("{bk}.dlq"));
+    let backlog = if p.runs("intake") {
+        phase_intake(p, dir.path(), &bk, &mut f).await
+    } else if p.runs("drain") {
+        // No intake phase: load the backlog untimed through the batch endpoint.
+        let w = Warren::start(dir.path(), "load", "serve", &[&bk], p.prefetch).await;
+        let r = closed_loop(
+            w.addr,
+            &format!("/v1/queues/{bk}/jobs/batch"),
+            batch_bodies(p.intake_n + p.batch_n, 1000),
+            2,
+            batch_accepted,
+            1000,
+        )
+        .await;
+        w.stop().await;
+        r.accepted
+    } else {
+        0
+    };
+    if p.runs("drain") {
+        phase_drain(p, dir.path(), &conn, &bk, backlog, &mut f).await;
+    }
+    if p.runs("e2e") || p.runs("latency") {
+        phase_run(p, dir.path(), &conn, cleanup, &mut f).await;
+    }
+    let _ = conn.close(200, "bench done".into()).await;
+    f
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter or other flags are ignored.
+    let p = Params::from_env();
+    let ensure = repo().join("scripts/ensure-rabbitmq");
+    let status = Command::new(&ensure)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", ensure.display()));
+    assert!(
+        status.success(),
+        "{} failed ({status}); the benchmark needs RabbitMQ",
+        ensure.display()
+    );
+    let cleanup = Cleanup::default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let started = Instant::now();
+    let figures = rt.block_on(run(&p, &cleanup));
+    drop(rt);
+    let out = report(&p, &figures);
+    let path = std::env::var("BENCH_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo().join("target/bench/e2e.json"));
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("create the output directory");
+    }
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&out).expect("serialise the figures"),
+    )
+    .expect("write the JSON figures");
+    println!(
+        "figures written to {} ({:.0} s in all)",
+        path.display(),
+        started.elapsed().as_secs_f64()
+    );
+}

@@ -1,0 +1,707 @@
+//! `queues.toml`: the typed configuration (DESIGN §5).
+//!
+//! Parsing is strict: an unknown key or an invalid value is an error that names the file, the
+//! line and the key, and nothing is declared on the broker. Durations are human-readable
+//! (`"30s"`, `"10m"`, `"7d"`, parsed by `humantime`). `WARREN_AMQP_URL`, `WARREN_BIND` and
+//! `WARREN_STORE_URL` override the file.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{Error, Result};
+
+/// Default configuration file name, looked up in the working directory.
+pub const DEFAULT_CONFIG_FILE: &str = "queues.toml";
+
+/// The whole configuration of one warren deployment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this configuration came from (for messages).
+    pub path: PathBuf,
+    /// Directory that relative paths (exec programs, the SQLite file) are resolved against:
+    /// the config file's directory.
+    pub base_dir: PathBuf,
+    /// RabbitMQ connection settings.
+    pub broker: BrokerConfig,
+    /// HTTP intake settings.
+    pub http: HttpConfig,
+    /// Status store settings.
+    pub store: StoreConfig,
+    /// Worker runtime settings.
+    pub worker: WorkerConfig,
+    /// The configured queues, by name (sorted).
+    pub queues: BTreeMap<String, QueueConfig>,
+}
+
+/// `[broker]`: where RabbitMQ is and how warren publishes to it.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// AMQP URL, `amqp://` or `amqps://` (rustls). Overridden by `WARREN_AMQP_URL`.
+    /// Default `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    pub url: String,
+    /// How long a publish may wait for its publisher confirm before the intake answers 503.
+    /// Default 5 s.
+    pub confirm_timeout: Duration,
+    /// Number of confirm-mode channels the publisher pipelines over. Default 4.
+    pub publish_channels: usize,
+    /// The broker's `consumer_timeout` (rabbitmq.conf; RabbitMQ's default is 30 min): a
+    /// delivery unacked for longer closes the channel. warren warns at start-up when a queue's
+    /// `timeout` is not below it. Default 30 min.
+    pub consumer_timeout: Duration,
+}
+
+/// `[http]`: the intake.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Listen address. Overridden by `WARREN_BIND`. Default `127.0.0.1:8080` (loopback, DESIGN §9).
+    pub bind: SocketAddr,
+}
+
+/// `[store]`: job status, claims and idempotency keys.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` (relative to the config file's directory) or `postgres://…`.
+    /// Overridden by `WARREN_STORE_URL`. Default `sqlite://warren.db`.
+    pub url: String,
+    /// How long finished jobs and idempotency keys are kept. Default 7 days.
+    pub retention: Duration,
+}
+
+/// `[worker]`: consumer runtime.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// On SIGTERM/SIGINT, how long in-flight jobs may take to finish before they are handed
+    /// back to the broker. Default 30 s.
+    pub shutdown_grace: Duration,
+}
+
+/// One `[queues.NAME]` table.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Queue name: also the RabbitMQ work queue name; the DLQ is `{name}.dlq`.
+    pub name: String,
+    /// What runs the jobs.
+    pub handler: HandlerSpec,
+    /// AMQP prefetch (`basic.qos`): most unacked deliveries a worker holds. Default 32.
+    pub prefetch: u16,
+    /// Most jobs run at once by one worker. Default: `prefetch`.
+    pub concurrency: usize,
+    /// Attempts before a job is dead-lettered. Default 5.
+    pub max_attempts: u32,
+    /// Retry backoff: exponential with full jitter between `base` and `max`.
+    pub backoff: Backoff,
+    /// Longest a handler may run; past it the attempt fails. Default 30 s.
+    pub timeout: Duration,
+    /// RabbitMQ queue type. Default quorum.
+    pub queue_type: QueueType,
+    /// `x-max-length`: most ready messages; a full queue rejects publishes (429). Default none.
+    pub max_length: Option<u64>,
+    /// Largest accepted `payload` in bytes (413 past it). Default 256 KiB.
+    pub max_payload_bytes: usize,
+    /// `x-delivery-limit` for quorum queues: redeliveries (crashes, requeues) before the broker
+    /// dead-letters the message. Default 20.
+    pub delivery_limit: u32,
+}
+
+/// Retry backoff bounds. The delay before attempt `n + 1` is drawn uniformly from
+/// `[0, min(max, base * 2^(n-1))]` ("full jitter", AWS Architecture Blog, 2015).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backoff {
+    /// First step. Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub base: Duration,
+    /// Cap. Default 10 min.
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(600),
+        }
+    }
+}
+
+/// RabbitMQ queue type (`x-queue-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    /// Replicated, durable, with a delivery limit (RabbitMQ docs, "Quorum Queues").
+    #[default]
+    Quorum,
+    /// Classic durable queue.
+    Classic,
+}
+
+impl QueueType {
+    /// The `x-queue-type` argument value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Quorum => "quorum",
+            QueueType::Classic => "classic",
+        }
+    }
+}
+
+/// What runs a queue's jobs (DESIGN §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandlerSpec {
+    /// Succeeds at once; for benchmarks.
+    Noop,
+    /// POST the payload to this URL.
+    Http(reqwest::Url),
+    /// Run this program (absolute path, resolved against the config file's directory) with
+    /// these arguments; no shell.
+    Exec {
+        /// Resolved program path.
+        program: PathBuf,
+        /// Extra arguments.
+        args: Vec<String>,
+    },
+    /// A Rust handler registered in code under this name (see `App::builder`).
+    Rust(String),
+}
+
+// ---- raw file shapes -------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    broker: RawBroker,
+    #[serde(default)]
+    http: RawHttp,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    worker: RawWorker,
+    #[serde(default)]
+    queues: BTreeMap<Spanned<String>, RawQueue>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBroker {
+    url: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    confirm_timeout: Option<Duration>,
+    publish_channels: Option<std::num::NonZeroUsize>,
+    #[serde(default, with = "humantime_serde")]
+    consumer_timeout: Option<Duration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    bind: Option<SocketAddr>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    url: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    retention: Option<Duration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWorker {
+    #[serde(default, with = "humantime_serde")]
+    shutdown_grace: Option<Duration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    handler: Spanned<RawHandler>,
+    prefetch: Option<std::num::NonZeroU16>,
+    concurrency: Option<std::num::NonZeroUsize>,
+    max_attempts: Option<std::num::NonZeroU32>,
+    backoff: Option<Spanned<Backoff>>,
+    #[serde(default, with = "humantime_serde")]
+    timeout: Option<Duration>,
+    #[serde(rename = "type")]
+    queue_type: Option<QueueType>,
+    max_length: Option<std::num::NonZeroU64>,
+    max_payload_bytes: Option<std::num::NonZeroUsize>,
+    delivery_limit: Option<std::num::NonZeroU32>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawHandler {
+    Name(String),
+    Table(RawHandlerTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+enum RawHandlerTable {
+    #[serde(rename = "exec")]
+    Exec(Vec<String>),
+    #[serde(rename = "http")]
+    Http(String),
+    #[serde(rename = "rust")]
+    Rust(String),
+}
+
+/// Environment overrides, read by [`Config::load`]. Tests build one by hand.
+#[derive(Debug, Clone, Default)]
+pub struct EnvOverrides {
+    /// `WARREN_AMQP_URL`.
+    pub amqp_url: Option<String>,
+    /// `WARREN_BIND`.
+    pub bind: Option<String>,
+    /// `WARREN_STORE_URL`.
+    pub store_url: Option<String>,
+}
+
+impl EnvOverrides {
+    /// Reads `WARREN_AMQP_URL`, `WARREN_BIND` and `WARREN_STORE_URL` from the process
+    /// environment (empty values count as unset).
+    pub fn from_env() -> Self {
+        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Self {
+            amqp_url: get("WARREN_AMQP_URL"),
+            bind: get("WARREN_BIND"),
+            store_url: get("WARREN_STORE_URL"),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates `path` (or [`DEFAULT_CONFIG_FILE`]), then applies the process
+    /// environment's overrides.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Config`] naming the file, line and key for unreadable files,
+    /// unknown keys, invalid values and missing exec programs.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let path = path.unwrap_or(Path::new(DEFAULT_CONFIG_FILE));
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::config(format!("cannot read config file {}: {e}", path.display()))
+        })?;
+        Self::parse(&text, path, &EnvOverrides::from_env())
+    }
+
+    /// Parses `text` as if read from `path` (used for messages and to resolve relative paths),
+    /// then applies `env`.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn parse(text: &str, path: &Path, env: &EnvOverrides) -> Result<Self> {
+        let file = path.display().to_string();
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|s| format!(" line {}", line_of(text, s.start)))
+                .unwrap_or_default();
+            Error::config(format!(
+                "invalid config {file}{at}: {}",
+                e.message().trim_end()
+            ))
+        })?;
+        let base_dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let at = |span: std::ops::Range<usize>, key: &str, msg: String| {
+            Error::config(format!(
+                "invalid config {file} line {}: `{key}`: {msg}",
+                line_of(text, span.start)
+            ))
+        };
+
+        let broker = BrokerConfig {
+            url: env
+                .amqp_url
+                .clone()
+                .or(raw.broker.url)
+                .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()),
+            confirm_timeout: raw.broker.confirm_timeout.unwrap_or(Duration::from_secs(5)),
+            publish_channels: raw.broker.publish_channels.map_or(4, |n| n.get()),
+            consumer_timeout: raw
+                .broker
+                .consumer_timeout
+                .unwrap_or(Duration::from_secs(30 * 60)),
+        };
+        if !(broker.url.starts_with("amqp://") || broker.url.starts_with("amqps://")) {
+            return Err(Error::config(format!(
+                "invalid config {file}: `broker.url` (or WARREN_AMQP_URL) must start with amqp:// or amqps://, got {}",
+                crate::redact::redact(&broker.url)
+            )));
+        }
+        let bind = match &env.bind {
+            Some(b) => b.parse().map_err(|e| {
+                Error::config(format!(
+                    "WARREN_BIND: `{b}` is not an address like 127.0.0.1:8080: {e}"
+                ))
+            })?,
+            None => raw
+                .http
+                .bind
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        };
+        let store = StoreConfig {
+            url: env
+                .store_url
+                .clone()
+                .or(raw.store.url)
+                .unwrap_or_else(|| "sqlite://warren.db".to_owned()),
+            retention: raw
+                .store
+                .retention
+                .unwrap_or(Duration::from_secs(7 * 24 * 3600)),
+        };
+        let worker = WorkerConfig {
+            shutdown_grace: raw.worker.shutdown_grace.unwrap_or(Duration::from_secs(30)),
+        };
+
+        let mut queues = BTreeMap::new();
+        for (name, q) in raw.queues {
+            let span = name.span();
+            let name = name.into_inner();
+            validate_queue_name(&name)
+                .map_err(|msg| at(span.clone(), &format!("queues.{name}"), msg))?;
+            let key = |k: &str| format!("queues.{name}.{k}");
+            let handler_span = q.handler.span();
+            let handler = match q.handler.into_inner() {
+                RawHandler::Name(n) if n == "noop" => HandlerSpec::Noop,
+                RawHandler::Name(n) => {
+                    return Err(at(
+                        handler_span,
+                        &key("handler"),
+                        format!(
+                            "unknown handler \"{n}\"; expected \"noop\", {{ exec = [\"program\", \"args\"…] }}, {{ http = \"https://…\" }} or {{ rust = \"name\" }}"
+                        ),
+                    ));
+                }
+                RawHandler::Table(RawHandlerTable::Http(url)) => {
+                    let parsed = reqwest::Url::parse(&url)
+                        .ok()
+                        .filter(|u| matches!(u.scheme(), "http" | "https"));
+                    match parsed {
+                        Some(u) => HandlerSpec::Http(u),
+                        None => {
+                            return Err(at(
+                                handler_span,
+                                &key("handler.http"),
+                                format!("`{}` is not an http(s) URL", crate::redact::redact(&url)),
+                            ));
+                        }
+                    }
+                }
+                RawHandler::Table(RawHandlerTable::Exec(argv)) => {
+                    let mut argv = argv.into_iter();
+                    let Some(program) = argv.next().filter(|p| !p.is_empty()) else {
+                        return Err(at(
+                            handler_span,
+                            &key("handler.exec"),
+                            "needs at least the program, e.g. [\"workers/examples/report.sh\"]"
+                                .to_owned(),
+                        ));
+                    };
+                    let resolved = base_dir.join(&program);
+                    check_executable(&resolved).map_err(|msg| {
+                        at(
+                            handler_span.clone(),
+                            &key("handler.exec"),
+                            format!(
+                                "program `{program}` {msg} (looked at {})",
+                                resolved.display()
+                            ),
+                        )
+                    })?;
+                    HandlerSpec::Exec {
+                        program: resolved,
+                        args: argv.collect(),
+                    }
+                }
+                RawHandler::Table(RawHandlerTable::Rust(n)) => HandlerSpec::Rust(n),
+            };
+            let prefetch = q.prefetch.map_or(32, |n| n.get());
+            let backoff = match q.backoff {
+                Some(b) => {
+                    let span = b.span();
+                    let b = b.into_inner();
+                    if b.base.is_zero() || b.base > b.max {
+                        return Err(at(
+                            span,
+                            &key("backoff"),
+                            format!(
+                                "base must be > 0 and <= max (got base {:?}, max {:?})",
+                                b.base, b.max
+                            ),
+                        ));
+                    }
+                    b
+                }
+                None => Backoff::default(),
+            };
+            let timeout = q.timeout.unwrap_or(Duration::from_secs(30));
+            if timeout.is_zero() {
+                return Err(at(
+                    span,
+                    &key("timeout"),
+                    "must be greater than 0".to_owned(),
+                ));
+            }
+            let cfg = QueueConfig {
+                name: name.clone(),
+                handler,
+                prefetch,
+                concurrency: q.concurrency.map_or(usize::from(prefetch), |n| n.get()),
+                max_attempts: q.max_attempts.map_or(5, |n| n.get()),
+                backoff,
+                timeout,
+                queue_type: q.queue_type.unwrap_or_default(),
+                max_length: q.max_length.map(|n| n.get()),
+                max_payload_bytes: q.max_payload_bytes.map_or(256 * 1024, |n| n.get()),
+                delivery_limit: q.delivery_limit.map_or(20, |n| n.get()),
+            };
+            queues.insert(name, cfg);
+        }
+        if queues.is_empty() {
+            return Err(Error::config(format!(
+                "invalid config {file}: no queues configured; add a [queues.NAME] table"
+            )));
+        }
+
+        Ok(Config {
+            path: path.to_path_buf(),
+            base_dir,
+            broker,
+            http: HttpConfig { bind },
+            store,
+            worker,
+            queues,
+        })
+    }
+
+    /// Warnings about settings that will misbehave: a queue `timeout` not below the broker's
+    /// `consumer_timeout` (the broker would close the channel before the job times out).
+    pub fn warnings(&self) -> Vec<String> {
+        self.queues
+            .values()
+            .filter(|q| q.timeout >= self.broker.consumer_timeout)
+            .map(|q| {
+                format!(
+                    "queue `{}`: timeout {} ms is not below the broker's consumer_timeout {} ms; \
+                     a job that runs that long loses its delivery. Lower the timeout or raise \
+                     consumer_timeout in rabbitmq.conf (and broker.consumer_timeout here)",
+                    q.name,
+                    q.timeout.as_millis(),
+                    self.broker.consumer_timeout.as_millis()
+                )
+            })
+            .collect()
+    }
+
+    /// The queue called `name`, if configured.
+    pub fn queue(&self, name: &str) -> Option<&QueueConfig> {
+        self.queues.get(name)
+    }
+
+    /// The store URL with a relative SQLite path resolved against the config file's directory.
+    pub fn resolved_store_url(&self) -> String {
+        match self.store.url.strip_prefix("sqlite://") {
+            Some(p) if !p.starts_with('/') && !p.starts_with(":memory:") => {
+                format!("sqlite://{}", self.base_dir.join(p).display())
+            }
+            _ => self.store.url.clone(),
+        }
+    }
+}
+
+/// 1-based line number of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()
+        .iter()
+        .take(offset)
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Queue names become RabbitMQ queue names (max 255 bytes; `amq.` is reserved by the broker)
+/// and appear in URLs, so they are limited to `[A-Za-z0-9_.-]`, 1–200 bytes, and must not
+/// collide with warren's own names.
+fn validate_queue_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() || name.len() > 200 {
+        return Err("queue names must be 1 to 200 characters".to_owned());
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        return Err("queue names may only contain letters, digits, '_', '-' and '.'".to_owned());
+    }
+    if name.starts_with("amq.") || name.starts_with("warren.") || name.ends_with(".dlq") {
+        return Err(
+            "queue names must not start with `amq.` or `warren.` nor end with `.dlq` (reserved)"
+                .to_owned(),
+        );
+    }
+    Ok(())
+}
+
+fn check_executable(path: &Path) -> std::result::Result<(), &'static str> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|_| "does not exist")?;
+    if !meta.is_file() {
+        return Err("is not a file");
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err("is not executable (chmod +x it)");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(
+            text,
+            Path::new("/nonexistent/queues.toml"),
+            &EnvOverrides::default(),
+        )
+    }
+
+    fn err(text: &str) -> String {
+        match parse(text) {
+            Ok(_) => panic!("expected an error for:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn minimal_queue_gets_documented_defaults() {
+        let c = parse("[queues.mail]\nhandler = \"noop\"\n").expect("valid config");
+        let q = c.queue("mail").expect("queue mail");
+        assert_eq!(q.handler, HandlerSpec::Noop);
+        assert_eq!(q.prefetch, 32);
+        assert_eq!(q.concurrency, 32);
+        assert_eq!(q.max_attempts, 5);
+        assert_eq!(q.timeout, Duration::from_secs(30));
+        assert_eq!(q.queue_type, QueueType::Quorum);
+        assert_eq!(q.backoff, Backoff::default());
+        assert_eq!(c.http.bind, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(c.store.retention, Duration::from_secs(7 * 86400));
+    }
+
+    #[test]
+    fn durations_and_types_parse() {
+        let c = parse(
+            "[queues.a]\nhandler = { http = \"http://127.0.0.1:9/hook\" }\ntimeout = \"2m\"\nbackoff = { base = \"500ms\", max = \"1h\" }\ntype = \"classic\"\nprefetch = 4\n",
+        )
+        .expect("valid");
+        let q = c.queue("a").expect("a");
+        assert_eq!(q.timeout, Duration::from_secs(120));
+        assert_eq!(q.backoff.base, Duration::from_millis(500));
+        assert_eq!(q.backoff.max, Duration::from_secs(3600));
+        assert_eq!(q.queue_type, QueueType::Classic);
+        assert_eq!(q.concurrency, 4);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e = err("[queues.a]\nhandler = \"noop\"\nprefetchh = 3\n");
+        assert!(e.contains("line 3"), "{e}");
+        assert!(e.contains("prefetchh"), "{e}");
+        assert!(e.contains("/nonexistent/queues.toml"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_line() {
+        let e = err("[queues.a]\nhandler = \"noop\"\ntimeout = \"soon\"\n");
+        assert!(e.contains("line 3"), "{e}");
+        let e = err("[queues.a]\nhandler = \"noop\"\nprefetch = 0\n");
+        assert!(e.contains("line 3"), "{e}");
+        let e = err("[queues.a]\nhandler = \"noop\"\ntype = \"stream\"\n");
+        assert!(e.contains("line 3"), "{e}");
+        let e = err("[queues.a]\nhandler = \"magic\"\n");
+        assert!(
+            e.contains("line 2") && e.contains("queues.a.handler"),
+            "{e}"
+        );
+        let e = err("[queues.a]\nhandler = \"noop\"\nbackoff = { base = \"1m\", max = \"1s\" }\n");
+        assert!(
+            e.contains("line 3") && e.contains("queues.a.backoff"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_exec_program_is_an_error_naming_it() {
+        let e = err("\n[queues.a]\nhandler = { exec = [\"nope.sh\"] }\n");
+        assert!(e.contains("line 3"), "{e}");
+        assert!(e.contains("nope.sh") && e.contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn reserved_queue_names_are_rejected() {
+        let e = err("[queues.\"x.dlq\"]\nhandler = \"noop\"\n");
+        assert!(e.contains("reserved"), "{e}");
+        let e = err("[queues.\"a/b\"]\nhandler = \"noop\"\n");
+        assert!(e.contains("may only contain"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_win() {
+        let env = EnvOverrides {
+            amqp_url: Some("amqp://u:p@h:1/%2f".into()),
+            bind: Some("0.0.0.0:9999".into()),
+            store_url: Some("sqlite:///tmp/x.db".into()),
+        };
+        let c = Config::parse(
+            "[broker]\nurl = \"amqp://a@b\"\n[queues.a]\nhandler = \"noop\"\n",
+            Path::new("q.toml"),
+            &env,
+        )
+        .expect("valid");
+        assert_eq!(c.broker.url, "amqp://u:p@h:1/%2f");
+        assert_eq!(c.http.bind.port(), 9999);
+        assert_eq!(c.resolved_store_url(), "sqlite:///tmp/x.db");
+    }
+
+    #[test]
+    fn relative_sqlite_path_resolves_against_config_dir() {
+        let c = Config::parse(
+            "[queues.a]\nhandler = \"noop\"\n",
+            Path::new("/etc/warren/queues.toml"),
+            &EnvOverrides::default(),
+        )
+        .expect("valid");
+        assert_eq!(c.resolved_store_url(), "sqlite:///etc/warren/warren.db");
+    }
+
+    #[test]
+    fn timeouts_at_or_past_consumer_timeout_are_warned_about() {
+        let c = parse(
+            "[broker]\nconsumer_timeout = \"1m\"\n[queues.a]\nhandler = \"noop\"\ntimeout = \"2m\"\n[queues.b]\nhandler = \"noop\"\ntimeout = \"10s\"\n",
+        )
+        .expect("valid");
+        let w = c.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("`a`") && w[0].contains("120000 ms") && w[0].contains("60000 ms"),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn no_queues_is_an_error() {
+        assert!(err("").contains("no queues"));
+    }
+}

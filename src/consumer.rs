@@ -1,0 +1,425 @@
+//! The consumer loop: one per queue, prefetch-limited, claim → run → record → ack.
+//!
+//! A worker holds at most `prefetch` unacked deliveries (`basic.qos`) and runs at most
+//! `concurrency` jobs at once, so its memory does not grow with the backlog (DESIGN guarantee
+//! 4). For each delivery:
+//! 1. a malformed message (no or bad `message_id`, body not JSON) is dead-lettered with the
+//!    reason and acked;
+//! 2. the job is claimed in the store under a lease; a job already final is acked and counted
+//!    as a duplicate, not run (guarantee 3);
+//! 3. the handler runs under the queue's timeout and `catch_unwind`;
+//! 4. [`crate::retry::decide`] says succeed / retry / dead; the store is written, any message
+//!    (dead letter) is published with a confirm, and only then is the delivery acked.
+//!
+//! Anything that cannot be recorded is handed back (`basic.nack` with requeue), so a broker or
+//! store fault costs a re-run, never a job. A supervisor reconnects with exponential backoff
+//! and jitter after broker failures. On shutdown the consumer is cancelled, in-flight jobs get
+//! the grace period to finish, and what is still running is handed back.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
+use futures::{FutureExt, StreamExt};
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::FieldTable;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+use warren_workers::{Handler, Job, Outcome};
+
+use crate::broker::Broker;
+use crate::config::QueueConfig;
+use crate::error::{Error, ErrorKind, Result};
+use crate::message::JobMessage;
+use crate::publisher::Publisher;
+use crate::retry::{Decision, decide};
+use crate::store::{Claim, ClaimRequest, Store, now_ms};
+
+/// Extra lease time beyond the queue's timeout, for recording the outcome. A crashed
+/// worker's job runs again once its lease (timeout + margin) has passed.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
+/// What every queue's consumer shares.
+pub(crate) struct WorkerContext {
+    pub(crate) broker: Broker,
+    pub(crate) publisher: Arc<Publisher>,
+    pub(crate) store: Arc<dyn Store>,
+    /// This process's worker id, the owner of its claims.
+    pub(crate) owner: String,
+    /// How long in-flight jobs may finish after shutdown starts.
+    pub(crate) shutdown_grace: Duration,
+}
+
+/// One queue's consumer, supervised: runs until `shutdown`, reconnecting after broker
+/// failures with exponential backoff and jitter (100 ms up to 30 s).
+pub(crate) async fn run(
+    ctx: Arc<WorkerContext>,
+    queue: QueueConfig,
+    handler: Arc<dyn Handler>,
+    shutdown: CancellationToken,
+) {
+    let queue = Arc::new(queue);
+    let tracker = TaskTracker::new();
+    let hard_stop = CancellationToken::new();
+    let backoff = || {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(30))
+            .with_jitter()
+            .without_max_times()
+            .build()
+    };
+    let mut delays = backoff();
+    while !shutdown.is_cancelled() {
+        let started = Instant::now();
+        match session(&ctx, &queue, &handler, &shutdown, &tracker, &hard_stop).await {
+            Ok(()) => break,
+            Err(e) => {
+                if started.elapsed() > Duration::from_secs(30) {
+                    delays = backoff();
+                }
+                let delay = delays.next().unwrap_or(Duration::from_secs(30));
+                warn!(queue = %queue.name, error = %e, retry_in_ms = delay.as_millis() as u64, "consumer stopped; reconnecting");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+    finish_in_flight(&tracker, ctx.shutdown_grace, &hard_stop, &queue.name).await;
+    info!(queue = %queue.name, "consumer stopped");
+}
+
+/// Graceful end: in-flight jobs get `grace` to finish; then `hard_stop` makes the rest hand
+/// their deliveries back (nack, requeue). Returns when every job task has ended.
+async fn finish_in_flight(
+    tracker: &TaskTracker,
+    grace: Duration,
+    hard_stop: &CancellationToken,
+    queue: &str,
+) {
+    tracker.close();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        warn!(queue = %queue, "grace period over; handing back jobs still running");
+        hard_stop.cancel();
+        tracker.wait().await;
+    }
+}
+
+/// One channel's life: consume until shutdown (`Ok`) or a broker failure (`Err`).
+async fn session(
+    ctx: &Arc<WorkerContext>,
+    queue: &Arc<QueueConfig>,
+    handler: &Arc<dyn Handler>,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+    hard_stop: &CancellationToken,
+) -> Result<()> {
+    let channel = ctx.broker.channel().await?;
+    crate::broker::bounded(channel.basic_qos(queue.prefetch, BasicQosOptions::default())).await?;
+    let tag = format!("{}-{}", ctx.owner, queue.name);
+    let mut consumer = crate::broker::bounded(channel.basic_consume(
+        queue.name.as_str().into(),
+        tag.as_str().into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    ))
+    .await?;
+    info!(queue = %queue.name, prefetch = queue.prefetch, concurrency = queue.concurrency, "consuming");
+    let slots = Arc::new(Semaphore::new(queue.concurrency));
+    let result = loop {
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => break Ok(()),
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break Ok(()),
+            },
+        };
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break Ok(()),
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => {
+                    let ctx = ctx.clone();
+                    let queue = queue.clone();
+                    let handler = handler.clone();
+                    let hard_stop = hard_stop.clone();
+                    tracker.spawn(async move {
+                        process(&ctx, &queue, handler.as_ref(), delivery, &hard_stop).await;
+                        drop(permit);
+                    });
+                }
+                Some(Err(e)) => break Err(Error::from(e)),
+                None => break Err(ErrorKind::BrokerUnavailable("the broker cancelled the consumer".to_owned()).into()),
+            },
+        }
+    };
+    if result.is_ok() {
+        // Stop deliveries; prefetched ones not yet started go back to the queue when the
+        // channel closes. In-flight jobs still ack on this channel, so wait for them first.
+        let _ = channel
+            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+            .await;
+        finish_in_flight(tracker, ctx.shutdown_grace, hard_stop, &queue.name).await;
+        let _ = channel
+            .close(200, "warren worker shutting down".into())
+            .await;
+    }
+    result
+}
+
+/// Handles one delivery from start to ack (or hand-back).
+async fn process(
+    ctx: &WorkerContext,
+    queue: &QueueConfig,
+    handler: &dyn Handler,
+    delivery: Delivery,
+    hard_stop: &CancellationToken,
+) {
+    let Delivery {
+        properties,
+        data,
+        acker,
+        redelivered,
+        ..
+    } = delivery;
+    let body = bytes::Bytes::from(data);
+    let msg = match JobMessage::from_delivery(&queue.name, &properties, body.clone()) {
+        Ok(m) => m,
+        Err(reason) => {
+            // Malformed: dead-letter it with the reason; the worker keeps running.
+            warn!(queue = %queue.name, reason = %reason, "dead-lettering malformed message");
+            match crate::dead_letter::publish(
+                &ctx.publisher,
+                &queue.name,
+                &properties,
+                &body,
+                0,
+                &reason,
+            )
+            .await
+            {
+                Ok(()) => ack(&acker).await,
+                Err(e) => {
+                    warn!(queue = %queue.name, error = %e, "cannot publish dead letter; handing the message back");
+                    nack_requeue(&acker).await;
+                }
+            }
+            return;
+        }
+    };
+    let span = info_span!("job", job_id = %msg.id, queue = %queue.name, attempt = tracing::field::Empty, correlation_id = msg.correlation_id.as_deref().unwrap_or(""));
+    async {
+        let claim = ctx
+            .store
+            .claim(&ClaimRequest {
+                id: msg.id,
+                queue: &queue.name,
+                max_attempts: if msg.max_attempts > 0 { msg.max_attempts } else { queue.max_attempts },
+                correlation_id: msg.correlation_id.as_deref(),
+                owner: &ctx.owner,
+                now: now_ms(),
+                lease: queue.timeout + LEASE_MARGIN,
+            })
+            .await;
+        let (attempt, max_attempts) = match claim {
+            Ok(Claim::Claimed { attempt, max_attempts }) => (attempt, max_attempts),
+            Ok(Claim::Final(status)) => {
+                info!(status = status.as_str(), redelivered, "duplicate delivery of a finished job; acked, not run");
+                ack(&acker).await;
+                return;
+            }
+            Ok(Claim::Busy { until }) => {
+                // Another worker holds a live lease: it may be running this job (this is a
+                // duplicate), or it died and this is the redelivery. Park the message in a
+                // delay until the lease ends, then look again: a finished job is acked then,
+                // an expired lease is claimed and the job runs.
+                let wait = Duration::from_millis(u64::try_from(until - now_ms()).unwrap_or(0)) + Duration::from_secs(1);
+                let props = crate::message::republish_properties(&properties, msg.attempt);
+                match crate::delay::publish(&ctx.publisher, &queue.name, &msg.payload, props, wait).await {
+                    Ok(()) => {
+                        debug!(lease_until = until, wait_ms = wait.as_millis() as u64, "job is leased elsewhere; parked until the lease ends");
+                        ack(&acker).await;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "cannot park a leased job; handing it back");
+                        nack_requeue(&acker).await;
+                    }
+                }
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot claim job; handing it back");
+                nack_requeue(&acker).await;
+                return;
+            }
+        };
+        tracing::Span::current().record("attempt", attempt);
+
+        let job = Job {
+            id: msg.id.to_string(),
+            queue: queue.name.clone(),
+            attempt,
+            max_attempts,
+            correlation_id: msg.correlation_id.clone(),
+            idempotency_key: msg.idempotency_key.clone(),
+            payload: msg.payload.clone(),
+        };
+        let started = Instant::now();
+        let run = tokio::time::timeout(queue.timeout, AssertUnwindSafe(handler.handle(&job)).catch_unwind());
+        let outcome = tokio::select! {
+            () = hard_stop.cancelled() => {
+                // Shutdown grace is over: give the job back untouched.
+                if let Err(e) = ctx.store.release(msg.id, &ctx.owner).await {
+                    warn!(error = %e, "cannot release claim; the lease will expire");
+                }
+                nack_requeue(&acker).await;
+                info!("handed back at shutdown");
+                return;
+            }
+            r = run => match r {
+                Err(_) => Outcome::retry(format!("timed out after {} ms", queue.timeout.as_millis())),
+                Ok(Err(panic)) => Outcome::retry(format!("handler panicked: {}", panic_message(&panic))),
+                Ok(Ok(outcome)) => outcome,
+            },
+        };
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let decision = decide(outcome, attempt, max_attempts, &queue.backoff, &mut rand::rng());
+        match decision {
+            Decision::Succeed { result } => {
+                let write = || ctx.store.succeed(msg.id, &ctx.owner, result.as_deref(), now_ms());
+                match write.retry(store_backoff()).await {
+                    Ok(()) => {
+                        debug!(elapsed_ms, "job succeeded");
+                        ack(&acker).await;
+                    }
+                    Err(e) => {
+                        error!(error = %e, "job succeeded but the store cannot record it; handing back (it may run again)");
+                        nack_requeue(&acker).await;
+                    }
+                }
+            }
+            Decision::Retry { error, delay } => {
+                retry(ctx, queue, &msg, &properties, attempt, &error, delay, &acker).await;
+            }
+            Decision::Dead { error } => {
+                bury(ctx, queue, &msg, &properties, attempt, &error, &acker).await;
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+/// The retry path: store `retrying` (lease released) → publish the next attempt into the
+/// delay levels (confirmed) → ack. A failure before the publish is confirmed hands the
+/// delivery back, which then runs again at once: a retry without its wait, never a lost job.
+#[allow(clippy::too_many_arguments)]
+async fn retry(
+    ctx: &WorkerContext,
+    queue: &QueueConfig,
+    msg: &JobMessage,
+    properties: &lapin::BasicProperties,
+    attempt: u32,
+    error: &str,
+    delay: Duration,
+    acker: &lapin::Acker,
+) {
+    let wait_ms = crate::delay::delay_seconds(delay) * 1000;
+    let due = now_ms().saturating_add(i64::try_from(wait_ms).unwrap_or(i64::MAX));
+    let write = || ctx.store.retry(msg.id, &ctx.owner, error, due);
+    if let Err(e) = write.retry(store_backoff()).await {
+        warn!(error = %e, "cannot record the failed attempt; handing the job back");
+        nack_requeue(acker).await;
+        return;
+    }
+    let props = crate::message::republish_properties(properties, attempt + 1);
+    match crate::delay::publish(&ctx.publisher, &queue.name, &msg.payload, props, delay).await {
+        Ok(()) => {
+            info!(last_error = %error, retry_in_ms = wait_ms, "job failed; retry scheduled");
+            ack(acker).await;
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot schedule the retry; handing the job back");
+            nack_requeue(acker).await;
+        }
+    }
+}
+
+/// The dead path: dead letter (confirmed) → store `dead` → ack. A crash between the steps
+/// leaves a redelivery that finds the job not yet `dead` and buries it again: a possible
+/// duplicate dead letter, never a lost one.
+async fn bury(
+    ctx: &WorkerContext,
+    queue: &QueueConfig,
+    msg: &JobMessage,
+    properties: &lapin::BasicProperties,
+    attempt: u32,
+    error: &str,
+    acker: &lapin::Acker,
+) {
+    if let Err(e) = crate::dead_letter::publish(
+        &ctx.publisher,
+        &queue.name,
+        properties,
+        &msg.payload,
+        attempt,
+        error,
+    )
+    .await
+    {
+        warn!(error = %e, "cannot publish dead letter; handing the job back");
+        if let Err(e) = ctx.store.release(msg.id, &ctx.owner).await {
+            warn!(error = %e, "cannot release claim; the lease will expire");
+        }
+        nack_requeue(acker).await;
+        return;
+    }
+    let write = || ctx.store.dead(msg.id, error, now_ms());
+    if let Err(e) = write.retry(store_backoff()).await {
+        warn!(error = %e, "dead letter published but the store cannot record `dead`");
+    }
+    warn!(last_error = %error, "job dead-lettered");
+    ack(acker).await;
+}
+
+fn store_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(2))
+        .with_max_times(5)
+        .with_jitter()
+}
+
+async fn ack(acker: &lapin::Acker) {
+    if let Err(e) = acker.ack(BasicAckOptions::default()).await {
+        warn!(error = %e, "ack failed; the broker will redeliver and the duplicate will be skipped");
+    }
+}
+
+async fn nack_requeue(acker: &lapin::Acker) {
+    let opts = BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    };
+    if let Err(e) = acker.nack(opts).await {
+        warn!(error = %e, "nack failed; the broker requeues unacked messages when the channel closes");
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

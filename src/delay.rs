@@ -1,0 +1,215 @@
+//! Delays that wait in the broker: retry backoff, `delay_ms` and parked deliveries.
+//!
+//! Binary delay levels, the design of NServiceBus's RabbitMQ transport ("delayed delivery")
+//! and kombu's native delayed delivery: level `k` (0 ≤ k < [`LEVELS`]) is a topic exchange and
+//! a durable quorum queue, both named `warren.delay.KK`, whose messages all wait
+//! `2^k` seconds (`x-message-ttl`) and are then dead-lettered to level `k - 1` (level 0 to
+//! [`DELIVER_EXCHANGE`]). The routing key spells the delay in binary, most significant bit
+//! first, then the destination queue: a 5 s delay to `mail` is
+//! `0.0.….0.1.0.1.mail`. At each level the bit picks the way: `1` waits in the level's queue,
+//! `0` skips it through an exchange-to-exchange binding. So one uniform TTL per queue (never
+//! blocked at the head by a longer one), no plugin, no unacked message in a worker, and every
+//! hop is durable: the queues dead-letter at-least-once (`x-dead-letter-strategy`, which needs
+//! `x-overflow = reject-publish`; RabbitMQ docs, "Quorum Queues", dead-lettering), so a delay
+//! survives a broker restart.
+//!
+//! [`LEVELS`] = 20 gives delays from 1 s to 2^20 − 1 s (about 12.1 days) at 1 s granularity.
+
+use std::time::Duration;
+
+use lapin::options::{ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, ExchangeKind};
+
+use crate::error::Result;
+use crate::message::long_value;
+use crate::publisher::Publisher;
+
+/// Number of delay levels.
+pub const LEVELS: u32 = 20;
+/// The last hop: routes `<bits>.<queue>` to the work queue `<queue>`.
+pub const DELIVER_EXCHANGE: &str = "warren.delay.deliver";
+
+/// The longest delay: 2^[`LEVELS`] − 1 seconds.
+pub const MAX_DELAY: Duration = Duration::from_secs((1 << LEVELS) - 1);
+
+/// Name of level `k`'s exchange and queue.
+pub fn level_name(k: u32) -> String {
+    format!("warren.delay.{k:02}")
+}
+
+/// The exchange a delayed message is published to: the top level.
+pub fn entry_exchange() -> String {
+    level_name(LEVELS - 1)
+}
+
+/// Whole seconds a delay takes in the broker: rounded up, capped at [`MAX_DELAY`].
+pub fn delay_seconds(delay: Duration) -> u64 {
+    let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+    secs.min(MAX_DELAY.as_secs())
+}
+
+/// The routing key for `seconds` of delay to work queue `queue`: [`LEVELS`] bits, most
+/// significant first, dot-separated, then the queue name.
+pub fn routing_key(seconds: u64, queue: &str) -> String {
+    let mut key = String::with_capacity(2 * LEVELS as usize + queue.len());
+    for k in (0..LEVELS).rev() {
+        key.push(if seconds >> k & 1 == 1 { '1' } else { '0' });
+        key.push('.');
+    }
+    key.push_str(queue);
+    key
+}
+
+/// A topic pattern matching keys whose bit for level `k` is `bit`.
+fn level_pattern(k: u32, bit: char) -> String {
+    let mut p = "*.".repeat((LEVELS - 1 - k) as usize);
+    p.push(bit);
+    p.push_str(".#");
+    p
+}
+
+/// Declares the delay levels (idempotent).
+pub(crate) async fn declare(channel: &Channel) -> Result<()> {
+    let durable_topic = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(
+            DELIVER_EXCHANGE.into(),
+            ExchangeKind::Topic,
+            durable_topic,
+            FieldTable::default(),
+        )
+        .await?;
+    for k in 0..LEVELS {
+        let name = level_name(k);
+        let next = if k == 0 {
+            DELIVER_EXCHANGE.to_owned()
+        } else {
+            level_name(k - 1)
+        };
+        channel
+            .exchange_declare(
+                name.as_str().into(),
+                ExchangeKind::Topic,
+                durable_topic,
+                FieldTable::default(),
+            )
+            .await?;
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), long_value("quorum"));
+        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(1000 << k));
+        args.insert("x-dead-letter-exchange".into(), long_value(&next));
+        args.insert("x-dead-letter-strategy".into(), long_value("at-least-once"));
+        args.insert("x-overflow".into(), long_value("reject-publish"));
+        crate::topology::declare_queue(channel, &name, args).await?;
+        channel
+            .queue_bind(
+                name.as_str().into(),
+                name.as_str().into(),
+                level_pattern(k, '1').as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .exchange_bind(
+                next.as_str().into(),
+                name.as_str().into(),
+                level_pattern(k, '0').as_str().into(),
+                ExchangeBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Binds work queue `queue` to [`DELIVER_EXCHANGE`] (idempotent).
+pub(crate) async fn bind_work_queue(channel: &Channel, queue: &str) -> Result<()> {
+    let pattern = format!("{}{queue}", "*.".repeat(LEVELS as usize));
+    channel
+        .queue_bind(
+            queue.into(),
+            DELIVER_EXCHANGE.into(),
+            pattern.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Publishes `body` to work queue `queue` after `delay` (rounded up to whole seconds; a zero
+/// delay goes straight to the work queue), with a confirm.
+///
+/// # Errors
+/// As [`Publisher::publish`].
+pub async fn publish(
+    publisher: &Publisher,
+    queue: &str,
+    body: &[u8],
+    properties: BasicProperties,
+    delay: Duration,
+) -> Result<()> {
+    let seconds = delay_seconds(delay);
+    if seconds == 0 {
+        return publisher
+            .publish(
+                crate::topology::JOBS_EXCHANGE,
+                queue,
+                body,
+                properties,
+                queue,
+            )
+            .await;
+    }
+    publisher
+        .publish(
+            &entry_exchange(),
+            &routing_key(seconds, queue),
+            body,
+            properties,
+            queue,
+        )
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_key_spells_the_delay_in_binary() {
+        let key = routing_key(5, "mail");
+        let bits: Vec<&str> = key.split('.').take(LEVELS as usize).collect();
+        assert_eq!(bits.len(), 20);
+        assert_eq!(bits[17..], ["1", "0", "1"]);
+        assert!(bits[..17].iter().all(|b| *b == "0"));
+        assert!(key.ends_with(".mail"));
+        // Queue names with dots stay intact after the bits.
+        assert!(routing_key(1, "a.b").ends_with(".1.a.b"));
+    }
+
+    #[test]
+    fn delays_round_up_to_seconds_and_cap() {
+        assert_eq!(delay_seconds(Duration::ZERO), 0);
+        assert_eq!(delay_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(delay_seconds(Duration::from_millis(3000)), 3);
+        assert_eq!(delay_seconds(Duration::from_millis(3001)), 4);
+        assert_eq!(delay_seconds(Duration::from_secs(7 * 86400)), 7 * 86400);
+        assert_eq!(
+            delay_seconds(Duration::from_secs(u64::MAX / 2)),
+            MAX_DELAY.as_secs()
+        );
+        assert!(MAX_DELAY >= Duration::from_secs(7 * 86400));
+    }
+
+    #[test]
+    fn each_level_pattern_tests_its_own_bit() {
+        assert_eq!(level_pattern(LEVELS - 1, '1'), "1.#");
+        assert_eq!(level_pattern(0, '0'), format!("{}0.#", "*.".repeat(19)));
+    }
+}

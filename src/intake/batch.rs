@@ -1,0 +1,203 @@
+//! `POST /v1/queues/{queue}/jobs/batch`: up to [`MAX_BATCH_JOBS`] jobs in one request, one
+//! result per item, in request order.
+//!
+//! Each item follows the rules of `POST /v1/queues/{queue}/jobs` exactly (the same
+//! [`jobs::prepare`] and [`jobs::accept`]): its own validation, its own idempotency key, and a
+//! 202 only once the broker confirmed that item's message. What a batch saves is round trips:
+//! the valid items' rows are stored in one transaction, then all their messages are published
+//! and their confirms awaited together.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::future::join_all;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::jobs::{self, Accepted, JobRequest, Prepared};
+use super::{IntakeState, Problem};
+use crate::config::QueueConfig;
+use crate::store::JobView;
+
+/// Most jobs in one batch request.
+pub(super) const MAX_BATCH_JOBS: usize = 1000;
+/// Largest batch request body (bytes): 16 MiB, whatever the queue's payload limit.
+const MAX_BATCH_BODY: usize = 16 * 1024 * 1024;
+
+/// The request body: `{"jobs": [...]}`. Items are parsed one by one, so a malformed item is
+/// that item's 400, not the whole request's.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest<'a> {
+    #[serde(borrow)]
+    jobs: Vec<&'a RawValue>,
+}
+
+/// One item: the single endpoint's body, plus the `Idempotency-Key` header's value.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchItem {
+    payload: Box<RawValue>,
+    delay_ms: Option<u64>,
+    max_attempts: Option<u32>,
+    idempotency_key: Option<String>,
+}
+
+/// One item's answer.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ItemResult {
+    /// 202: the job (stored and confirmed by the broker, or replayed for its key).
+    Accepted {
+        status: u16,
+        job: Box<JobView>,
+        /// True when an earlier request with the same idempotency key made the job.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        replayed: bool,
+    },
+    /// 4xx/5xx: nothing was accepted for this item.
+    Refused {
+        status: u16,
+        problem: serde_json::Value,
+    },
+}
+
+impl From<Result<Accepted, Problem>> for ItemResult {
+    fn from(r: Result<Accepted, Problem>) -> Self {
+        match r {
+            Ok(a) => ItemResult::Accepted {
+                status: StatusCode::ACCEPTED.as_u16(),
+                job: Box::new(JobView::from(a.record)),
+                replayed: a.replayed,
+            },
+            Err(p) => ItemResult::Refused {
+                status: p.status().as_u16(),
+                problem: p.document(),
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct BatchResponse {
+    results: Vec<ItemResult>,
+}
+
+fn batch_too_large(detail: String) -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "batch-too-large",
+        "Batch too large",
+        detail,
+    )
+}
+
+/// Parses and validates one item.
+fn prepare_item(
+    q: &QueueConfig,
+    raw: &RawValue,
+    correlation_id: Option<&String>,
+) -> Result<Prepared, Problem> {
+    let item: BatchItem = serde_json::from_str(raw.get())
+        .map_err(|e| Problem::bad_request(format!("invalid job JSON: {e}")))?;
+    let key = item
+        .idempotency_key
+        .as_deref()
+        .map(|k| jobs::token("idempotency_key", k))
+        .transpose()?;
+    let req = JobRequest {
+        payload: item.payload,
+        delay_ms: item.delay_ms,
+        max_attempts: item.max_attempts,
+    };
+    jobs::prepare(q, &req, key, correlation_id.cloned())
+}
+
+/// `POST /v1/queues/{queue}/jobs/batch`: 200 with one result per item (`{"status": 202,
+/// "job": …}` or `{"status": 4xx/5xx, "problem": …}`), in request order. The request as a
+/// whole is refused (a problem, nothing accepted) for an unknown queue (404), a non-JSON
+/// content type (415), a body that is not `{"jobs": [...]}` or holds no job (400), more than
+/// [`MAX_BATCH_JOBS`] jobs or a body past 16 MiB (413). `X-Correlation-ID` applies to every
+/// item; idempotency keys go in the items (`idempotency_key`), not in a header.
+pub(super) async fn post_batch(
+    State(state): State<IntakeState>,
+    Path(queue): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let q = jobs::configured_queue(&state, &queue)?;
+    jobs::require_json(&headers)?;
+    if headers.contains_key("idempotency-key") {
+        return Err(Problem::bad_request(
+            "a batch takes no Idempotency-Key header; give each job its `idempotency_key`",
+        ));
+    }
+    let correlation_id = jobs::token_header(&headers, "x-correlation-id")?;
+    let limit = MAX_BATCH_JOBS
+        .saturating_mul(q.max_payload_bytes + jobs::ENVELOPE_SLACK)
+        .min(MAX_BATCH_BODY);
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        batch_too_large(format!(
+            "a batch request body is at most {limit} bytes; send fewer jobs per request"
+        ))
+    })?;
+    let req: BatchRequest<'_> = serde_json::from_slice(&bytes)
+        .map_err(|e| Problem::bad_request(format!("invalid batch JSON: {e}")))?;
+    if req.jobs.is_empty() {
+        return Err(Problem::bad_request("`jobs` holds no job"));
+    }
+    if req.jobs.len() > MAX_BATCH_JOBS {
+        return Err(batch_too_large(format!(
+            "a batch holds at most {MAX_BATCH_JOBS} jobs, this one {}",
+            req.jobs.len()
+        )));
+    }
+
+    // Validate every item; keep the valid ones with their place in the request.
+    let mut results: Vec<Option<ItemResult>> = Vec::with_capacity(req.jobs.len());
+    let mut valid: Vec<(usize, Prepared)> = Vec::with_capacity(req.jobs.len());
+    for (i, raw) in req.jobs.iter().enumerate() {
+        match prepare_item(q, raw, correlation_id.as_ref()) {
+            Ok(p) => {
+                results.push(None);
+                valid.push((i, p));
+            }
+            Err(p) => results.push(Some(Err(p).into())),
+        }
+    }
+    drop(req);
+    drop(bytes);
+
+    if !valid.is_empty() {
+        // One transaction for all rows, then every publish in flight at once.
+        let news: Vec<_> = valid.iter().map(|(_, p)| p.new.clone()).collect();
+        match state.store.insert_many(&news).await {
+            Ok(inserted) => {
+                let state = &state;
+                let accepts =
+                    valid
+                        .into_iter()
+                        .zip(inserted)
+                        .map(|((i, job), ins)| async move {
+                            (i, jobs::accept(state, q, job, ins).await)
+                        });
+                for (i, r) in join_all(accepts).await {
+                    results[i] = Some(r.into());
+                }
+            }
+            Err(e) => {
+                let problem = jobs::store_down(&queue, &e);
+                for (i, _) in valid {
+                    results[i] = Some(Err(problem.clone()).into());
+                }
+            }
+        }
+    }
+    let results = results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(Problem::unavailable("the job was not processed")).into()))
+        .collect();
+    Ok((StatusCode::OK, Json(BatchResponse { results })).into_response())
+}

@@ -1,0 +1,461 @@
+//! `POST /v1/queues/{queue}/jobs` and `GET /v1/jobs/{id}`.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use super::{IntakeState, Problem};
+use crate::config::QueueConfig;
+use crate::error::{Error, ErrorKind};
+use crate::message::JobMessage;
+use crate::store::{Cancel, Inserted, JobRecord, JobStatus, JobView, NewJob, now_ms};
+
+/// Bytes allowed in a request body beyond the queue's payload limit, for the envelope
+/// (`{"payload": …, "max_attempts": …}`).
+pub(super) const ENVELOPE_SLACK: usize = 4 * 1024;
+/// Longest accepted `Idempotency-Key` / `X-Correlation-ID` (bytes). The value travels as an
+/// AMQP short string, which holds at most 255 bytes.
+const MAX_KEY_BYTES: usize = 255;
+/// Largest accepted `max_attempts`.
+const MAX_ATTEMPTS_LIMIT: u32 = 100;
+
+/// The request body of `POST /v1/queues/{queue}/jobs`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct JobRequest {
+    /// Any JSON; becomes the message body byte for byte.
+    pub(super) payload: Box<RawValue>,
+    /// Wait this long before the first attempt (ms).
+    pub(super) delay_ms: Option<u64>,
+    /// Override the queue's attempt budget.
+    pub(super) max_attempts: Option<u32>,
+}
+
+pub(super) fn is_json(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// A header's value as text: absent → `None`; present but empty, too long or not visible
+/// ASCII → 400.
+pub(super) fn token_header(headers: &HeaderMap, name: &str) -> Result<Option<String>, Problem> {
+    headers
+        .get(name)
+        .map(|v| token(name, v.to_str().unwrap_or("")))
+        .transpose()
+}
+
+/// `value` of the key or id called `name`, checked: 1 to [`MAX_KEY_BYTES`] visible ASCII
+/// characters (it travels as an AMQP short string), else 400.
+pub(super) fn token(name: &str, value: &str) -> Result<String, Problem> {
+    let ok = !value.is_empty()
+        && value.len() <= MAX_KEY_BYTES
+        && value.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+    if !ok {
+        return Err(Problem::bad_request(format!(
+            "{name} must be 1 to {MAX_KEY_BYTES} visible ASCII characters"
+        )));
+    }
+    Ok(value.to_owned())
+}
+
+/// The queue `queue`'s configuration, or 404 `unknown-queue`.
+pub(super) fn configured_queue<'a>(
+    state: &'a IntakeState,
+    queue: &str,
+) -> Result<&'a QueueConfig, Problem> {
+    state.config.queue(queue).ok_or_else(|| {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "unknown-queue",
+            "Unknown queue",
+            format!(
+                "no queue named `{}` is configured",
+                crate::message::truncate(queue, 200)
+            ),
+        )
+    })
+}
+
+/// 415 unless the request says `Content-Type: application/json` (or `+json`).
+pub(super) fn require_json(headers: &HeaderMap) -> Result<(), Problem> {
+    if is_json(headers) {
+        return Ok(());
+    }
+    Err(Problem::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported-media-type",
+        "Unsupported media type",
+        "send the job as Content-Type: application/json",
+    ))
+}
+
+/// 413 `payload-too-large` for queue `q`.
+pub(super) fn too_large(q: &QueueConfig) -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload-too-large",
+        "Payload too large",
+        format!(
+            "queue `{}` accepts payloads of at most {} bytes",
+            q.name, q.max_payload_bytes
+        ),
+    )
+}
+
+/// A job request that passed validation: its store row and its message, not yet either.
+pub(super) struct Prepared {
+    /// The row to insert.
+    pub(super) new: NewJob,
+    /// The message body (the payload JSON, raw).
+    payload: bytes::Bytes,
+    /// The delay before the first attempt.
+    delay: std::time::Duration,
+}
+
+/// Checks one job request for queue `q` (payload size, `max_attempts`, `delay_ms`) and gives
+/// it an id; `idempotency_key` and `correlation_id` are already checked with [`token`].
+/// The one validation path of the single and the batch endpoint.
+pub(super) fn prepare(
+    q: &QueueConfig,
+    req: &JobRequest,
+    idempotency_key: Option<String>,
+    correlation_id: Option<String>,
+) -> Result<Prepared, Problem> {
+    if req.payload.get().len() > q.max_payload_bytes {
+        return Err(too_large(q));
+    }
+    let max_attempts = req.max_attempts.unwrap_or(q.max_attempts);
+    if !(1..=MAX_ATTEMPTS_LIMIT).contains(&max_attempts) {
+        return Err(Problem::bad_request(format!(
+            "max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}"
+        )));
+    }
+    let delay = std::time::Duration::from_millis(req.delay_ms.unwrap_or(0));
+    if delay > crate::delay::MAX_DELAY {
+        return Err(Problem::bad_request(format!(
+            "delay_ms must be at most {} ({} days)",
+            crate::delay::MAX_DELAY.as_millis(),
+            crate::delay::MAX_DELAY.as_secs() / 86_400
+        )));
+    }
+    let id = Uuid::now_v7();
+    let now = now_ms();
+    let next_attempt_at = (!delay.is_zero())
+        .then(|| now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)));
+    Ok(Prepared {
+        new: NewJob {
+            id,
+            queue: q.name.clone(),
+            max_attempts,
+            correlation_id: Some(correlation_id.unwrap_or_else(|| id.to_string())),
+            request_hash: idempotency_key.as_ref().map(|_| request_hash(req)),
+            idempotency_key,
+            created_at: now,
+            next_attempt_at,
+        },
+        payload: bytes::Bytes::copy_from_slice(req.payload.get().as_bytes()),
+        delay,
+    })
+}
+
+/// A job the intake answers 202 for.
+pub(super) struct Accepted {
+    /// The job.
+    pub(super) record: JobRecord,
+    /// True when an earlier request with the same `Idempotency-Key` made it.
+    pub(super) replayed: bool,
+}
+
+/// 503 for a store that failed at intake (nothing was accepted).
+pub(super) fn store_down(queue: &str, e: &Error) -> Problem {
+    tracing::warn!(queue = %queue, error = %e, "store failed; job refused");
+    Problem::unavailable("the status store is unavailable; nothing was accepted")
+}
+
+/// Accepts a prepared job whose row the store answered `inserted` for: replays the job of an
+/// existing key, else publishes the message (persistent, mandatory) and returns only once the
+/// broker confirmed it; a failed publish removes the row and gives 503 (429 for a full queue).
+/// The one acceptance path of the single and the batch endpoint.
+pub(super) async fn accept(
+    state: &IntakeState,
+    q: &QueueConfig,
+    job: Prepared,
+    inserted: Inserted,
+) -> Result<Accepted, Problem> {
+    let Prepared {
+        new,
+        payload,
+        delay,
+    } = job;
+    match inserted {
+        Inserted::New => {}
+        Inserted::Existing {
+            record,
+            request_hash,
+            accepted,
+        } => {
+            let record = replay(state, *record, request_hash, accepted, &new).await?;
+            return Ok(Accepted {
+                record,
+                replayed: true,
+            });
+        }
+    }
+    let msg = JobMessage {
+        id: new.id,
+        queue: new.queue,
+        attempt: 1,
+        max_attempts: new.max_attempts,
+        correlation_id: new.correlation_id,
+        idempotency_key: new.idempotency_key,
+        payload,
+    };
+    if let Err(e) = crate::delay::publish(
+        &state.publisher,
+        &msg.queue,
+        &msg.payload,
+        msg.properties(),
+        delay,
+    )
+    .await
+    {
+        if let Err(forget) = state.store.forget_unpublished(msg.id).await {
+            tracing::warn!(job_id = %msg.id, error = %forget, "could not remove unpublished job");
+        }
+        return Err(publish_problem(&e, q.max_length.is_some()));
+    }
+    if msg.idempotency_key.is_some()
+        && let Err(e) = state.store.mark_accepted(msg.id).await
+    {
+        // The job is on the broker and will run; only replays of its key wait longer.
+        tracing::warn!(job_id = %msg.id, error = %e, "could not mark keyed job accepted");
+    }
+    tracing::debug!(job_id = %msg.id, queue = %msg.queue, attempt = 1, correlation_id = msg.correlation_id.as_deref().unwrap_or(""), delay_ms = delay.as_millis() as u64, "job accepted");
+    Ok(Accepted {
+        record: JobRecord {
+            id: msg.id,
+            queue: msg.queue,
+            status: JobStatus::Queued,
+            attempts: 0,
+            max_attempts: msg.max_attempts,
+            last_error: None,
+            result: None,
+            correlation_id: msg.correlation_id,
+            idempotency_key: msg.idempotency_key,
+            created_at: new.created_at,
+            started_at: None,
+            finished_at: None,
+            next_attempt_at: new.next_attempt_at,
+            discarded_at: None,
+        },
+        replayed: false,
+    })
+}
+
+/// `POST /v1/queues/{queue}/jobs`: store the job as `queued`, publish it (persistent,
+/// mandatory) and answer 202 only once the broker confirmed it.
+pub(super) async fn post_job(
+    State(state): State<IntakeState>,
+    Path(queue): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let q = configured_queue(&state, &queue)?;
+    require_json(&headers)?;
+    let bytes = axum::body::to_bytes(body, q.max_payload_bytes + ENVELOPE_SLACK)
+        .await
+        .map_err(|_| too_large(q))?;
+    let req: JobRequest = serde_json::from_slice(&bytes)
+        .map_err(|e| Problem::bad_request(format!("invalid job JSON: {e}")))?;
+    let job = prepare(
+        q,
+        &req,
+        token_header(&headers, "idempotency-key")?,
+        token_header(&headers, "x-correlation-id")?,
+    )?;
+    let inserted = state
+        .store
+        .insert(&job.new)
+        .await
+        .map_err(|e| store_down(&queue, &e))?;
+    let accepted = accept(&state, q, job, inserted).await?;
+    Ok(accepted_response(accepted.record, accepted.replayed))
+}
+
+/// 202 with `Location` and the job; `Idempotent-Replayed: true` for a replay.
+fn accepted_response(record: JobRecord, replayed: bool) -> Response {
+    let id = record.id;
+    let mut resp = (StatusCode::ACCEPTED, Json(JobView::from(record))).into_response();
+    if let Ok(loc) = HeaderValue::from_str(&format!("/v1/jobs/{id}")) {
+        resp.headers_mut().insert(header::LOCATION, loc);
+    }
+    if replayed {
+        resp.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    resp
+}
+
+/// SHA-256 (hex) of the request's meaning: payload, delay and attempt budget, in canonical
+/// JSON (object keys sorted), so whitespace and key order do not matter.
+fn request_hash(req: &JobRequest) -> String {
+    use sha2::Digest as _;
+    let payload: serde_json::Value =
+        serde_json::from_str(req.payload.get()).unwrap_or(serde_json::Value::Null);
+    let canonical = serde_json::json!({
+        "payload": payload,
+        "delay_ms": req.delay_ms.unwrap_or(0),
+        "max_attempts": req.max_attempts,
+    });
+    let digest = sha2::Sha256::digest(canonical.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A request whose `Idempotency-Key` is taken (Stripe's semantics): same request → the
+/// original job (202, `Idempotent-Replayed: true`); a different request → 422. While the
+/// original's publish awaits its confirm, wait for it (bounded); if it failed, its row is gone
+/// and this request gets a 503 to retry.
+async fn replay(
+    state: &IntakeState,
+    mut record: JobRecord,
+    hash: Option<String>,
+    mut accepted: bool,
+    new: &NewJob,
+) -> Result<JobRecord, Problem> {
+    if hash != new.request_hash {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "Idempotency-Key reused",
+            "this Idempotency-Key was used with a different request; use a new key",
+        ));
+    }
+    let deadline = tokio::time::Instant::now() + state.config.broker.confirm_timeout;
+    while !accepted {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "request-in-progress",
+                "Request in progress",
+                "a request with this Idempotency-Key is still being accepted; retry shortly",
+            )
+            .retry_after(1));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        match state.store.insert(new).await {
+            Ok(Inserted::New) => {
+                // The original's publish failed and its row is gone; ours must not stay either
+                // (nothing was published for it). The client's retry starts afresh.
+                let _ = state.store.forget_unpublished(new.id).await;
+                return Err(Problem::unavailable(
+                    "the first request with this Idempotency-Key was not accepted; retry",
+                ));
+            }
+            Ok(Inserted::Existing {
+                record: r,
+                accepted: a,
+                ..
+            }) => {
+                record = *r;
+                accepted = a || record.status != JobStatus::Queued || record.attempts > 0;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "store failed during idempotent replay");
+                return Err(Problem::unavailable("the status store is unavailable"));
+            }
+        }
+    }
+    Ok(record)
+}
+
+/// Maps a failed publish to 429 (queue full) or 503 (broker trouble); never a 202.
+fn publish_problem(e: &Error, has_max_length: bool) -> Problem {
+    tracing::warn!(error = %e, "publish failed; job refused");
+    match e.kind() {
+        ErrorKind::Nacked { queue } if has_max_length => Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "queue-full",
+            "Queue full",
+            format!("queue `{queue}` is at its max_length; try again later"),
+        )
+        .retry_after(1),
+        ErrorKind::Unroutable { queue } => Problem::unavailable(format!(
+            "queue `{queue}` does not exist on the broker; run `warren topology apply`"
+        )),
+        _ => Problem::unavailable("the broker did not confirm the job; nothing was accepted"),
+    }
+}
+
+/// 404 `unknown-job` for the job id (or non-id) `id`.
+fn unknown_job(id: &str) -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "unknown-job",
+        "Unknown job",
+        format!("no job with id `{}`", crate::message::truncate(id, 64)),
+    )
+}
+
+/// `GET /v1/jobs/{id}`.
+pub(super) async fn get_job(
+    State(state): State<IntakeState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, Problem> {
+    let not_found = || unknown_job(&id);
+    let uuid = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    match state.store.get(uuid).await {
+        Ok(Some(r)) => Ok(Json(JobView::from(r))),
+        Ok(None) => Err(not_found()),
+        Err(e) => {
+            tracing::warn!(error = %e, "store read failed");
+            Err(Problem::unavailable("the status store is unavailable"))
+        }
+    }
+}
+
+/// `DELETE /v1/jobs/{id}`: cancels a job that has not started (`queued` or `retrying`); its
+/// message is acked and skipped when it arrives. 409 once it runs or has finished.
+pub(super) async fn cancel_job(
+    State(state): State<IntakeState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, Problem> {
+    let not_found = || unknown_job(&id);
+    let uuid = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    match state.store.cancel(uuid, now_ms()).await {
+        Ok(Cancel::Cancelled(r)) => {
+            tracing::info!(job_id = %uuid, queue = %r.queue, "job cancelled");
+            Ok(Json(JobView::from(*r)))
+        }
+        Ok(Cancel::Conflict(status)) => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "not-cancellable",
+            "Job cannot be cancelled",
+            format!(
+                "job {uuid} is {}; only queued or retrying jobs can be cancelled",
+                status.as_str()
+            ),
+        )),
+        Ok(Cancel::NotFound) => Err(not_found()),
+        Err(e) => {
+            tracing::warn!(error = %e, "store failed during cancel");
+            Err(Problem::unavailable("the status store is unavailable"))
+        }
+    }
+}

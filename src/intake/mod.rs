@@ -1,0 +1,97 @@
+//! The HTTP intake (DESIGN §3): axum routes that accept jobs, publish them with a confirm and
+//! report their status.
+
+mod batch;
+mod dead;
+mod jobs;
+mod problem;
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::config::Config;
+use crate::publisher::Publisher;
+use crate::store::Store;
+
+pub use problem::Problem;
+
+/// What the HTTP handlers share.
+#[derive(Clone)]
+pub(crate) struct IntakeState {
+    pub(crate) config: Arc<Config>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) publisher: Arc<Publisher>,
+    /// Cancelled once the topology is declared; until then the intake is not ready.
+    pub(crate) topology_ready: tokio_util::sync::CancellationToken,
+}
+
+/// The intake's routes.
+pub(crate) fn router(state: IntakeState) -> Router {
+    Router::new()
+        .route("/v1/queues/{queue}/jobs", post(jobs::post_job))
+        .route("/v1/queues/{queue}/jobs/batch", post(batch::post_batch))
+        .route("/v1/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job))
+        .route(
+            "/v1/queues/{queue}/dead",
+            get(dead::peek).delete(dead::purge),
+        )
+        .route("/v1/queues/{queue}/dead/requeue", post(dead::requeue))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// `GET /healthz`: the process is up.
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: the broker and the store answer and the topology is declared. 503 names
+/// what is missing (never with credentials).
+async fn readyz(State(state): State<IntakeState>) -> Response {
+    let broker = match state.publisher.broker().channel().await {
+        Ok(ch) => {
+            let _ = ch.close(200, "readyz".into()).await;
+            Ok(())
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    let store = state.store.ping().await.map_err(|e| e.to_string());
+    let topology = state.topology_ready.is_cancelled();
+    let ready = broker.is_ok() && store.is_ok() && topology;
+    let show = |r: &Result<(), String>| match r {
+        Ok(()) => json!("ok"),
+        Err(e) => json!(crate::redact::redact(e)),
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "status": if ready { "ready" } else { "unavailable" },
+            "broker": show(&broker),
+            "store": show(&store),
+            "topology": if topology { "declared" } else { "pending" },
+        })),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "Not found",
+        "no such endpoint; see the README for the v1 API",
+    )
+}

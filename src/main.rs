@@ -1,0 +1,511 @@
+//! The `warren` command line (DESIGN §8). Errors become a message and exit code 1 here, at the
+//! binary's edge.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+use warren::{App, Config, Role};
+
+/// warren: HTTP job intake → durable RabbitMQ messages → prefetch-limited workers.
+#[derive(Parser, Debug)]
+#[command(name = "warren", version, about, long_about = None)]
+struct Cli {
+    /// Configuration file [default: ./queues.toml]
+    #[arg(long, global = true, env = "WARREN_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the HTTP intake and the workers of every queue in one process (the main job).
+    Run,
+    /// Run the HTTP intake only.
+    Serve,
+    /// Run workers only.
+    Work {
+        /// Queue to work on; repeat for several [default: all configured queues].
+        #[arg(long = "queue", short = 'q', value_name = "QUEUE")]
+        queues: Vec<String>,
+    },
+    /// Declare or show the broker topology (exchanges, work queues, DLQs, bindings).
+    Topology {
+        #[command(subcommand)]
+        action: TopologyAction,
+    },
+    /// Show one job's status from the store, as JSON.
+    Job {
+        /// The job id (a UUID, as returned by POST).
+        id: String,
+    },
+    /// See, drain, replay, requeue and purge dead letters (every move is confirm-then-ack).
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DlqAction {
+    /// Per queue: dead letters waiting and the oldest one's age.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show dead letters (id, attempts, failed-at, last error, payload excerpt); leaves them in the DLQ.
+    Peek {
+        /// The work queue whose DLQ to look at.
+        queue: String,
+        /// How many.
+        #[arg(short = 'n', long, default_value_t = 10)]
+        n: usize,
+        /// Print the full archive lines as JSON Lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move dead letters to a JSON Lines archive (each acked only after its line is fsynced).
+    Drain {
+        /// The work queue whose DLQ to drain.
+        queue: String,
+        /// Archive file [default: dlq/<queue>-<UTC timestamp>.jsonl next to the config file].
+        #[arg(long, value_name = "FILE")]
+        to: Option<PathBuf>,
+        /// At most this many [default: all present when the drain starts].
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+    /// Publish an archive's lines back to their work queues as fresh jobs (same id, attempts reset).
+    Replay {
+        /// A file written by `warren dlq drain` (possibly edited, e.g. with jq).
+        file: PathBuf,
+        /// Publish every line to this queue instead of the one named in the line.
+        #[arg(long)]
+        queue: Option<String>,
+        /// Validate the file and show what would be published; publish nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Move dead letters straight back to their work queue (confirm, then ack).
+    Requeue {
+        /// The work queue whose DLQ to requeue from.
+        queue: String,
+        /// Move at most this many.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Only dead letters whose last error contains this text.
+        #[arg(long, value_name = "TEXT")]
+        error: Option<String>,
+        /// Only dead letters that failed at or after this time (RFC 3339, or an age like `2h`).
+        #[arg(long, value_name = "TIME")]
+        failed_after: Option<String>,
+        /// Only dead letters that failed before this time (RFC 3339, or an age like `30m`).
+        #[arg(long, value_name = "TIME")]
+        failed_before: Option<String>,
+    },
+    /// Delete dead letters for good, marking their jobs discarded (needs --yes).
+    Purge {
+        /// The work queue whose DLQ to purge.
+        queue: String,
+        /// Really delete.
+        #[arg(long)]
+        yes: bool,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TopologyAction {
+    /// Declare everything queues.toml needs (idempotent).
+    Apply,
+    /// Print what warren declares and what the broker has now.
+    Show,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", warren::redact(&format!("{e:#}")));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,lapin=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Run => serve(config, Role::All).await,
+        Command::Serve => serve(config, Role::Intake).await,
+        Command::Work { queues } => serve(config, Role::Workers(queues)).await,
+        Command::Topology { action } => topology(config, action).await,
+        Command::Job { id } => job(config, &id).await,
+        Command::Dlq { action } => dlq(config, action).await,
+    }
+}
+
+async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
+    let bind = config.http.bind;
+    let app = App::builder(config).build().await?;
+    let listener = match role {
+        Role::Workers(_) => None,
+        _ => Some(
+            tokio::net::TcpListener::bind(bind)
+                .await
+                .with_context(|| format!("cannot listen on {bind}"))?,
+        ),
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(on_signal(shutdown.clone()));
+    app.run(role, listener, shutdown).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Cancels `shutdown` on the first SIGTERM or SIGINT; a second one exits at once.
+async fn on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!(
+        "shutting down: no new jobs; in-flight jobs get the grace period (signal again to exit now)"
+    );
+    shutdown.cancel();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::warn!("second signal: exiting now; unacked jobs return to their queues");
+    std::process::exit(130);
+}
+
+async fn topology(config: Config, action: TopologyAction) -> anyhow::Result<()> {
+    let broker = warren::Broker::new(&config.broker.url, "cli")?;
+    match action {
+        TopologyAction::Apply => {
+            warren::topology::apply(&broker, &config).await?;
+            println!(
+                "topology applied on {}: {} queue(s), each with its .dlq",
+                broker.display_url(),
+                config.queues.len()
+            );
+        }
+        TopologyAction::Show => {
+            print!("{}", warren::topology::describe_plan(&config));
+            println!("\non the broker ({}):", broker.display_url());
+            println!("{:<40} {:>10} {:>10}", "QUEUE", "MESSAGES", "CONSUMERS");
+            for q in config.queues.values() {
+                for name in [q.name.clone(), warren::topology::dlq_name(&q.name)] {
+                    let s = warren::topology::inspect(&broker, &name).await?;
+                    let show =
+                        |v: Option<u32>| v.map_or_else(|| "missing".to_owned(), |n| n.to_string());
+                    println!(
+                        "{:<40} {:>10} {:>10}",
+                        s.name,
+                        show(s.messages),
+                        show(s.consumers)
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn job(config: Config, id: &str) -> anyhow::Result<()> {
+    let uuid =
+        uuid::Uuid::parse_str(id).with_context(|| format!("`{id}` is not a job id (a UUID)"))?;
+    let store = warren::store::open(&config.resolved_store_url()).await?;
+    let record = store
+        .get(uuid)
+        .await?
+        .with_context(|| format!("no job with id {uuid}"))?;
+    let view = warren::store::JobView::from(record);
+    println!("{}", serde_json::to_string_pretty(&view)?);
+    Ok(())
+}
+
+/// A progress bar with rate and ETA on stderr (hidden when stderr is not a terminal).
+struct Bar(indicatif::ProgressBar);
+
+impl Bar {
+    fn new(what: &'static str) -> Self {
+        let bar = indicatif::ProgressBar::new(0);
+        let style = indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {pos}/{len} ({per_sec}, ETA {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_message(what);
+        Self(bar)
+    }
+}
+
+impl warren::dlq::Progress for Bar {
+    fn start(&self, total: u64) {
+        self.0.set_length(total);
+    }
+    fn advance(&self, n: u64) {
+        self.0.inc(n);
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+/// A token cancelled by Ctrl-C or SIGTERM: long moves stop after the current batch.
+fn stop_on_signal() -> CancellationToken {
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!("stopping after the current batch; nothing is lost");
+        token.cancel();
+    });
+    stop
+}
+
+/// RFC 3339, or an age like `2h` (meaning that long ago).
+fn parse_time(text: &str) -> anyhow::Result<std::time::SystemTime> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(text) {
+        return Ok(t);
+    }
+    let ago = humantime::parse_duration(text)
+        .with_context(|| format!("`{text}` is neither an RFC 3339 time nor an age like `2h`"))?;
+    Ok(std::time::SystemTime::now() - ago)
+}
+
+fn excerpt(text: &str, max: usize) -> String {
+    let one_line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if one_line.chars().count() <= max {
+        one_line
+    } else {
+        let cut: String = one_line.chars().take(max.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}
+
+async fn dlq(config: Config, action: DlqAction) -> anyhow::Result<()> {
+    if let DlqAction::Purge {
+        yes: false, queue, ..
+    } = &action
+    {
+        anyhow::bail!(
+            "`warren dlq purge {queue}` deletes dead letters for good; add --yes to do it"
+        );
+    }
+    let base_dir = config.base_dir.clone();
+    let app = App::builder(config).build().await?;
+    let dlq = app.dlq();
+    match action {
+        DlqAction::List { json } => {
+            let rows = dlq.list().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<32} {:>10}  {:<26} {:>10}",
+                    "QUEUE", "DEAD", "OLDEST FAILED AT", "AGE"
+                );
+                for r in rows {
+                    let age = r
+                        .oldest_age_s
+                        .map(|s| {
+                            humantime::format_duration(std::time::Duration::from_secs(s))
+                                .to_string()
+                        })
+                        .unwrap_or_else(|| "-".into());
+                    let depth = r.depth.map_or_else(|| "missing".into(), |d| d.to_string());
+                    println!(
+                        "{:<32} {:>10}  {:<26} {:>10}",
+                        r.queue,
+                        depth,
+                        r.oldest_failed_at.unwrap_or_else(|| "-".into()),
+                        age
+                    );
+                }
+            }
+        }
+        DlqAction::Peek { queue, n, json } => {
+            let lines = dlq.peek(&queue, n).await?;
+            if json {
+                for l in &lines {
+                    println!("{}", serde_json::to_string(l)?);
+                }
+            } else {
+                println!(
+                    "{:<36}  {:>3}  {:<24}  {:<40}  PAYLOAD",
+                    "JOB ID", "TRY", "FAILED AT", "LAST ERROR"
+                );
+                for l in &lines {
+                    let payload = match (&l.payload, &l.payload_base64) {
+                        (Some(p), _) => p.get().to_owned(),
+                        (None, Some(_)) => "(not JSON)".to_owned(),
+                        (None, None) => "null".to_owned(),
+                    };
+                    println!(
+                        "{:<36}  {:>3}  {:<24}  {:<40}  {}",
+                        l.message_id().unwrap_or("-"),
+                        l.attempts.map_or_else(|| "-".into(), |a| a.to_string()),
+                        l.failed_at.as_deref().unwrap_or("-"),
+                        excerpt(l.last_error.as_deref().unwrap_or("-"), 40),
+                        excerpt(&payload, 60)
+                    );
+                }
+                if lines.is_empty() {
+                    println!("(no dead letters in {queue}.dlq)");
+                }
+            }
+        }
+        DlqAction::Drain { queue, to, limit } => {
+            let path = to.unwrap_or_else(|| {
+                warren::dlq::default_archive_path(&base_dir.join("dlq"), &queue)
+            });
+            let bar = Bar::new("draining");
+            let r = dlq
+                .drain(&queue, &path, limit, &bar, &stop_on_signal())
+                .await?;
+            drop(bar);
+            println!(
+                "drained {} dead letter(s) of {queue} to {}{}",
+                r.moved,
+                r.path.display(),
+                if r.interrupted {
+                    " (stopped early)"
+                } else {
+                    ""
+                }
+            );
+        }
+        DlqAction::Replay {
+            file,
+            queue,
+            dry_run,
+        } => {
+            let bar = Bar::new("replaying");
+            let r = dlq
+                .replay(&file, queue.as_deref(), dry_run, &bar, &stop_on_signal())
+                .await?;
+            drop(bar);
+            for (q, n) in &r.by_queue {
+                println!("{q}: {n} job(s)");
+            }
+            if dry_run {
+                println!(
+                    "dry run: {} valid, nothing published",
+                    r.by_queue.values().sum::<u64>()
+                );
+            } else {
+                println!(
+                    "replayed {} job(s) from {}{}",
+                    r.moved,
+                    file.display(),
+                    if r.interrupted {
+                        " (stopped early)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        DlqAction::Requeue {
+            queue,
+            limit,
+            error,
+            failed_after,
+            failed_before,
+        } => {
+            let filter = warren::dlq::Filter {
+                error_contains: error,
+                failed_after: failed_after.as_deref().map(parse_time).transpose()?,
+                failed_before: failed_before.as_deref().map(parse_time).transpose()?,
+            };
+            let bar = Bar::new("requeueing");
+            let r = dlq
+                .requeue(&queue, &filter, limit, &bar, &stop_on_signal())
+                .await?;
+            drop(bar);
+            println!(
+                "requeued {} dead letter(s) to {queue}; {} did not match and stay in {queue}.dlq{}",
+                r.moved,
+                r.kept,
+                if r.interrupted {
+                    " (stopped early)"
+                } else {
+                    ""
+                }
+            );
+        }
+        DlqAction::Purge { queue, limit, .. } => {
+            let bar = Bar::new("purging");
+            let n = dlq.purge(&queue, limit, &bar, &stop_on_signal()).await?;
+            drop(bar);
+            println!("purged {n} dead letter(s) from {queue}.dlq; their jobs are marked discarded");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,326 @@
+//! The `warren` binary: help, config errors that name the line and change nothing, topology
+//! apply/show and mismatch reports, and graceful shutdown on SIGTERM.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{QueueCleanup, Raw, unique};
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+
+fn warren(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(args)
+        .current_dir(dir)
+        .env("WARREN_AMQP_URL", common::amqp_url())
+        .env_remove("WARREN_CONFIG")
+        .env_remove("WARREN_STORE_URL")
+        .env_remove("WARREN_BIND")
+        .output()
+        .expect("run warren")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = warren(dir.path(), &["--help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for cmd in [
+        "run",
+        "serve",
+        "work",
+        "topology",
+        "job",
+        "--config",
+        "--log-format",
+    ] {
+        assert!(help.contains(cmd), "--help should mention {cmd}:\n{help}");
+    }
+    let out = warren(dir.path(), &["topology", "--help"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("apply"));
+}
+
+#[tokio::test]
+async fn config_errors_name_the_line_and_declare_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = unique("cfg");
+    let _cleanup = QueueCleanup(vec![q.clone(), format!("{q}.dlq")]);
+    let cases = [
+        (
+            format!("[queues.{q}]\nhandler = \"noop\"\nprefetch = \"lots\"\n"),
+            "line 3",
+        ),
+        (
+            format!("[queues.{q}]\nhandler = \"noop\"\ncolour = \"blue\"\n"),
+            "colour",
+        ),
+        (
+            format!("[queues.{q}]\nhandler = {{ exec = [\"missing.sh\"] }}\n"),
+            "missing.sh",
+        ),
+        (
+            format!("[queues.{q}]\nhandler = \"noop\"\ntimeout = \"forever\"\n"),
+            "line 3",
+        ),
+    ];
+    for (toml, needle) in cases {
+        std::fs::write(dir.path().join("queues.toml"), &toml).expect("write config");
+        let out = warren(dir.path(), &["topology", "apply"]);
+        assert!(!out.status.success(), "should fail for:\n{toml}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(needle),
+            "stderr should mention `{needle}`:\n{err}"
+        );
+        assert!(
+            err.contains("queues.toml"),
+            "stderr should name the file:\n{err}"
+        );
+    }
+    assert_eq!(
+        Raw::connect().await.depth(&q).await,
+        None,
+        "nothing was declared"
+    );
+}
+
+#[tokio::test]
+async fn topology_apply_declares_durable_quorum_queues_and_show_lists_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = unique("topo");
+    let _cleanup = QueueCleanup(vec![q.clone(), format!("{q}.dlq")]);
+    std::fs::write(
+        dir.path().join("queues.toml"),
+        format!("[queues.{q}]\nhandler = \"noop\"\ndelivery_limit = 7\n"),
+    )
+    .expect("write");
+    let out = warren(dir.path(), &["topology", "apply"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let raw = Raw::connect().await;
+    assert_eq!(raw.depth(&q).await, Some(0));
+    assert_eq!(raw.depth(&format!("{q}.dlq")).await, Some(0));
+    // Declaring again with the same arguments succeeds (it would fail on any difference).
+    let ch = raw.channel().await;
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), warren::message::long_value("quorum"));
+    args.insert(
+        "x-delivery-limit".into(),
+        lapin::types::AMQPValue::LongLongInt(warren::topology::DLQ_DELIVERY_LIMIT),
+    );
+    ch.queue_declare(
+        format!("{q}.dlq").as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
+        args,
+    )
+    .await
+    .expect("DLQ is a durable quorum queue");
+
+    let out = warren(dir.path(), &["topology", "show"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let show = text(&out.stdout);
+    assert!(show.contains(&format!("{q}.dlq")), "{show}");
+    assert!(show.contains("x-delivery-limit=7"), "{show}");
+    assert!(
+        !show.contains("guest:guest"),
+        "no credentials in output: {show}"
+    );
+}
+
+#[tokio::test]
+async fn topology_mismatch_says_which_argument_differs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = unique("mismatch");
+    let _cleanup = QueueCleanup(vec![q.clone(), format!("{q}.dlq")]);
+    // Someone declared the queue before, as a classic queue without warren's arguments.
+    let raw = Raw::connect().await;
+    raw.channel()
+        .await
+        .queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare classic");
+    std::fs::write(
+        dir.path().join("queues.toml"),
+        format!("[queues.{q}]\nhandler = \"noop\"\n"),
+    )
+    .expect("write");
+    let out = warren(dir.path(), &["topology", "apply"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("queue `{q}` already exists with a different")),
+        "{err}"
+    );
+    assert!(err.contains("x-"), "names the argument: {err}");
+    assert!(err.contains("To migrate"), "says how to migrate: {err}");
+}
+
+/// Starts `warren run` on a free port; returns the child and the base URL.
+fn spawn_run(dir: &Path) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .arg("run")
+        .current_dir(dir)
+        .env("WARREN_AMQP_URL", common::amqp_url())
+        .env("WARREN_BIND", format!("127.0.0.1:{port}"))
+        .env_remove("WARREN_CONFIG")
+        .env_remove("WARREN_STORE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn warren run");
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
+async fn wait_for(
+    http: &reqwest::Client,
+    url: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(resp) = http.get(url).send().await
+            && let Ok(v) = resp.json::<serde_json::Value>().await
+            && pred(&v)
+        {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting on {url}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn slow_script(dir: &Path, seconds: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("slow.sh");
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\nsleep {seconds}\necho '\"slept\"'\n"),
+    )
+    .expect("write script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+fn sigterm(child: &std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_running_job_finish_then_exits_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = unique("term");
+    let _cleanup = QueueCleanup(vec![q.clone(), format!("{q}.dlq")]);
+    slow_script(dir.path(), "1");
+    std::fs::write(
+        dir.path().join("queues.toml"),
+        format!("[worker]\nshutdown_grace = \"20s\"\n[queues.{q}]\nhandler = {{ exec = [\"slow.sh\"] }}\n"),
+    )
+    .expect("write");
+    let (mut child, base) = spawn_run(dir.path());
+    let _reaper = common::KillOnDrop {
+        pid: child.id(),
+        group: false,
+    };
+    let http = reqwest::Client::new();
+    wait_for(&http, &format!("{base}/readyz"), |v| v["status"] == "ready").await;
+    let resp = http
+        .post(format!("{base}/v1/queues/{q}/jobs"))
+        .json(&serde_json::json!({"payload": {}}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<serde_json::Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    wait_for(&http, &format!("{base}/v1/jobs/{id}"), |v| {
+        v["status"] == "running"
+    })
+    .await;
+
+    sigterm(&child);
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(status.success(), "warren exits 0 after SIGTERM: {status:?}");
+
+    // The job finished inside the grace period: `warren job` reads the store directly.
+    let out = warren(dir.path(), &["job", &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let job: serde_json::Value = serde_json::from_slice(&out.stdout).expect("job json");
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(Raw::connect().await.depth(&q).await, Some(0));
+}
+
+#[tokio::test]
+async fn sigterm_hands_back_a_job_that_outlives_the_grace_period() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = unique("handback");
+    let _cleanup = QueueCleanup(vec![q.clone(), format!("{q}.dlq")]);
+    slow_script(dir.path(), "30");
+    std::fs::write(
+        dir.path().join("queues.toml"),
+        format!("[worker]\nshutdown_grace = \"300ms\"\n[queues.{q}]\nhandler = {{ exec = [\"slow.sh\"] }}\ntimeout = \"60s\"\n"),
+    )
+    .expect("write");
+    let (mut child, base) = spawn_run(dir.path());
+    let _reaper = common::KillOnDrop {
+        pid: child.id(),
+        group: false,
+    };
+    let http = reqwest::Client::new();
+    wait_for(&http, &format!("{base}/readyz"), |v| v["status"] == "ready").await;
+    let resp = http
+        .post(format!("{base}/v1/queues/{q}/jobs"))
+        .json(&serde_json::json!({"payload": {}}))
+        .send()
+        .await
+        .expect("post");
+    let id = resp.json::<serde_json::Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    wait_for(&http, &format!("{base}/v1/jobs/{id}"), |v| {
+        v["status"] == "running"
+    })
+    .await;
+
+    sigterm(&child);
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(status.success(), "{status:?}");
+    // Handed back: queued again, its message back in the work queue, nothing lost.
+    let out = warren(dir.path(), &["job", &id]);
+    let job: serde_json::Value = serde_json::from_slice(&out.stdout).expect("job json");
+    assert_eq!(job["status"], "queued", "{job}");
+    assert_eq!(Raw::connect().await.depth(&q).await, Some(1));
+}
