@@ -205,6 +205,7 @@ async fn main() {
                 "sqlite://{}",
                 dir.path().join("warren.db").display()
             )),
+            ..EnvOverrides::default()
         },
     )
     .expect("config");

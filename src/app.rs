@@ -197,6 +197,9 @@ impl App {
             }
         }
         let serve = matches!(role, Role::All | Role::Intake);
+        if let (true, Some(l)) = (serve, &listener) {
+            check_exposure(l.local_addr()?, &self.config.auth)?;
+        }
         // A fatal error anywhere stops everything.
         let stop = shutdown.child_token();
         let fatal: Arc<std::sync::Mutex<Option<Error>>> = Arc::default();
@@ -324,6 +327,24 @@ impl App {
 
 /// Declares the topology, retrying with backoff while the broker is unavailable.
 /// `Ok(false)` when `stop` came first.
+/// Refuses an intake reachable from other hosts without API tokens (DESIGN §9), unless
+/// `--insecure-no-auth` was given, which is logged as a warning.
+///
+/// # Errors
+/// [`ErrorKind::Config`] naming the address and the ways out.
+fn check_exposure(addr: std::net::SocketAddr, auth: &crate::config::AuthConfig) -> Result<()> {
+    if addr.ip().is_loopback() || !auth.tokens.is_empty() {
+        return Ok(());
+    }
+    if auth.insecure_no_auth {
+        warn!(%addr, "serving without authentication on a non-loopback address (--insecure-no-auth): anyone who can reach it may submit jobs and empty the DLQs");
+        return Ok(());
+    }
+    Err(Error::config(format!(
+        "refusing to serve on {addr} without API tokens: a non-loopback bind needs WARREN_API_TOKENS or auth.tokens_file in the config (see the README, Security), or --insecure-no-auth to let anyone who can reach it in"
+    )))
+}
+
 async fn apply_topology_with_retry(
     broker: &Broker,
     config: &Config,

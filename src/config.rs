@@ -34,6 +34,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Worker runtime settings.
     pub worker: WorkerConfig,
+    /// API tokens.
+    pub auth: AuthConfig,
     /// The configured queues, by name (sorted).
     pub queues: BTreeMap<String, QueueConfig>,
 }
@@ -60,6 +62,17 @@ pub struct BrokerConfig {
 pub struct HttpConfig {
     /// Listen address. Overridden by `WARREN_BIND`. Default `127.0.0.1:8080` (loopback, DESIGN §9).
     pub bind: SocketAddr,
+}
+
+/// `[auth]` and `WARREN_API_TOKENS`: who may call the HTTP API (DESIGN §9, [`crate::auth`]).
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// The tokens from `WARREN_API_TOKENS` and `auth.tokens_file` together. Empty: no
+    /// authentication, which warren allows only on a loopback bind unless
+    /// `insecure_no_auth`.
+    pub tokens: crate::auth::Tokens,
+    /// Serve a non-loopback bind without tokens (`--insecure-no-auth`). Default false.
+    pub insecure_no_auth: bool,
 }
 
 /// `[store]`: job status, claims and idempotency keys.
@@ -184,6 +197,8 @@ struct RawConfig {
     #[serde(default)]
     worker: RawWorker,
     #[serde(default)]
+    auth: RawAuth,
+    #[serde(default)]
     queues: BTreeMap<Spanned<String>, RawQueue>,
 }
 
@@ -202,6 +217,12 @@ struct RawBroker {
 #[serde(deny_unknown_fields)]
 struct RawHttp {
     bind: Option<SocketAddr>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    tokens_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -263,10 +284,13 @@ pub struct EnvOverrides {
     pub bind: Option<String>,
     /// `WARREN_STORE_URL`.
     pub store_url: Option<String>,
+    /// `WARREN_API_TOKENS` (see [`crate::auth`]).
+    pub api_tokens: Option<String>,
 }
 
 impl EnvOverrides {
-    /// Reads `WARREN_AMQP_URL`, `WARREN_BIND` and `WARREN_STORE_URL` from the process
+    /// Reads `WARREN_AMQP_URL`, `WARREN_BIND`, `WARREN_STORE_URL` and `WARREN_API_TOKENS`
+    /// from the process
     /// environment (empty values count as unset).
     pub fn from_env() -> Self {
         let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -274,6 +298,7 @@ impl EnvOverrides {
             amqp_url: get("WARREN_AMQP_URL"),
             bind: get("WARREN_BIND"),
             store_url: get("WARREN_STORE_URL"),
+            api_tokens: get("WARREN_API_TOKENS"),
         }
     }
 }
@@ -364,6 +389,17 @@ impl Config {
         };
         let worker = WorkerConfig {
             shutdown_grace: raw.worker.shutdown_grace.unwrap_or(Duration::from_secs(30)),
+        };
+        let mut tokens = crate::auth::Tokens::default();
+        if let Some(text) = &env.api_tokens {
+            tokens.add(text, "WARREN_API_TOKENS")?;
+        }
+        if let Some(f) = &raw.auth.tokens_file {
+            tokens.add_file(&base_dir.join(f))?;
+        }
+        let auth = AuthConfig {
+            tokens,
+            insecure_no_auth: false,
         };
 
         let mut queues = BTreeMap::new();
@@ -483,6 +519,7 @@ impl Config {
             http: HttpConfig { bind },
             store,
             worker,
+            auth,
             queues,
         })
     }
@@ -663,6 +700,7 @@ mod tests {
             amqp_url: Some("amqp://u:p@h:1/%2f".into()),
             bind: Some("0.0.0.0:9999".into()),
             store_url: Some("sqlite:///tmp/x.db".into()),
+            api_tokens: Some("admin:0123456789abcdef0123456789abcdef".into()),
         };
         let c = Config::parse(
             "[broker]\nurl = \"amqp://a@b\"\n[queues.a]\nhandler = \"noop\"\n",
@@ -673,6 +711,10 @@ mod tests {
         assert_eq!(c.broker.url, "amqp://u:p@h:1/%2f");
         assert_eq!(c.http.bind.port(), 9999);
         assert_eq!(c.resolved_store_url(), "sqlite:///tmp/x.db");
+        assert_eq!(
+            c.auth.tokens.scope_of("0123456789abcdef0123456789abcdef"),
+            Some(crate::auth::Scope::Admin)
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! ```
 
 mod app;
+pub mod auth;
 mod broker;
 pub mod config;
 mod consumer;

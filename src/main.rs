@@ -34,9 +34,9 @@ enum LogFormat {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the HTTP intake and the workers of every queue in one process (the main job).
-    Run,
+    Run(ServeArgs),
     /// Run the HTTP intake only.
-    Serve,
+    Serve(ServeArgs),
     /// Run workers only.
     Work {
         /// Queue to work on; repeat for several [default: all configured queues].
@@ -58,6 +58,15 @@ enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+}
+
+/// Flags of the commands that serve HTTP.
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Serve a non-loopback bind without API tokens: anyone who can reach the port may submit
+    /// jobs, cancel them and empty the DLQs. Without this flag warren refuses to start so.
+    #[arg(long)]
+    insecure_no_auth: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -163,7 +172,8 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,lapin=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -171,10 +181,16 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::load(cli.config.as_deref())?;
+    let mut config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Run => serve(config, Role::All).await,
-        Command::Serve => serve(config, Role::Intake).await,
+        Command::Run(args) => {
+            config.auth.insecure_no_auth = args.insecure_no_auth;
+            serve(config, Role::All).await
+        }
+        Command::Serve(args) => {
+            config.auth.insecure_no_auth = args.insecure_no_auth;
+            serve(config, Role::Intake).await
+        }
         Command::Work { queues } => serve(config, Role::Workers(queues)).await,
         Command::Topology { action } => topology(config, action).await,
         Command::Job { id } => job(config, &id).await,

@@ -1,6 +1,7 @@
 //! The HTTP intake (DESIGN §3): axum routes that accept jobs, publish them with a confirm and
 //! report their status.
 
+mod auth;
 mod batch;
 mod dead;
 mod jobs;
@@ -44,6 +45,10 @@ pub(crate) fn router(state: IntakeState) -> Router {
         .route("/v1/queues/{queue}/dead/requeue", post(dead::requeue))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require,
+        ))
         .fallback(not_found)
         .with_state(state)
 }

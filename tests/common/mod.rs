@@ -300,6 +300,7 @@ pub struct Setup {
     role: Role,
     amqp_url: String,
     extra: String,
+    tokens: Option<String>,
 }
 
 impl Setup {
@@ -311,6 +312,7 @@ impl Setup {
             role: Role::All,
             amqp_url: amqp_url(),
             extra: String::new(),
+            tokens: None,
         }
     }
 
@@ -335,6 +337,12 @@ impl Setup {
     /// Points warren at another broker URL (e.g. a closed port).
     pub fn amqp_url(mut self, url: &str) -> Self {
         self.amqp_url = url.to_owned();
+        self
+    }
+
+    /// API tokens, as in `WARREN_API_TOKENS` (`[SCOPE:]TOKEN, …`).
+    pub fn tokens(mut self, entries: &str) -> Self {
+        self.tokens = Some(entries.to_owned());
         self
     }
 
@@ -364,6 +372,7 @@ impl Setup {
                 "sqlite://{}",
                 dir.path().join("warren.db").display()
             )),
+            api_tokens: self.tokens.clone(),
         };
         let config =
             Config::parse(&text, &dir.path().join("queues.toml"), &env).expect("valid test config");

@@ -1,0 +1,139 @@
+//! Bearer-token checks for the HTTP API (DESIGN §9; tokens and scopes in [`crate::auth`]).
+//!
+//! Which route needs which scope is decided in one place, [`required_scope`], from the
+//! route the request matched (not from the raw path, so encodings cannot dodge it):
+//! `/healthz`, `/readyz`, `/metrics` and `/openapi.json` are open; the DLQ routes
+//! (`/v1/queues/{queue}/dead…`) and `DELETE /v1/jobs/{id}` need `admin`; every other route
+//! needs a `jobs` or `admin` token. With no tokens configured every route is open.
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::{IntakeState, Problem};
+use crate::auth::Scope;
+
+/// The scope a matched route needs, or `None` for an open one.
+fn required_scope(method: &Method, route: &str) -> Option<Scope> {
+    match route {
+        "/healthz" | "/readyz" | "/metrics" | "/openapi.json" => None,
+        r if r.starts_with("/v1/queues/{queue}/dead") => Some(Scope::Admin),
+        "/v1/jobs/{id}" if method == Method::DELETE => Some(Scope::Admin),
+        _ => Some(Scope::Jobs),
+    }
+}
+
+/// Middleware (a `route_layer`, so it sees the matched route): answers 401 without a known
+/// bearer token and 403 when the token's scope is not enough, both as problem+json with a
+/// `WWW-Authenticate` challenge (RFC 6750 §3).
+pub(super) async fn require(
+    State(state): State<IntakeState>,
+    route: Option<MatchedPath>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let tokens = &state.config.auth.tokens;
+    let route = route.as_ref().map_or("", MatchedPath::as_str);
+    let Some(needed) = required_scope(req.method(), route) else {
+        return next.run(req).await;
+    };
+    if tokens.is_empty() {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer);
+    match presented.and_then(|t| tokens.scope_of(t)) {
+        Some(scope) if scope >= needed => next.run(req).await,
+        Some(_) => challenge(
+            Problem::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Forbidden",
+                format!(
+                    "this endpoint needs a token with the `{}` scope",
+                    needed.as_str()
+                ),
+            ),
+            &format!(
+                "Bearer realm=\"warren\", error=\"insufficient_scope\", scope=\"{}\"",
+                needed.as_str()
+            ),
+        ),
+        None => challenge(
+            Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Unauthorized",
+                if presented.is_some() {
+                    "the bearer token is not valid"
+                } else {
+                    "send `Authorization: Bearer TOKEN` (tokens come from WARREN_API_TOKENS or auth.tokens_file)"
+                },
+            ),
+            if presented.is_some() {
+                "Bearer realm=\"warren\", error=\"invalid_token\""
+            } else {
+                "Bearer realm=\"warren\""
+            },
+        ),
+    }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` value (scheme case-insensitive, RFC 6750 §2.1).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+fn challenge(problem: Problem, www_authenticate: &str) -> Response {
+    let mut resp = problem.into_response();
+    if let Ok(v) = HeaderValue::from_str(www_authenticate) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dlq_and_cancel_need_admin_and_probes_are_open() {
+        assert_eq!(
+            required_scope(&Method::GET, "/v1/queues/{queue}/dead"),
+            Some(Scope::Admin)
+        );
+        assert_eq!(
+            required_scope(&Method::POST, "/v1/queues/{queue}/dead/requeue"),
+            Some(Scope::Admin)
+        );
+        assert_eq!(
+            required_scope(&Method::DELETE, "/v1/jobs/{id}"),
+            Some(Scope::Admin)
+        );
+        assert_eq!(
+            required_scope(&Method::GET, "/v1/jobs/{id}"),
+            Some(Scope::Jobs)
+        );
+        assert_eq!(
+            required_scope(&Method::POST, "/v1/queues/{queue}/jobs"),
+            Some(Scope::Jobs)
+        );
+        assert_eq!(required_scope(&Method::GET, "/readyz"), None);
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_needs_a_token() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer abc"), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer "), None);
+    }
+}
