@@ -191,7 +191,12 @@ async fn process(
         ..
     } = delivery;
     let body = bytes::Bytes::from(data);
-    let msg = match JobMessage::from_delivery(&queue.name, &properties, body.clone()) {
+    let msg = match JobMessage::from_delivery(
+        &queue.name,
+        &properties,
+        body.clone(),
+        queue.max_payload_bytes,
+    ) {
         Ok(m) => m,
         Err(reason) => {
             // Malformed: dead-letter it with the reason; the worker keeps running.

@@ -82,13 +82,19 @@ impl JobMessage {
     ///
     /// `queue` is the queue the delivery came from (used when the `type` property is missing).
     ///
+    /// `max_payload_bytes` is the queue's `max_payload_bytes`: the intake never publishes a
+    /// larger body, so a larger one was published by hand and is refused here too.
+    ///
     /// # Errors
-    /// A human-readable reason when the message is malformed: no or invalid `message_id`, or a
-    /// body that is not JSON. Such a message is dead-lettered with that reason.
+    /// A human-readable reason when the message is malformed: no or invalid `message_id`, a
+    /// `content_type` other than JSON (`application/json` or `…+json`, parameters allowed;
+    /// none at all is taken as JSON), a body over `max_payload_bytes`, or a body that is not
+    /// JSON. Such a message is dead-lettered with that reason.
     pub fn from_delivery(
         queue: &str,
         props: &BasicProperties,
         body: Bytes,
+        max_payload_bytes: usize,
     ) -> Result<Self, String> {
         let id = match props.message_id() {
             None => return Err("malformed message: no message_id property".to_owned()),
@@ -99,6 +105,22 @@ impl JobMessage {
                 )
             })?,
         };
+        if let Some(ct) = props.content_type() {
+            let essence = ct.as_str().split(';').next().unwrap_or_default().trim();
+            let essence = essence.to_ascii_lowercase();
+            if essence != "application/json" && !essence.ends_with("+json") {
+                return Err(format!(
+                    "malformed message: content_type `{}` is not application/json",
+                    truncate(ct.as_str(), 80)
+                ));
+            }
+        }
+        if body.len() > max_payload_bytes {
+            return Err(format!(
+                "malformed message: body of {} bytes is over the queue's max_payload_bytes ({max_payload_bytes})",
+                body.len()
+            ));
+        }
         if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
             return Err(format!("malformed message: body is not JSON ({e})"));
         }
@@ -278,7 +300,8 @@ mod tests {
             Some("application/json")
         );
         assert_eq!(props.kind().as_ref().map(|c| c.as_str()), Some("mail"));
-        let back = JobMessage::from_delivery("mail", &props, j.payload.clone()).expect("valid");
+        let back =
+            JobMessage::from_delivery("mail", &props, j.payload.clone(), 1 << 20).expect("valid");
         assert_eq!(back.id, j.id);
         assert_eq!(back.attempt, 2);
         assert_eq!(back.max_attempts, 5);
@@ -288,18 +311,34 @@ mod tests {
 
     #[test]
     fn malformed_messages_are_explained() {
-        let e =
-            JobMessage::from_delivery("q", &BasicProperties::default(), Bytes::from_static(b"{}"))
-                .expect_err("no id");
+        let e = JobMessage::from_delivery(
+            "q",
+            &BasicProperties::default(),
+            Bytes::from_static(b"{}"),
+            1 << 20,
+        )
+        .expect_err("no id");
         assert!(e.contains("no message_id"), "{e}");
         let props = BasicProperties::default().with_message_id("abc".into());
-        let e =
-            JobMessage::from_delivery("q", &props, Bytes::from_static(b"{}")).expect_err("bad id");
+        let e = JobMessage::from_delivery("q", &props, Bytes::from_static(b"{}"), 1 << 20)
+            .expect_err("bad id");
         assert!(e.contains("not a UUID"), "{e}");
         let props = job().properties();
-        let e = JobMessage::from_delivery("q", &props, Bytes::from_static(b"not json"))
+        let e = JobMessage::from_delivery("q", &props, Bytes::from_static(b"not json"), 1 << 20)
             .expect_err("body");
         assert!(e.contains("not JSON"), "{e}");
+        let text = job().properties().with_content_type("text/plain".into());
+        let e = JobMessage::from_delivery("q", &text, Bytes::from_static(b"{}"), 1 << 20)
+            .expect_err("content type");
+        assert!(e.contains("`text/plain` is not application/json"), "{e}");
+        let e = JobMessage::from_delivery("q", &props, Bytes::from_static(b"[1,2,3]"), 4)
+            .expect_err("size");
+        assert!(e.contains("7 bytes is over"), "{e}");
+        let cloud = job()
+            .properties()
+            .with_content_type("application/cloudevents+json; charset=utf-8".into());
+        JobMessage::from_delivery("q", &cloud, Bytes::from_static(b"{}"), 1 << 20)
+            .expect("a +json type with parameters is JSON");
     }
 
     #[test]

@@ -133,53 +133,6 @@ async fn timed_out_handler_fails_with_the_reason() {
 }
 
 #[tokio::test]
-async fn malformed_messages_are_dead_lettered_with_the_reason_and_the_worker_goes_on() {
-    let w = Setup::new().queue("in", "handler = \"noop\"").start().await;
-    let raw = Raw::connect().await;
-    let dlq = format!("{}.dlq", w.q("in"));
-
-    // No message_id at all.
-    raw.publish(&w.q("in"), br#"{"a":1}"#, BasicProperties::default())
-        .await;
-    let dead = raw
-        .get_one(&dlq, SETTLE)
-        .await
-        .expect("dead letter for missing id");
-    let h = dead.delivery.properties.headers().as_ref();
-    assert!(
-        header_string(h, H_LAST_ERROR)
-            .expect("reason")
-            .contains("no message_id")
-    );
-    assert_eq!(dead.delivery.data, br#"{"a":1}"#);
-
-    // A body that is not JSON.
-    let id = uuid::Uuid::now_v7().to_string();
-    raw.publish(
-        &w.q("in"),
-        b"\xff not json",
-        BasicProperties::default().with_message_id(id.as_str().into()),
-    )
-    .await;
-    let dead = raw
-        .get_one(&dlq, SETTLE)
-        .await
-        .expect("dead letter for bad body");
-    let h = dead.delivery.properties.headers().as_ref();
-    assert!(
-        header_string(h, H_LAST_ERROR)
-            .expect("reason")
-            .contains("not JSON")
-    );
-    assert_eq!(dead.delivery.data, b"\xff not json");
-
-    // The worker still runs jobs.
-    let ok = w.submit("in", json!({"still": "alive"})).await;
-    w.wait_status(&ok, "succeeded", SETTLE).await;
-    w.stop().await.expect("clean stop");
-}
-
-#[tokio::test]
 async fn a_job_published_by_hand_with_an_id_runs_and_gets_a_status() {
     let w = Setup::new()
         .queue("hand", "handler = \"noop\"")

@@ -461,6 +461,19 @@ impl TestWarren {
         &self.app
     }
 
+    /// Rows in the store's `jobs` table, read through a connection of the test's own.
+    pub async fn stored_jobs(&self) -> i64 {
+        use sqlx::Connection as _;
+        let url = format!("sqlite://{}", self.dir().join("warren.db").display());
+        let mut conn = sqlx::SqliteConnection::connect(&url)
+            .await
+            .expect("open store");
+        sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
+            .fetch_one(&mut conn)
+            .await
+            .expect("count")
+    }
+
     /// Waits until `/readyz` says the broker, the store and the topology are ready.
     async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(15);
