@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -87,16 +88,21 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
+        // Processes started together (an intake and a worker on one file) meet at the first
+        // connection's switch to WAL, where SQLite answers "database is locked" without
+        // waiting for its busy timeout, and at the migrations, which sqlx does not lock on
+        // SQLite: try again, with jittered backoff.
+        let pool = (|| open_and_migrate(url, options.clone()))
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(20))
+                    .with_max_delay(Duration::from_secs(1))
+                    .with_max_times(30)
+                    .with_jitter(),
+            )
+            .when(|e| e.locked)
             .await
-            .map_err(|e| Error::store(format!("cannot open {url}: {e}")))?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&pool)
-            .await
-            .map_err(|e| Error::store(format!("cannot migrate {url}: {e}")))?;
+            .map_err(|e| Error::store(e.message))?;
         let (inserts, queued) = mpsc::channel(4 * GROUP_COMMIT_MAX);
         // The two writers take turns (FIFO) instead of meeting at SQLite's write lock, whose
         // busy handler sleeps 1, 2, 5… ms between tries: that sleep was the intake's p99.
@@ -110,6 +116,58 @@ impl SqliteStore {
             worker_writes,
         })
     }
+}
+
+/// Why opening the store failed, and whether it was only another process holding the lock.
+struct OpenError {
+    message: String,
+    locked: bool,
+}
+
+/// True for SQLITE_BUSY and SQLITE_LOCKED (<https://sqlite.org/rescode.html>), with their
+/// extended codes.
+fn is_locked(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => d
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|c| matches!(c & 0xff, 5 | 6)),
+        _ => false,
+    }
+}
+
+/// True when a migration failed because another process applied the same DDL first.
+fn applied_elsewhere(e: &sqlx::Error) -> bool {
+    let text = e.to_string();
+    text.contains("already exists") || text.contains("duplicate column name")
+}
+
+/// Connects to `url` and runs the migrations.
+async fn open_and_migrate(
+    url: &str,
+    options: SqliteConnectOptions,
+) -> std::result::Result<SqlitePool, OpenError> {
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+        .map_err(|e| OpenError {
+            locked: is_locked(&e),
+            message: format!("cannot open {url}: {e}"),
+        })?;
+    sqlx::migrate!("./migrations/sqlite")
+        .run(&pool)
+        .await
+        .map_err(|e| OpenError {
+            // Another process ran the same migration first (sqlx takes no lock on SQLite);
+            // each migration is one transaction, so trying again finds it applied.
+            locked: matches!(&e, sqlx::migrate::MigrateError::ExecuteMigration(inner, _)
+                    if is_locked(inner) || applied_elsewhere(inner))
+                || matches!(&e, sqlx::migrate::MigrateError::Execute(inner) if is_locked(inner)),
+            message: format!("cannot migrate {url}: {e}"),
+        })?;
+    Ok(pool)
 }
 
 /// The group-commit writer (see [`SqliteStore`]); ends when every store handle is dropped.
@@ -762,6 +820,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         (dir, SqliteStore::open(&url).await.expect("open"))
+    }
+
+    #[tokio::test]
+    async fn stores_opened_together_on_a_new_file_all_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let opened = futures::future::join_all((0..6).map(|_| SqliteStore::open(&url))).await;
+        for o in opened {
+            if let Err(e) = o {
+                panic!("{e}");
+            }
+        }
     }
 
     fn new_job(id: Uuid) -> NewJob {
