@@ -20,7 +20,8 @@
 //! `BENCH_INTAKE_N`, `BENCH_BATCH_N`, `BENCH_BATCH_SIZE`, `BENCH_BATCH_CLIENTS`,
 //! `BENCH_E2E_N`, `BENCH_LAT_RATE`, `BENCH_LAT_SECS`, `BENCH_REPEAT` (rounds of each
 //! throughput phase but the drain; the median is reported), `BENCH_PHASES` (a comma list of
-//! `raw,intake,drain,e2e,latency`), `BENCH_QUIET_WAIT` (seconds to wait for a quiet machine
+//! `raw,intake,drain,e2e,latency`, plus the long `backlog` and `soak` phases that run only
+//! when named), `BENCH_SOAK_RATE`, `BENCH_SOAK_SECS`, `BENCH_BACKLOG_N`, `BENCH_QUIET_WAIT` (seconds to wait for a quiet machine
 //! before each round, default 120), `BENCH_PERF=1` (record a `perf` profile of the warren
 //! process in each warren phase to `target/bench/perf-<phase>.data`).
 //!
@@ -85,6 +86,12 @@ struct Params {
     perf: bool,
     /// Rounds of each throughput phase but the drain (the median is reported).
     repeat: usize,
+    /// Open-loop rate of the soak phase (POST/s).
+    soak_rate: usize,
+    /// Length of the soak phase (s).
+    soak_secs: u64,
+    /// Jobs in the large-backlog phase.
+    backlog_n: usize,
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -117,6 +124,9 @@ impl Params {
                 .collect(),
             perf: std::env::var("BENCH_PERF").is_ok_and(|v| v == "1"),
             repeat: env_usize("BENCH_REPEAT", 3).max(1),
+            soak_rate: env_usize("BENCH_SOAK_RATE", 200).max(1),
+            soak_secs: env_usize("BENCH_SOAK_SECS", 600).max(60) as u64,
+            backlog_n: env_usize("BENCH_BACKLOG_N", 1_000_000).max(1),
         }
     }
 
@@ -1207,6 +1217,7 @@ async fn phase_drain(
     bk: &str,
     backlog: usize,
     f: &mut Figures,
+    keys: (&'static str, &'static str),
 ) {
     let before = depth(conn, bk).await.unwrap_or(0);
     println!("drain: warren run (noop, claims and status on) over a backlog of {before} jobs");
@@ -1231,9 +1242,9 @@ async fn phase_drain(
         "  {n} jobs succeeded in {secs:.2} s (first start to last finish) = {rate:.0} jobs/s; peak RSS {peak:.1} MB (VmHWM {hwm:.1} MB)"
     );
     println!("  {}", totals.line());
-    f.note("cpu_drain", totals.json());
-    f.set("drain_per_s", rate);
-    f.set("rss_backlog_mb", peak.max(hwm));
+    f.note(&format!("cpu_{}", keys.0), totals.json());
+    f.set(keys.0, rate);
+    f.set(keys.1, peak.max(hwm));
     store.close().await;
     drop(rss);
     w.stop().await;
@@ -1431,6 +1442,190 @@ async fn latency(
     f.set("rss_load_mb", f.get("rss_load_mb").unwrap_or(0.0).max(peak));
 }
 
+/// Large backlog: `BENCH_BACKLOG_N` jobs (default 1,000,000) loaded untimed through the
+/// batch endpoint of `warren serve`, then `warren run` drains them; its peak RSS must stay
+/// within the same bound as with 100,000 (it must not grow with the backlog).
+async fn phase_backlog(p: &Params, conn: &Connection, cleanup: &Cleanup, f: &mut Figures) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bk = unique("big");
+    cleanup.add(&bk);
+    cleanup.add(&format!("{bk}.dlq"));
+    println!(
+        "backlog: loading {} jobs through the batch endpoint",
+        p.backlog_n
+    );
+    let w = Warren::start(dir.path(), "big-load", "serve", &[&bk], p.prefetch).await;
+    let rss = RssWatch::start(w.pid);
+    let mut accepted = 0;
+    // In slices, so the bench does not hold every body at once.
+    let slice = 100_000;
+    while accepted < p.backlog_n {
+        let n = slice.min(p.backlog_n - accepted);
+        let r = closed_loop(
+            w.addr,
+            &format!("/v1/queues/{bk}/jobs/batch"),
+            batch_bodies(n, 1000),
+            2,
+            batch_accepted,
+            1000,
+        )
+        .await;
+        assert_eq!(
+            r.failed, 0,
+            "backlog load refused jobs: {:?}",
+            r.first_error
+        );
+        accepted += r.accepted;
+        println!("  {accepted} loaded");
+    }
+    println!(
+        "  peak RSS of warren serve while loading: {:.1} MB",
+        rss.peak_mb()
+    );
+    f.note("rss_backlog_1m_load_mb", json!(round(rss.peak_mb(), 1)));
+    drop(rss);
+    w.stop().await;
+    phase_drain(
+        p,
+        dir.path(),
+        conn,
+        &bk,
+        accepted,
+        f,
+        ("drain_1m_per_s", "rss_backlog_1m_mb"),
+    )
+    .await;
+}
+
+/// Soak: `warren run` at a fixed open-loop rate (`BENCH_SOAK_RATE`, default 200 POST/s) for
+/// `BENCH_SOAK_SECS` (default 600). Per minute: POST→202 p50/p99, errors and peak RSS.
+/// After a 2-minute warm-up, RSS must stay flat (growth under 10 %), no request may fail
+/// and p99 must stay stable.
+async fn phase_soak(p: &Params, conn: &Connection, cleanup: &Cleanup, f: &mut Figures) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = unique("soak");
+    cleanup.add(&q);
+    cleanup.add(&format!("{q}.dlq"));
+    println!(
+        "soak: warren run at {} POST/s for {} s",
+        p.soak_rate, p.soak_secs
+    );
+    let w = Warren::start(dir.path(), "soak", "run", &[&q], p.prefetch).await;
+    let pid = w.pid;
+    let n = p.soak_rate * p.soak_secs as usize;
+    let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Instant)>(p.soak_rate * 10);
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let path = Arc::new(format!("/v1/queues/{q}/jobs"));
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (rx, path, addr) = (rx.clone(), path.clone(), w.addr);
+        let mut c = connect(addr).await.expect("connect to warren");
+        tasks.push(tokio::spawn(async move {
+            // (second of the run it was due in, µs from due to answer, accepted)
+            let mut out: Vec<(u64, u64, bool)> = Vec::new();
+            loop {
+                let next = rx.lock().await.recv().await;
+                let Some((i, due)) = next else { break };
+                let body = Bytes::from(format!(r#"{{"payload":{}}}"#, payload(i)));
+                let r = post(&mut c, &path, body).await;
+                let took = due.elapsed().as_micros() as u64;
+                out.push((i as u64, took, matches!(r, Ok((202, _)))));
+                if r.is_err() {
+                    c = connect(addr).await.expect("reconnect to warren");
+                }
+            }
+            out
+        }));
+    }
+    let start = tokio::time::Instant::now();
+    let every = Duration::from_secs_f64(1.0 / p.soak_rate as f64);
+    let mut rss_by_minute: BTreeMap<u64, u64> = BTreeMap::new();
+    for i in 0..n {
+        let due = start + every.mul_f64(i as f64);
+        tokio::time::sleep_until(due).await;
+        if i % p.soak_rate == 0 {
+            let minute = (i / p.soak_rate / 60) as u64;
+            let kb = status_kb(pid, "VmRSS").unwrap_or(0);
+            let e = rss_by_minute.entry(minute).or_default();
+            *e = (*e).max(kb);
+        }
+        tx.send((i, due.into_std())).await.expect("dispatch");
+    }
+    drop(tx);
+    let mut by_minute: BTreeMap<u64, (Histogram<u64>, usize)> = BTreeMap::new();
+    for t in tasks {
+        for (i, us, ok) in t.await.expect("soak client") {
+            let minute = i / p.soak_rate as u64 / 60;
+            let e = by_minute.entry(minute).or_insert_with(|| {
+                (
+                    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
+                    0,
+                )
+            });
+            if ok {
+                e.0.saturating_record(us.max(1));
+            } else {
+                e.1 += 1;
+            }
+        }
+    }
+    let store = open_store(dir.path()).await;
+    let accepted: u64 = by_minute.values().map(|(h, _)| h.len()).sum();
+    let (done, _, _) = wait_succeeded(
+        conn,
+        &store,
+        &q,
+        accepted as usize,
+        Duration::from_secs(300),
+    )
+    .await;
+    store.close().await;
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let mut minutes = Vec::new();
+    println!("  minute  accepted  errors  p50 ms  p99 ms  RSS MB");
+    for (m, (h, errors)) in &by_minute {
+        let rss = rss_by_minute.get(m).copied().unwrap_or(0) as f64 / 1024.0;
+        println!(
+            "  {m:>6}  {:>8}  {errors:>6}  {:>6.2}  {:>6.2}  {rss:>6.1}",
+            h.len(),
+            ms(h, 0.5),
+            ms(h, 0.99)
+        );
+        minutes.push(json!({
+            "minute": m, "accepted": h.len(), "errors": errors,
+            "p50_ms": round(ms(h, 0.5), 2), "p99_ms": round(ms(h, 0.99), 2),
+            "rss_mb": round(rss, 1),
+        }));
+    }
+    let errors: usize = by_minute.values().map(|(_, e)| e).sum();
+    let after_warmup: Vec<f64> = rss_by_minute
+        .iter()
+        .filter(|(m, _)| **m >= 2)
+        .map(|(_, kb)| *kb as f64 / 1024.0)
+        .collect();
+    let growth = match (after_warmup.first(), after_warmup.last()) {
+        (Some(first), Some(last)) if *first > 0.0 => (last - first) / first * 100.0,
+        _ => 0.0,
+    };
+    let p99s: Vec<f64> = by_minute
+        .iter()
+        .filter(|(m, _)| **m >= 2)
+        .map(|(_, (h, _))| ms(h, 0.99))
+        .collect();
+    println!(
+        "  {accepted} accepted, {errors} failed, {done} succeeded; RSS growth after warm-up {growth:.1} %; p99 per minute after warm-up {:.2}..{:.2} ms",
+        p99s.iter().copied().fold(f64::INFINITY, f64::min),
+        p99s.iter().copied().fold(0.0, f64::max),
+    );
+    f.set("soak_errors", errors as f64);
+    f.set("soak_rss_growth_pct", growth);
+    f.set("soak_p99_max_ms", p99s.iter().copied().fold(0.0, f64::max));
+    f.note("soak_minutes", json!(minutes));
+    f.note("soak_rate_per_s", json!(p.soak_rate));
+    f.note("soak_secs", json!(p.soak_secs));
+    w.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------
 // Report.
 
@@ -1482,6 +1677,16 @@ fn rows() -> Vec<Row> {
         ("rss_idle_mb", None, "<= 64 MB", Some(|v, _| v <= 64.0)),
         ("rss_load_mb", None, "<= 200 MB", Some(|v, _| v <= 200.0)),
         ("rss_backlog_mb", None, "<= 200 MB", Some(|v, _| v <= 200.0)),
+        ("drain_1m_per_s", None, "", None),
+        (
+            "rss_backlog_1m_mb",
+            None,
+            "<= 200 MB",
+            Some(|v, _| v <= 200.0),
+        ),
+        ("soak_errors", None, "= 0", Some(|v, _| v == 0.0)),
+        ("soak_rss_growth_pct", None, "< 10 %", Some(|v, _| v < 10.0)),
+        ("soak_p99_max_ms", None, "", None),
     ]
 }
 
@@ -1541,6 +1746,7 @@ fn report(p: &Params, f: &Figures) -> Value {
             "prefetch_p": p.prefetch, "clients_c": p.clients, "intake_n": p.intake_n,
             "batch_n": p.batch_n, "batch_size": p.batch_size, "batch_clients": p.batch_clients,
             "e2e_n": p.e2e_n, "lat_rate": p.lat_rate, "lat_secs": p.lat_secs,
+            "soak_rate": p.soak_rate, "soak_secs": p.soak_secs, "backlog_n": p.backlog_n,
         }),
     );
     out.insert("machine".into(), machine());
@@ -1607,10 +1813,25 @@ async fn run(p: &Params, cleanup: &Cleanup) -> Figures {
         0
     };
     if p.runs("drain") {
-        phase_drain(p, dir.path(), &conn, &bk, backlog, &mut f).await;
+        phase_drain(
+            p,
+            dir.path(),
+            &conn,
+            &bk,
+            backlog,
+            &mut f,
+            ("drain_per_s", "rss_backlog_mb"),
+        )
+        .await;
     }
     if p.runs("e2e") || p.runs("latency") {
         phase_run(p, dir.path(), &conn, cleanup, &mut f).await;
+    }
+    if p.runs("backlog") {
+        phase_backlog(p, &conn, cleanup, &mut f).await;
+    }
+    if p.runs("soak") {
+        phase_soak(p, &conn, cleanup, &mut f).await;
     }
     let _ = conn.close(200, "bench done".into()).await;
     f
