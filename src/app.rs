@@ -110,6 +110,7 @@ impl AppBuilder {
             };
             handlers.insert(q.name.clone(), handler);
         }
+        crate::telemetry::install();
         let store = store::open(&config.resolved_store_url()).await?;
         let broker = Broker::new(&config.broker.url, "app")?;
         let publisher = Arc::new(Publisher::new(
@@ -160,6 +161,15 @@ impl App {
             publisher: &self.publisher,
             store: &self.store,
         }
+    }
+
+    /// Per configured queue: ready, unacked, consumers, retrying and dead (see
+    /// [`crate::overview`]); what `GET /v1/queues` and `warren queues` show.
+    ///
+    /// # Errors
+    /// As [`crate::overview::overview`].
+    pub async fn queue_overview(&self) -> Result<crate::overview::Overview> {
+        crate::overview::overview(&self.config, &self.broker, &self.store).await
     }
 
     /// Runs `role` until `shutdown` is cancelled. `listener` serves the intake (required for
@@ -237,7 +247,7 @@ impl App {
                 publisher: self.publisher.clone(),
                 topology_ready: topology_ready.clone(),
             })
-            .layer(tower_http::trace::TraceLayer::new_for_http());
+            .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span));
             let addr = listener.local_addr()?;
             info!(%addr, "HTTP intake listening");
             let stop_http = stop.clone();
@@ -289,6 +299,32 @@ impl App {
             }
         }
 
+        for q in self.config.queues.values() {
+            crate::telemetry::register_queue(&q.name);
+        }
+        {
+            // `warren_broker_connected`, and histogram upkeep between scrapes.
+            let (broker, stop) = (self.broker.clone(), stop.clone());
+            tasks.spawn(async move {
+                loop {
+                    let connected = match broker.channel().await {
+                        Ok(ch) => {
+                            let _ = ch.close(200, "probe".into()).await;
+                            1.0
+                        }
+                        Err(_) => 0.0,
+                    };
+                    metrics::gauge!(crate::telemetry::BROKER_CONNECTED).set(connected);
+                    if let Some(h) = crate::telemetry::handle() {
+                        h.run_upkeep();
+                    }
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = tokio::time::sleep(crate::telemetry::UPKEEP_EVERY) => {}
+                    }
+                }
+            });
+        }
         {
             // Retention: finished jobs and their idempotency keys are pruned (DESIGN §7).
             let (store, retention, stop) = (
@@ -323,6 +359,22 @@ impl App {
             None => Ok(()),
         }
     }
+}
+
+/// The tracing span of one HTTP request: method, path and the client's `X-Correlation-ID`
+/// (empty when absent), so that every line logged while serving it can be traced back.
+fn request_span<B>(req: &axum::http::Request<B>) -> tracing::Span {
+    let correlation_id = req
+        .headers()
+        .get("x-correlation-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = %req.uri().path(),
+        correlation_id = %crate::message::truncate(correlation_id, 255),
+    )
 }
 
 /// Declares the topology, retrying with backoff while the broker is unavailable.

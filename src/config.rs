@@ -55,6 +55,11 @@ pub struct BrokerConfig {
     /// delivery unacked for longer closes the channel. warren warns at start-up when a queue's
     /// `timeout` is not below it. Default 30 min.
     pub consumer_timeout: Duration,
+    /// The RabbitMQ management API (`http://` or `https://`, credentials in the URL or taken
+    /// from the AMQP URL), where `GET /v1/queues` and `warren queues` read unacked counts.
+    /// `None`: derived from the AMQP URL (same host and credentials, port 15672, or 15671 with
+    /// https for `amqps://`); see [`BrokerConfig::management`].
+    pub management_url: Option<String>,
 }
 
 /// `[http]`: the intake.
@@ -211,6 +216,7 @@ struct RawBroker {
     publish_channels: Option<std::num::NonZeroUsize>,
     #[serde(default, with = "humantime_serde")]
     consumer_timeout: Option<Duration>,
+    management_url: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -358,7 +364,16 @@ impl Config {
                 .broker
                 .consumer_timeout
                 .unwrap_or(Duration::from_secs(30 * 60)),
+            management_url: raw.broker.management_url,
         };
+        if let Some(m) = &broker.management_url
+            && !(m.starts_with("http://") || m.starts_with("https://"))
+        {
+            return Err(Error::config(format!(
+                "invalid config {file}: `broker.management_url` must start with http:// or https://, got {}",
+                crate::redact::redact(m)
+            )));
+        }
         if !(broker.url.starts_with("amqp://") || broker.url.starts_with("amqps://")) {
             return Err(Error::config(format!(
                 "invalid config {file}: `broker.url` (or WARREN_AMQP_URL) must start with amqp:// or amqps://, got {}",
@@ -739,6 +754,22 @@ mod tests {
         assert!(
             w[0].contains("`a`") && w[0].contains("120000 ms") && w[0].contains("60000 ms"),
             "{w:?}"
+        );
+    }
+
+    #[test]
+    fn management_url_must_be_http() {
+        let e = err(
+            "[broker]\nmanagement_url = \"ftp://mgmt:15672\"\n[queues.a]\nhandler = \"noop\"\n",
+        );
+        assert!(e.contains("broker.management_url"), "{e}");
+        let c = parse(
+            "[broker]\nmanagement_url = \"http://mgmt:15672\"\n[queues.a]\nhandler = \"noop\"\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.broker.management_url.as_deref(),
+            Some("http://mgmt:15672")
         );
     }
 

@@ -40,6 +40,7 @@ use crate::message::JobMessage;
 use crate::publisher::Publisher;
 use crate::retry::{Decision, decide};
 use crate::store::{Claim, ClaimRequest, Store, now_ms};
+use crate::telemetry;
 
 /// Extra lease time beyond the queue's timeout, for recording the outcome. A crashed
 /// worker's job runs again once its lease (timeout + margin) has passed.
@@ -200,7 +201,18 @@ async fn process(
         Ok(m) => m,
         Err(reason) => {
             // Malformed: dead-letter it with the reason; the worker keeps running.
-            warn!(queue = %queue.name, reason = %reason, "dead-lettering malformed message");
+            // No valid job id: the line names what the message does carry.
+            let message_id = properties
+                .message_id()
+                .as_ref()
+                .map(|m| m.to_string())
+                .unwrap_or_default();
+            let correlation_id = properties
+                .correlation_id()
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            warn!(queue = %queue.name, message_id = %message_id, correlation_id = %correlation_id, reason = %reason, "dead-lettering malformed message");
             match crate::dead_letter::publish(
                 &ctx.publisher,
                 &queue.name,
@@ -211,9 +223,12 @@ async fn process(
             )
             .await
             {
-                Ok(()) => ack(&acker).await,
+                Ok(()) => {
+                    telemetry::count(telemetry::JOBS_DEAD_LETTERED, &queue.name);
+                    ack(&acker).await;
+                }
                 Err(e) => {
-                    warn!(queue = %queue.name, error = %e, "cannot publish dead letter; handing the message back");
+                    warn!(queue = %queue.name, message_id = %message_id, error = %e, "cannot publish dead letter; handing the message back");
                     nack_requeue(&acker).await;
                 }
             }
@@ -238,6 +253,7 @@ async fn process(
             Ok(Claim::Claimed { attempt, max_attempts }) => (attempt, max_attempts),
             Ok(Claim::Final(status)) => {
                 info!(status = status.as_str(), redelivered, "duplicate delivery of a finished job; acked, not run");
+                telemetry::count(telemetry::DUPLICATES_SKIPPED, &queue.name);
                 ack(&acker).await;
                 return;
             }
@@ -277,6 +293,7 @@ async fn process(
             idempotency_key: msg.idempotency_key.clone(),
             payload: msg.payload.clone(),
         };
+        let in_flight = telemetry::InFlight::start(&queue.name);
         let started = Instant::now();
         let run = tokio::time::timeout(queue.timeout, AssertUnwindSafe(handler.handle(&job)).catch_unwind());
         let outcome = tokio::select! {
@@ -295,14 +312,24 @@ async fn process(
                 Ok(Ok(outcome)) => outcome,
             },
         };
-        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let elapsed = started.elapsed();
+        drop(in_flight);
+        let elapsed_ms = elapsed.as_millis() as u64;
         let decision = decide(outcome, attempt, max_attempts, &queue.backoff, &mut rand::rng());
+        let outcome = match &decision {
+            Decision::Succeed { .. } => "succeeded",
+            Decision::Retry { .. } => "retried",
+            Decision::Dead { .. } => "dead",
+        };
+        metrics::histogram!(telemetry::HANDLER_DURATION, "queue" => queue.name.clone(), "outcome" => outcome)
+            .record(elapsed.as_secs_f64());
         match decision {
             Decision::Succeed { result } => {
                 let write = || ctx.store.succeed(msg.id, &ctx.owner, result.as_deref(), now_ms());
                 match write.retry(store_backoff()).await {
                     Ok(()) => {
                         debug!(elapsed_ms, "job succeeded");
+                        telemetry::count(telemetry::JOBS_SUCCEEDED, &queue.name);
                         ack(&acker).await;
                     }
                     Err(e) => {
@@ -349,6 +376,7 @@ async fn retry(
     match crate::delay::publish(&ctx.publisher, &queue.name, &msg.payload, props, delay).await {
         Ok(()) => {
             info!(last_error = %error, retry_in_ms = wait_ms, "job failed; retry scheduled");
+            telemetry::count(telemetry::JOBS_RETRIED, &queue.name);
             ack(acker).await;
         }
         Err(e) => {
@@ -392,6 +420,7 @@ async fn bury(
         warn!(error = %e, "dead letter published but the store cannot record `dead`");
     }
     warn!(last_error = %error, "job dead-lettered");
+    telemetry::count(telemetry::JOBS_DEAD_LETTERED, &queue.name);
     ack(acker).await;
 }
 

@@ -155,8 +155,8 @@ pub async fn publish(
     delay: Duration,
 ) -> Result<()> {
     let seconds = delay_seconds(delay);
-    if seconds == 0 {
-        return publisher
+    let published = if seconds == 0 {
+        publisher
             .publish(
                 crate::topology::JOBS_EXCHANGE,
                 queue,
@@ -164,17 +164,22 @@ pub async fn publish(
                 properties,
                 queue,
             )
-            .await;
+            .await
+    } else {
+        publisher
+            .publish(
+                &entry_exchange(),
+                &routing_key(seconds, queue),
+                body,
+                properties,
+                queue,
+            )
+            .await
+    };
+    if published.is_ok() {
+        crate::telemetry::count(crate::telemetry::JOBS_PUBLISHED, queue);
     }
-    publisher
-        .publish(
-            &entry_exchange(),
-            &routing_key(seconds, queue),
-            body,
-            properties,
-            queue,
-        )
-        .await
+    published
 }
 
 #[cfg(test)]

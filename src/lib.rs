@@ -27,10 +27,12 @@ pub mod dlq;
 mod error;
 mod intake;
 pub mod message;
+pub mod overview;
 mod publisher;
 mod redact;
 pub mod retry;
 pub mod store;
+pub mod telemetry;
 pub mod topology;
 
 pub use app::{App, AppBuilder, Role};

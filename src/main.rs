@@ -48,6 +48,12 @@ enum Command {
         #[command(subcommand)]
         action: TopologyAction,
     },
+    /// Per queue: ready, unacked, consumers, retrying and dead (DLQ) messages, as a table.
+    Queues {
+        /// Print JSON (as `GET /v1/queues`) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show one job's status from the store, as JSON.
     Job {
         /// The job id (a UUID, as returned by POST).
@@ -193,6 +199,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Work { queues } => serve(config, Role::Workers(queues)).await,
         Command::Topology { action } => topology(config, action).await,
+        Command::Queues { json } => queues(config, json).await,
         Command::Job { id } => job(config, &id).await,
         Command::Dlq { action } => dlq(config, action).await,
     }
@@ -271,6 +278,41 @@ async fn topology(config: Config, action: TopologyAction) -> anyhow::Result<()> 
                 }
             }
         }
+    }
+    Ok(())
+}
+
+async fn queues(config: Config, json: bool) -> anyhow::Result<()> {
+    let app = App::builder(config).build().await?;
+    let overview = app.queue_overview().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&overview)?);
+        return Ok(());
+    }
+    let show = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |n| n.to_string());
+    println!(
+        "{:<32} {:>8} {:>8} {:>9} {:>8} {:>8}",
+        "QUEUE", "READY", "UNACKED", "CONSUMERS", "RETRYING", "DEAD"
+    );
+    for q in &overview.queues {
+        println!(
+            "{:<32} {:>8} {:>8} {:>9} {:>8} {:>8}",
+            q.queue,
+            show(q.ready),
+            show(q.unacked),
+            show(q.consumers),
+            q.retrying,
+            show(q.dead)
+        );
+    }
+    if overview.management != "ok" {
+        eprintln!(
+            "note: UNACKED unknown: {} (set broker.management_url)",
+            overview.management
+        );
+    }
+    if overview.queues.iter().any(|q| q.ready.is_none()) {
+        eprintln!("note: `-` in READY: the queue does not exist yet; run `warren topology apply`");
     }
     Ok(())
 }

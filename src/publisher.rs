@@ -68,6 +68,7 @@ impl Publisher {
                     "no channel could be opened in time".to_owned(),
                 ))
             })??;
+        let sent = std::time::Instant::now();
         let outcome = tokio::time::timeout(self.confirm_timeout, async {
             let confirm = channel
                 .basic_publish(
@@ -85,7 +86,11 @@ impl Publisher {
         })
         .await;
         let confirmation = match outcome {
-            Ok(Ok(c)) => c,
+            Ok(Ok(c)) => {
+                metrics::histogram!(crate::telemetry::PUBLISH_CONFIRM, "queue" => queue.to_owned())
+                    .record(sent.elapsed().as_secs_f64());
+                c
+            }
             Ok(Err(e)) => {
                 self.discard(slot, &channel).await;
                 return Err(Error::from(e));

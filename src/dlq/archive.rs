@@ -17,7 +17,8 @@ use crate::message::{
 };
 
 /// One dead letter as an archive line.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = DeadLetter)]
 #[serde(deny_unknown_fields)]
 pub struct ArchiveLine {
     /// Job id (= `message_id`), when the message has a UUID one.
@@ -27,8 +28,10 @@ pub struct ArchiveLine {
     /// AMQP basic properties.
     pub properties: ArchiveProperties,
     /// All AMQP headers, as JSON.
+    #[schema(value_type = Object)]
     pub headers: BTreeMap<String, Value>,
     /// The body as JSON (minified, key order kept), when it is JSON.
+    #[schema(value_type = Option<serde_json::Value>)]
     pub payload: Option<Box<RawValue>>,
     /// The raw body, base64, when it is not JSON.
     pub payload_base64: Option<String>,
@@ -41,7 +44,8 @@ pub struct ArchiveLine {
 }
 
 /// The AMQP properties kept in an archive line.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = DeadLetterProperties)]
 #[serde(deny_unknown_fields)]
 pub struct ArchiveProperties {
     /// `message_id`.

@@ -520,7 +520,10 @@ impl Dlq<'_> {
             }
         }))
         .await;
-        for ((line, _), result) in items.iter().zip(&results) {
+        for ((line, queue), result) in items.iter().zip(&results) {
+            if result.is_ok() {
+                crate::telemetry::count(crate::telemetry::JOBS_PUBLISHED, queue);
+            }
             if result.is_err()
                 && let Some(id) = line.message_id().and_then(|m| Uuid::parse_str(m).ok())
             {

@@ -15,7 +15,7 @@ use super::{IntakeState, Problem};
 use crate::auth::Scope;
 
 /// The scope a matched route needs, or `None` for an open one.
-fn required_scope(method: &Method, route: &str) -> Option<Scope> {
+pub(super) fn required_scope(method: &Method, route: &str) -> Option<Scope> {
     match route {
         "/healthz" | "/readyz" | "/metrics" | "/openapi.json" => None,
         r if r.starts_with("/v1/queues/{queue}/dead") => Some(Scope::Admin),

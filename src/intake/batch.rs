@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::jobs::{self, Accepted, JobRequest, Prepared};
+use super::openapi::{BatchRequestDoc, BatchResponseDoc, ProblemDocument};
 use super::{IntakeState, Problem};
 use crate::config::QueueConfig;
 use crate::store::JobView;
@@ -121,6 +122,25 @@ fn prepare_item(
 /// content type (415), a body that is not `{"jobs": [...]}` or holds no job (400), more than
 /// [`MAX_BATCH_JOBS`] jobs or a body past 16 MiB (413). `X-Correlation-ID` applies to every
 /// item; idempotency keys go in the items (`idempotency_key`), not in a header.
+#[utoipa::path(
+    post,
+    path = "/v1/queues/{queue}/jobs/batch",
+    tag = "jobs",
+    summary = "Submit up to 1,000 jobs",
+    description = "One result per job, in request order; each job follows the single POST's rules (its own validation and idempotency key; 202 only once its own message is confirmed).",
+    params(
+        ("queue" = String, Path, description = "A configured queue"),
+        ("X-Correlation-ID" = Option<String>, Header, description = "Correlation id for every job of the batch (default: each job's id)"),
+    ),
+    request_body(content = BatchRequestDoc, content_type = "application/json"),
+    responses(
+        (status = 200, description = "One result per job, in request order", body = BatchResponseDoc),
+        (status = 400, description = "`malformed-request`: not `{\"jobs\": [...]}`, no job, or an Idempotency-Key header", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown-queue`", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 413, description = "`batch-too-large`: over 1,000 jobs or 16 MiB", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported-media-type`", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
 pub(super) async fn post_batch(
     State(state): State<IntakeState>,
     Path(queue): Path<String>,

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use super::openapi::{DeadLetters, ProblemDocument, PurgeResult, RequeueResult};
 use super::{IntakeState, Problem};
 use crate::dlq::{Dlq, Filter};
 use crate::error::Error;
@@ -62,6 +63,24 @@ pub(super) struct LimitQuery {
 
 /// `GET /v1/queues/{queue}/dead?limit=N`: the DLQ's depth and up to N (default 10, at most
 /// 100) dead letters from its head, in the archive format of `dlq/README.md`; nothing moves.
+#[utoipa::path(
+    get,
+    path = "/v1/queues/{queue}/dead",
+    tag = "dead letters",
+    summary = "Peek at a queue's dead letters",
+    description = "The DLQ's depth and up to `limit` dead letters from its head, in the archive format of dlq/README.md; nothing moves.",
+    params(
+        ("queue" = String, Path, description = "A configured queue"),
+        ("limit" = Option<u64>, Query, description = "How many dead letters (default 10, at most 100)"),
+    ),
+    responses(
+        (status = 200, description = "The DLQ's depth and its first dead letters", body = DeadLetters),
+        (status = 400, description = "`malformed-request`: bad query string", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown-queue`", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 500, description = "`dlq-failed`", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the broker cannot be reached", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
 pub(super) async fn peek(
     State(state): State<IntakeState>,
     Path(queue): Path<String>,
@@ -87,7 +106,7 @@ pub(super) async fn peek(
 }
 
 /// The body of a requeue: all fields optional.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RequeueRequest {
     /// Move at most this many.
@@ -102,6 +121,22 @@ pub(super) struct RequeueRequest {
 
 /// `POST /v1/queues/{queue}/dead/requeue`: moves matching dead letters back to the work
 /// queue (confirm, then ack); answers how many moved and how many stay.
+#[utoipa::path(
+    post,
+    path = "/v1/queues/{queue}/dead/requeue",
+    tag = "dead letters",
+    summary = "Move dead letters back to the work queue",
+    description = "Moves the matching dead letters present now back to the work queue (each acked in the DLQ only after the broker confirmed its copy). The body is optional.",
+    params(("queue" = String, Path, description = "A configured queue")),
+    request_body(content = Option<RequeueRequest>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "How many moved and how many did not match and stay", body = RequeueResult),
+        (status = 400, description = "`malformed-request`", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown-queue`", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 500, description = "`dlq-failed`", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
 pub(super) async fn requeue(
     State(state): State<IntakeState>,
     Path(queue): Path<String>,
@@ -132,6 +167,24 @@ pub(super) async fn requeue(
 
 /// `DELETE /v1/queues/{queue}/dead?limit=N`: deletes the dead letters present now (at most
 /// N), marking their jobs discarded; answers how many.
+#[utoipa::path(
+    delete,
+    path = "/v1/queues/{queue}/dead",
+    tag = "dead letters",
+    summary = "Purge a queue's dead letters",
+    description = "Deletes the dead letters present now (at most `limit`) for good; their jobs get `discarded_at`.",
+    params(
+        ("queue" = String, Path, description = "A configured queue"),
+        ("limit" = Option<u64>, Query, description = "Purge at most this many"),
+    ),
+    responses(
+        (status = 200, description = "How many were purged", body = PurgeResult),
+        (status = 400, description = "`malformed-request`: bad query string", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown-queue`", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 500, description = "`dlq-failed`", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
 pub(super) async fn purge(
     State(state): State<IntakeState>,
     Path(queue): Path<String>,

@@ -7,8 +7,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
+use super::openapi::ProblemDocument;
 use super::{IntakeState, Problem};
 use crate::config::QueueConfig;
 use crate::error::{Error, ErrorKind};
@@ -25,14 +27,17 @@ const MAX_KEY_BYTES: usize = 255;
 const MAX_ATTEMPTS_LIMIT: u32 = 100;
 
 /// The request body of `POST /v1/queues/{queue}/jobs`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct JobRequest {
     /// Any JSON; becomes the message body byte for byte.
+    #[schema(value_type = serde_json::Value, example = json!({"customer": 42, "items": 3}))]
     pub(super) payload: Box<RawValue>,
-    /// Wait this long before the first attempt (ms).
+    /// Wait this long before the first attempt (ms, 0 to 1,048,575,000: about 12 days).
+    #[schema(maximum = 1_048_575_000)]
     pub(super) delay_ms: Option<u64>,
-    /// Override the queue's attempt budget.
+    /// Override the queue's attempt budget (1 to 100).
+    #[schema(minimum = 1, maximum = 100)]
     pub(super) max_attempts: Option<u32>,
 }
 
@@ -218,6 +223,27 @@ pub(super) async fn accept(
             });
         }
     }
+    let span = tracing::info_span!(
+        "job",
+        job_id = %new.id,
+        queue = %new.queue,
+        attempt = 1,
+        correlation_id = new.correlation_id.as_deref().unwrap_or("")
+    );
+    publish_new(state, q, new, payload, delay)
+        .instrument(span)
+        .await
+}
+
+/// Publishes a new job's first message and waits for the confirm (see [`accept`]); runs in
+/// the job's span, so its log lines carry job id, queue, attempt and correlation id.
+async fn publish_new(
+    state: &IntakeState,
+    q: &QueueConfig,
+    new: NewJob,
+    payload: bytes::Bytes,
+    delay: std::time::Duration,
+) -> Result<Accepted, Problem> {
     let msg = JobMessage {
         id: new.id,
         queue: new.queue,
@@ -237,7 +263,7 @@ pub(super) async fn accept(
     .await
     {
         if let Err(forget) = state.store.forget_unpublished(msg.id).await {
-            tracing::warn!(job_id = %msg.id, error = %forget, "could not remove unpublished job");
+            tracing::warn!(error = %forget, "could not remove unpublished job");
         }
         return Err(publish_problem(&e, q.max_length.is_some()));
     }
@@ -245,9 +271,10 @@ pub(super) async fn accept(
         && let Err(e) = state.store.mark_accepted(msg.id).await
     {
         // The job is on the broker and will run; only replays of its key wait longer.
-        tracing::warn!(job_id = %msg.id, error = %e, "could not mark keyed job accepted");
+        tracing::warn!(error = %e, "could not mark keyed job accepted");
     }
-    tracing::debug!(job_id = %msg.id, queue = %msg.queue, attempt = 1, correlation_id = msg.correlation_id.as_deref().unwrap_or(""), delay_ms = delay.as_millis() as u64, "job accepted");
+    crate::telemetry::count(crate::telemetry::JOBS_ACCEPTED, &msg.queue);
+    tracing::debug!(delay_ms = delay.as_millis() as u64, "job accepted");
     Ok(Accepted {
         record: JobRecord {
             id: msg.id,
@@ -271,6 +298,34 @@ pub(super) async fn accept(
 
 /// `POST /v1/queues/{queue}/jobs`: store the job as `queued`, publish it (persistent,
 /// mandatory) and answer 202 only once the broker confirmed it.
+#[utoipa::path(
+    post,
+    path = "/v1/queues/{queue}/jobs",
+    tag = "jobs",
+    summary = "Submit a job",
+    description = "Stores the job as `queued`, publishes it (persistent, mandatory) and answers 202 only once RabbitMQ confirmed the message.",
+    params(
+        ("queue" = String, Path, description = "A configured queue"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; the same key with the same request returns the original job (Stripe's semantics, per queue)"),
+        ("X-Correlation-ID" = Option<String>, Header, description = "1 to 255 visible ASCII characters; travels as the message's correlation_id to the handler (default: the job id)"),
+    ),
+    request_body(content = JobRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted: the broker confirmed the persistent message", body = JobView,
+            headers(
+                ("Location" = String, description = "/v1/jobs/{id}"),
+                ("Idempotent-Replayed" = Option<String>, description = "`true` when an earlier request with this Idempotency-Key made the job"),
+            )),
+        (status = 400, description = "`malformed-request`", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown-queue`", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 409, description = "`request-in-progress` (with Retry-After)", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 413, description = "`payload-too-large`", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported-media-type`", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "`idempotency-key-reused`", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "`queue-full` (with Retry-After)", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable` (with Retry-After): nothing was accepted", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
 pub(super) async fn post_job(
     State(state): State<IntakeState>,
     Path(queue): Path<String>,
@@ -414,6 +469,18 @@ fn unknown_job(id: &str) -> Problem {
 }
 
 /// `GET /v1/jobs/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    summary = "A job's status",
+    params(("id" = String, Path, description = "The job id (a UUID) from the 202")),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 404, description = "`unknown-job`", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the store cannot be read", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
 pub(super) async fn get_job(
     State(state): State<IntakeState>,
     Path(id): Path<String>,
@@ -432,6 +499,19 @@ pub(super) async fn get_job(
 
 /// `DELETE /v1/jobs/{id}`: cancels a job that has not started (`queued` or `retrying`); its
 /// message is acked and skipped when it arrives. 409 once it runs or has finished.
+#[utoipa::path(
+    delete,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    summary = "Cancel a job that has not started",
+    params(("id" = String, Path, description = "The job id (a UUID)")),
+    responses(
+        (status = 200, description = "Cancelled; its message is acked and skipped when it arrives", body = JobView),
+        (status = 404, description = "`unknown-job`", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 409, description = "`not-cancellable`: the job runs or has finished", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
 pub(super) async fn cancel_job(
     State(state): State<IntakeState>,
     Path(id): Path<String>,
@@ -440,7 +520,7 @@ pub(super) async fn cancel_job(
     let uuid = Uuid::parse_str(&id).map_err(|_| not_found())?;
     match state.store.cancel(uuid, now_ms()).await {
         Ok(Cancel::Cancelled(r)) => {
-            tracing::info!(job_id = %uuid, queue = %r.queue, "job cancelled");
+            tracing::info!(job_id = %uuid, queue = %r.queue, attempt = r.attempts, correlation_id = r.correlation_id.as_deref().unwrap_or(""), "job cancelled");
             Ok(Json(JobView::from(*r)))
         }
         Ok(Cancel::Conflict(status)) => Err(Problem::new(

@@ -5,6 +5,8 @@ mod auth;
 mod batch;
 mod dead;
 mod jobs;
+pub(crate) mod openapi;
+mod ops;
 mod problem;
 
 use std::sync::Arc;
@@ -43,6 +45,9 @@ pub(crate) fn router(state: IntakeState) -> Router {
             get(dead::peek).delete(dead::purge),
         )
         .route("/v1/queues/{queue}/dead/requeue", post(dead::requeue))
+        .route("/v1/queues", get(ops::list_queues))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -54,12 +59,29 @@ pub(crate) fn router(state: IntakeState) -> Router {
 }
 
 /// `GET /healthz`: the process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    summary = "Liveness",
+    responses((status = 200, description = "The process is up", body = openapi::Health))
+)]
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// `GET /readyz`: the broker and the store answer and the topology is declared. 503 names
 /// what is missing (never with credentials).
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    summary = "Readiness",
+    responses(
+        (status = 200, description = "The broker and the store answer and the topology is declared", body = openapi::Readiness),
+        (status = 503, description = "Something is missing; the body says what", body = openapi::Readiness),
+    )
+)]
 async fn readyz(State(state): State<IntakeState>) -> Response {
     let broker = match state.publisher.broker().channel().await {
         Ok(ch) => {

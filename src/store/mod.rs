@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 
 /// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     /// Accepted and waiting in its work queue (or a delay).
@@ -102,13 +102,15 @@ pub struct JobRecord {
 
 /// A job as `GET /v1/jobs/{id}` and `warren job` show it: times as RFC 3339 UTC, `result`
 /// as JSON when the handler's result parses as JSON, else as a string.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Job)]
 pub struct JobView {
     /// Job id.
     pub id: Uuid,
     /// Queue name.
     pub queue: String,
     /// `queued`, `running`, `retrying`, `succeeded`, `dead` or `cancelled`.
+    #[schema(value_type = JobStatus)]
     pub status: &'static str,
     /// Runs started so far.
     pub attempts: u32,
@@ -117,6 +119,7 @@ pub struct JobView {
     /// The last failure's reason.
     pub last_error: Option<String>,
     /// The handler's result.
+    #[schema(value_type = Option<serde_json::Value>)]
     pub result: Option<serde_json::Value>,
     /// Accepted at.
     pub created_at: String,
@@ -311,6 +314,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks the store answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;
+
+    /// Jobs now `retrying` (failed at least once, next attempt waiting in the delay levels),
+    /// by queue name; queues without any are absent. For `GET /v1/queues` and `warren queues`.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Store`] when the store is unreachable.
+    async fn retrying_counts(&self) -> Result<std::collections::BTreeMap<String, u64>>;
 }
 
 /// Opens the store named by `url`: `sqlite://PATH` (created if missing, WAL) or

@@ -1,7 +1,7 @@
 //! The embedded SQLite store: one file, WAL journal (<https://sqlite.org/wal.html>), so
 //! `warren run` needs nothing else.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -180,6 +180,8 @@ async fn group_commit(
     while queued.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
         let _turn = write_turn.lock().await;
         let (jobs, replies): (Vec<NewJob>, Vec<_>) = batch.drain(..).unzip();
+        metrics::histogram!(crate::telemetry::STORE_WRITE_BATCH, "writer" => "intake")
+            .record(jobs.len() as f64);
         let inserted = match pool.acquire().await {
             Ok(mut conn) => insert_rows_or_find(&mut conn, &jobs).await,
             Err(e) => Err(e.into()),
@@ -375,6 +377,8 @@ async fn worker_writer(
     let mut batch = Vec::with_capacity(GROUP_COMMIT_MAX);
     while queued.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
         let _turn = write_turn.lock().await;
+        metrics::histogram!(crate::telemetry::STORE_WRITE_BATCH, "writer" => "worker")
+            .record(batch.len() as f64);
         let mut tx = match pool.begin().await {
             Ok(tx) => tx,
             Err(e) => {
@@ -809,6 +813,21 @@ impl Store for SqliteStore {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+
+    async fn retrying_counts(&self) -> Result<BTreeMap<String, u64>> {
+        // Served by the partial index `jobs_retrying` (migration 0003).
+        let rows = sqlx::query(
+            "SELECT queue, COUNT(*) AS n FROM jobs WHERE status = 'retrying' GROUP BY queue",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let n: i64 = row.try_get("n")?;
+                Ok((row.try_get("queue")?, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -1222,6 +1241,22 @@ mod tests {
         );
         let r = s.get(done).await.expect("get").expect("row");
         assert_eq!(r.status, JobStatus::Succeeded);
+    }
+
+    #[tokio::test]
+    async fn retrying_jobs_are_counted_per_queue() {
+        let (_dir, s) = store().await;
+        assert!(s.retrying_counts().await.expect("count").is_empty());
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        for id in [a, b] {
+            s.insert(&new_job(id)).await.expect("insert");
+        }
+        let now = now_ms();
+        s.claim(&claim_req(a, "w1", now)).await.expect("claim");
+        s.retry(a, "w1", "boom", now + 60_000).await.expect("retry");
+        let counts = s.retrying_counts().await.expect("count");
+        assert_eq!(counts.get("q"), Some(&1), "{counts:?}");
+        assert_eq!(counts.len(), 1);
     }
 
     #[tokio::test]

@@ -1,0 +1,397 @@
+//! The OpenAPI 3.1 description of the HTTP API, served at `GET /openapi.json` (utoipa; the
+//! JSON only, no UI assets).
+//!
+//! Each handler carries its own `#[utoipa::path]`; [`ApiDoc`] lists them with the schemas of
+//! every request, response and problem type. The types here exist for the document only: the
+//! handlers read and write the same JSON with leaner types of their own.
+
+use std::borrow::Cow;
+
+use axum::Json;
+use axum::http::Method;
+use serde::Serialize;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, Server};
+use utoipa::{OpenApi, PartialSchema, ToSchema};
+
+use crate::dlq::ArchiveLine;
+use crate::dlq::archive::ArchiveProperties;
+use crate::overview::{Overview, QueueOverview};
+use crate::store::{JobStatus, JobView};
+
+/// Every problem `type` the API answers with: (slug, statuses and meaning). The document's
+/// `type` is `/problems/{slug}`.
+pub(crate) const PROBLEM_TYPES: &[(&str, &str)] = &[
+    (
+        "malformed-request",
+        "400: bad JSON, missing `payload`, unknown field, bad `max_attempts`, `delay_ms`, header or query",
+    ),
+    ("unknown-queue", "404: no such configured queue"),
+    ("unknown-job", "404: no job with this id"),
+    ("not-found", "404: no such endpoint"),
+    (
+        "not-cancellable",
+        "409: the job runs or has finished; only queued or retrying jobs can be cancelled",
+    ),
+    (
+        "request-in-progress",
+        "409 with Retry-After: the first request with this Idempotency-Key still awaits its confirm",
+    ),
+    (
+        "idempotency-key-reused",
+        "422: the Idempotency-Key was used with a different request",
+    ),
+    (
+        "payload-too-large",
+        "413: `payload` is over the queue's `max_payload_bytes`",
+    ),
+    (
+        "batch-too-large",
+        "413: more than 1,000 jobs or 16 MiB in one batch",
+    ),
+    (
+        "unsupported-media-type",
+        "415: send Content-Type: application/json",
+    ),
+    (
+        "queue-full",
+        "429 with Retry-After: the queue is at its `max_length`",
+    ),
+    (
+        "unavailable",
+        "503 with Retry-After: broker down, publish not confirmed, or store unreachable; nothing was accepted",
+    ),
+    ("dlq-failed", "500: a DLQ operation failed"),
+    (
+        "unauthorized",
+        "401 with WWW-Authenticate: no bearer token, or one that is not valid (only when tokens are configured)",
+    ),
+    (
+        "forbidden",
+        "403 with WWW-Authenticate: the token's scope is not enough (DLQ endpoints and cancel need `admin`)",
+    ),
+];
+
+/// The problem `type` URI (documentation type; see [`PROBLEM_TYPES`]).
+pub(crate) struct ProblemType;
+
+impl PartialSchema for ProblemType {
+    fn schema() -> RefOr<Schema> {
+        let table: Vec<String> = PROBLEM_TYPES
+            .iter()
+            .map(|(slug, meaning)| format!("- `/problems/{slug}`: {meaning}"))
+            .collect();
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(format!(
+                "Which problem this is, a relative URI `/problems/{{slug}}`:\n{}",
+                table.join("\n")
+            )))
+            .enum_values(Some(
+                PROBLEM_TYPES
+                    .iter()
+                    .map(|(slug, _)| format!("/problems/{slug}")),
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for ProblemType {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("ProblemType")
+    }
+}
+
+/// An RFC 7807 problem document (`application/problem+json`), the body of every error.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Problem)]
+pub(crate) struct ProblemDocument {
+    /// `/problems/{slug}`; see [`ProblemType`].
+    #[serde(rename = "type")]
+    #[schema(value_type = ProblemType)]
+    kind: String,
+    /// A short, fixed summary of the problem type.
+    #[schema(example = "Unknown queue")]
+    title: String,
+    /// The HTTP status.
+    #[schema(example = 404)]
+    status: u16,
+    /// What went wrong with this request, for a human.
+    #[schema(example = "no queue named `reprots` is configured")]
+    detail: String,
+}
+
+/// The body of `POST /v1/queues/{queue}/jobs/batch`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = BatchRequest)]
+pub(crate) struct BatchRequestDoc {
+    /// 1 to 1,000 jobs; each is checked on its own (a bad one is that item's 400).
+    jobs: Vec<BatchItemDoc>,
+}
+
+/// One job of a batch: the single POST's body plus its idempotency key.
+#[derive(Serialize, ToSchema)]
+#[schema(as = BatchItem)]
+pub(crate) struct BatchItemDoc {
+    /// Any JSON; becomes the message body byte for byte.
+    #[schema(value_type = serde_json::Value)]
+    payload: serde_json::Value,
+    /// Wait this long before the first attempt (ms).
+    delay_ms: Option<u64>,
+    /// Override the queue's attempt budget (1 to 100).
+    max_attempts: Option<u32>,
+    /// This job's idempotency key (the batch takes no Idempotency-Key header).
+    idempotency_key: Option<String>,
+}
+
+/// The answer to a batch: one result per job, in request order.
+#[derive(Serialize, ToSchema)]
+#[schema(as = BatchResponse)]
+pub(crate) struct BatchResponseDoc {
+    /// One per job, in request order.
+    results: Vec<BatchItemResultDoc>,
+}
+
+/// One job's result in a batch: `{"status": 202, "job": …}` (with `"replayed": true` for an
+/// idempotent replay) or `{"status": 4xx/5xx, "problem": …}`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = BatchItemResult)]
+pub(crate) struct BatchItemResultDoc {
+    /// 202 when accepted, else the problem's status.
+    status: u16,
+    /// The job, when accepted.
+    job: Option<JobView>,
+    /// True when an earlier request with the same idempotency key made the job.
+    replayed: Option<bool>,
+    /// Why the job was refused; nothing was accepted for it.
+    problem: Option<ProblemDocument>,
+}
+
+/// The answer to `GET /v1/queues/{queue}/dead`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DeadLetters {
+    /// The work queue.
+    queue: String,
+    /// Its dead-letter queue, `{queue}.dlq`.
+    dlq: String,
+    /// Dead letters waiting (null when the DLQ does not exist).
+    depth: Option<u64>,
+    /// Up to `limit` dead letters from the head, in the archive format (dlq/README.md).
+    dead_letters: Vec<ArchiveLine>,
+}
+
+/// The answer to `POST /v1/queues/{queue}/dead/requeue`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RequeueResult {
+    /// The work queue.
+    queue: String,
+    /// Dead letters moved back to the work queue.
+    moved: u64,
+    /// Dead letters that did not match the filter and stay.
+    kept: u64,
+}
+
+/// The answer to `DELETE /v1/queues/{queue}/dead`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PurgeResult {
+    /// The work queue.
+    queue: String,
+    /// Dead letters deleted for good.
+    purged: u64,
+}
+
+/// The answer to `GET /healthz`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Health {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    status: String,
+}
+
+/// The answer to `GET /readyz`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Readiness {
+    /// `ready` or `unavailable`.
+    #[schema(example = "ready")]
+    status: String,
+    /// `ok`, or why the broker cannot be reached (no credentials).
+    #[schema(example = "ok")]
+    broker: String,
+    /// `ok`, or why the store cannot be reached.
+    #[schema(example = "ok")]
+    store: String,
+    /// `declared` or `pending`.
+    #[schema(example = "declared")]
+    topology: String,
+}
+
+/// The OpenAPI document of the v1 API.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "warren",
+        description = "HTTP intake of warren, a work-queue job backend on RabbitMQ: jobs are accepted (202) only once the broker confirmed their persistent message. Errors are RFC 7807 problem documents (`application/problem+json`)."
+    ),
+    paths(
+        super::jobs::post_job,
+        super::batch::post_batch,
+        super::jobs::get_job,
+        super::jobs::cancel_job,
+        super::ops::list_queues,
+        super::dead::peek,
+        super::dead::requeue,
+        super::dead::purge,
+        super::healthz,
+        super::readyz,
+        super::ops::metrics,
+        openapi_json,
+    ),
+    components(schemas(
+        super::jobs::JobRequest,
+        JobView,
+        JobStatus,
+        BatchRequestDoc,
+        BatchItemDoc,
+        BatchResponseDoc,
+        BatchItemResultDoc,
+        Overview,
+        QueueOverview,
+        DeadLetters,
+        ArchiveLine,
+        ArchiveProperties,
+        super::dead::RequeueRequest,
+        RequeueResult,
+        PurgeResult,
+        Health,
+        Readiness,
+        ProblemDocument,
+        ProblemType,
+    )),
+    tags(
+        (name = "jobs", description = "Submit jobs and follow them"),
+        (name = "queues", description = "What waits where"),
+        (name = "dead letters", description = "The DLQs over HTTP, mirroring `warren dlq`"),
+        (name = "operations", description = "Health, readiness, metrics and this document"),
+    )
+)]
+pub(crate) struct ApiDoc;
+
+/// The document, with the server path `/`, warren's version, and the bearer-token security
+/// of each operation (from [`super::auth::required_scope`], the one table the middleware
+/// uses): its scope as the requirement's role, and its 401/403 answers.
+pub(crate) fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc.servers = Some(vec![Server::new("/")]);
+    if let Some(c) = doc.components.as_mut() {
+        c.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+    let problem = |what: &str| {
+        ResponseBuilder::new()
+            .description(what)
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build()
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let ops = [
+            (Method::GET, item.get.as_mut()),
+            (Method::POST, item.post.as_mut()),
+            (Method::DELETE, item.delete.as_mut()),
+        ];
+        for (method, op) in ops {
+            let Some(op) = op else { continue };
+            let Some(scope) = super::auth::required_scope(&method, path) else {
+                continue;
+            };
+            op.security = Some(vec![SecurityRequirement::new("bearer", [scope.as_str()])]);
+            op.responses.responses.insert(
+                "401".into(),
+                RefOr::T(problem(
+                    "`unauthorized`: no valid bearer token (when tokens are configured)",
+                )),
+            );
+            if scope == crate::auth::Scope::Admin {
+                op.responses.responses.insert(
+                    "403".into(),
+                    RefOr::T(problem("`forbidden`: the token lacks the `admin` scope")),
+                );
+            }
+        }
+    }
+    doc
+}
+
+/// `GET /openapi.json`: this API's OpenAPI 3.1 document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    summary = "This OpenAPI document",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json"))
+)]
+pub(super) async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(document())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every slug handed to `Problem::new` in the intake's sources, plus the helpers'.
+    fn slugs_in_sources() -> Vec<String> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/intake");
+        let mut slugs = vec!["malformed-request".to_owned(), "unavailable".to_owned()];
+        let entries = std::fs::read_dir(&dir).expect("src/intake is readable");
+        for entry in entries.flatten() {
+            let text = std::fs::read_to_string(entry.path()).expect("source is readable");
+            for (at, _) in text.match_indices("Problem::new(") {
+                // The first string literal after `Problem::new(` is the slug (the status is
+                // a `StatusCode::…` constant).
+                let rest = &text[at..];
+                if let Some(open) = rest.find('"') {
+                    let lit = &rest[open + 1..];
+                    if let Some(close) = lit.find('"') {
+                        let slug = &lit[..close];
+                        // (This file's own `Problem::new(` above is not a call.)
+                        if !slug.is_empty()
+                            && slug.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+                        {
+                            slugs.push(slug.to_owned());
+                        }
+                    }
+                }
+            }
+        }
+        slugs.sort();
+        slugs.dedup();
+        slugs
+    }
+
+    #[test]
+    fn every_problem_type_in_the_code_is_documented() {
+        let documented: Vec<&str> = PROBLEM_TYPES.iter().map(|(s, _)| *s).collect();
+        for slug in slugs_in_sources() {
+            assert!(
+                documented.contains(&slug.as_str()),
+                "problem type `{slug}` is used but missing from PROBLEM_TYPES (the OpenAPI document)"
+            );
+        }
+    }
+
+    #[test]
+    fn the_document_serializes_and_names_its_version() {
+        let json = serde_json::to_value(document()).expect("serializes");
+        assert_eq!(json["openapi"], "3.1.0");
+        assert_eq!(json["info"]["version"], env!("CARGO_PKG_VERSION"));
+        assert!(json["components"]["schemas"]["ProblemType"]["enum"].is_array());
+    }
+}

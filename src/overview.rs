@@ -1,0 +1,337 @@
+//! The queue overview behind `GET /v1/queues` and `warren queues`: per configured queue, what
+//! waits where.
+//!
+//! Sources, each the most exact one available:
+//! - `ready`, `consumers` and `dead` (the `.dlq`'s depth): a passive `queue.declare` on the
+//!   broker, exact at the moment of asking (nothing is created);
+//! - `unacked`: the RabbitMQ management API (`GET /api/queues/{vhost}`), which AMQP does not
+//!   report; its statistics lag by up to the broker's `collect_statistics_interval` (5 s by
+//!   default). Without a reachable management API it is `null`, and
+//!   [`Overview::management`] says why;
+//! - `retrying`: the store's jobs in status `retrying`. The delay queues
+//!   (`warren.delay.NN`) are shared by every work queue, so their depths cannot be split by
+//!   queue; the store knows which job waits for which queue. A job delayed at submission
+//!   (`delay_ms`) is `queued`, not `retrying`.
+
+use std::collections::BTreeMap;
+use std::str::FromStr as _;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::broker::Broker;
+use crate::config::{BrokerConfig, Config};
+use crate::error::{Error, Result};
+use crate::store::Store;
+use crate::topology::{dlq_name, inspect};
+
+/// How long a management API request may take.
+const MANAGEMENT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One work queue's numbers. `null` (`None`) means unknown: the queue does not exist on the
+/// broker, or (for `unacked`) the management API could not be asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct QueueOverview {
+    /// The work queue's name (as configured).
+    #[schema(example = "reports")]
+    pub queue: String,
+    /// Its dead-letter queue: `{queue}.dlq`.
+    #[schema(example = "reports.dlq")]
+    pub dlq: String,
+    /// Messages ready for delivery in the work queue.
+    pub ready: Option<u64>,
+    /// Messages delivered to a worker and not yet acked (jobs being worked on or prefetched),
+    /// from the management API.
+    pub unacked: Option<u64>,
+    /// Consumers (worker channels) attached to the work queue.
+    pub consumers: Option<u64>,
+    /// Jobs waiting in the delay levels for another attempt (status `retrying` in the store).
+    pub retrying: u64,
+    /// Dead letters waiting in `{queue}.dlq`.
+    pub dead: Option<u64>,
+}
+
+/// The overview of every configured queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Overview {
+    /// One entry per configured queue, by name.
+    pub queues: Vec<QueueOverview>,
+    /// `"ok"` when the management API answered (so `unacked` is known), else why not
+    /// (credentials never shown).
+    #[schema(example = "ok")]
+    pub management: String,
+}
+
+/// Where the RabbitMQ management API is and how to log in to it.
+#[derive(Clone)]
+pub struct Management {
+    /// Base URL without credentials, ending in `/`.
+    base: reqwest::Url,
+    user: String,
+    password: String,
+    /// The AMQP URL's virtual host, e.g. `/`.
+    vhost: String,
+}
+
+impl std::fmt::Debug for Management {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Management")
+            .field("base", &self.base.as_str())
+            .field("user", &self.user)
+            .field("vhost", &self.vhost)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Management {
+    /// The management API of `broker`: `broker.management_url` when set (its credentials,
+    /// else the AMQP URL's), else derived from the AMQP URL (same host and credentials; port
+    /// 15672 over http, or 15671 over https for `amqps://`). The virtual host is the AMQP
+    /// URL's.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Config`] when either URL cannot be parsed.
+    pub fn from_config(broker: &BrokerConfig) -> Result<Self> {
+        let amqp = lapin::uri::AMQPUri::from_str(&broker.url)
+            .map_err(|e| Error::config(format!("broker URL: {}", crate::redact(&e))))?;
+        let text = match &broker.management_url {
+            Some(u) => u.clone(),
+            None => {
+                let (scheme, port) = match amqp.scheme {
+                    lapin::uri::AMQPScheme::AMQPS => ("https", 15671),
+                    lapin::uri::AMQPScheme::AMQP => ("http", 15672),
+                };
+                let host = if amqp.authority.host.contains(':') {
+                    format!("[{}]", amqp.authority.host)
+                } else {
+                    amqp.authority.host.clone()
+                };
+                format!("{scheme}://{host}:{port}/")
+            }
+        };
+        let mut base = reqwest::Url::parse(&text).map_err(|e| {
+            Error::config(format!(
+                "broker.management_url {}: {e}",
+                crate::redact(&text)
+            ))
+        })?;
+        let (user, password) = if base.username().is_empty() {
+            (
+                amqp.authority.userinfo.username.clone(),
+                amqp.authority.userinfo.password.clone(),
+            )
+        } else {
+            (
+                percent_decode(base.username()),
+                percent_decode(base.password().unwrap_or("")),
+            )
+        };
+        let _ = base.set_username("");
+        let _ = base.set_password(None);
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        Ok(Self {
+            base,
+            user,
+            password,
+            vhost: amqp.vhost,
+        })
+    }
+
+    /// The base URL, without credentials.
+    pub fn url(&self) -> &str {
+        self.base.as_str()
+    }
+
+    /// Per queue of the virtual host: (unacked messages, consumers) as the management API
+    /// last sampled them. A queue whose statistics are not sampled yet maps to `None`.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::BrokerUnavailable`] with a description (no credentials) when the
+    /// API cannot be reached in time or does not answer 200 with JSON.
+    pub async fn unacked(&self) -> Result<BTreeMap<String, Option<u64>>> {
+        let url = format!(
+            "{}api/queues/{}?columns=name,messages_unacknowledged",
+            self.base,
+            percent_encode(&self.vhost)
+        );
+        let unavailable = |what: String| {
+            Error::from(crate::ErrorKind::BrokerUnavailable(format!(
+                "management API at {}: {what}",
+                self.base
+            )))
+        };
+        let resp = client()
+            .get(&url)
+            .basic_auth(&self.user, Some(&self.password))
+            .send()
+            .await
+            .map_err(|e| unavailable(crate::redact(&e.to_string())))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(unavailable(format!("HTTP {status}")));
+        }
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| unavailable(crate::redact(&e.to_string())))?;
+        #[derive(serde::Deserialize)]
+        struct Row {
+            name: String,
+            messages_unacknowledged: Option<u64>,
+        }
+        let rows: Vec<Row> = serde_json::from_slice(&body)
+            .map_err(|e| unavailable(format!("unexpected answer: {e}")))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.name, r.messages_unacknowledged))
+            .collect())
+    }
+}
+
+/// The shared HTTP client for the management API.
+fn client() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(MANAGEMENT_TIMEOUT)
+            .connect_timeout(MANAGEMENT_TIMEOUT)
+            .build()
+            .unwrap_or_default()
+    })
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters (a vhost in a URL path).
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Decodes `%XX` escapes (userinfo of a URL); invalid escapes stay as they are.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The overview of every queue in `config` (see the module docs for where each number comes
+/// from).
+///
+/// # Errors
+/// [`crate::ErrorKind::BrokerUnavailable`] when the broker cannot be reached;
+/// [`crate::ErrorKind::Store`] when the store cannot be read. A management API that cannot be
+/// reached is not an error: `unacked` is then `None` and [`Overview::management`] says why.
+pub async fn overview(
+    config: &Config,
+    broker: &Broker,
+    store: &Arc<dyn Store>,
+) -> Result<Overview> {
+    let names: Vec<&str> = config.queues.keys().map(String::as_str).collect();
+    let inspections = futures::future::try_join_all(names.iter().map(|q| async move {
+        let work = inspect(broker, q).await?;
+        let dead = inspect(broker, &dlq_name(q)).await?;
+        Ok::<_, Error>((work, dead))
+    }));
+    let management = async {
+        match Management::from_config(&config.broker) {
+            Ok(m) => m.unacked().await,
+            Err(e) => Err(e),
+        }
+    };
+    let (inspections, retrying, unacked) =
+        tokio::join!(inspections, store.retrying_counts(), management);
+    let inspections = inspections?;
+    let retrying = retrying?;
+    let (unacked, management) = match unacked {
+        Ok(u) => (Some(u), "ok".to_owned()),
+        Err(e) => (None, crate::redact(&e.to_string())),
+    };
+    let queues = names
+        .iter()
+        .zip(inspections)
+        .map(|(q, (work, dead))| QueueOverview {
+            queue: (*q).to_owned(),
+            dlq: dlq_name(q),
+            ready: work.messages.map(u64::from),
+            unacked: unacked.as_ref().and_then(|u| u.get(*q).copied().flatten()),
+            consumers: work.consumers.map(u64::from),
+            retrying: retrying.get(*q).copied().unwrap_or(0),
+            dead: dead.messages.map(u64::from),
+        })
+        .collect();
+    Ok(Overview { queues, management })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker(url: &str, management_url: Option<&str>) -> BrokerConfig {
+        BrokerConfig {
+            url: url.to_owned(),
+            confirm_timeout: Duration::from_secs(5),
+            publish_channels: 1,
+            consumer_timeout: Duration::from_secs(1800),
+            management_url: management_url.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn management_api_is_derived_from_the_amqp_url() {
+        let m = Management::from_config(&broker("amqp://ops:s3cret@rabbit:5672/%2f", None))
+            .expect("parses");
+        assert_eq!(m.url(), "http://rabbit:15672/");
+        assert_eq!((m.user.as_str(), m.password.as_str()), ("ops", "s3cret"));
+        assert_eq!(m.vhost, "/");
+        let m =
+            Management::from_config(&broker("amqps://u:p@mq.example/prod", None)).expect("parses");
+        assert_eq!(m.url(), "https://mq.example:15671/");
+        assert_eq!(m.vhost, "prod");
+    }
+
+    #[test]
+    fn an_explicit_management_url_wins_and_keeps_its_path() {
+        let m = Management::from_config(&broker(
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+            Some("https://admin:p%40ss@mgmt.example/rabbitmq"),
+        ))
+        .expect("parses");
+        assert_eq!(m.url(), "https://mgmt.example/rabbitmq/");
+        assert_eq!((m.user.as_str(), m.password.as_str()), ("admin", "p@ss"));
+        assert!(
+            !format!("{m:?}").contains("p@ss"),
+            "Debug hides the password"
+        );
+    }
+
+    #[test]
+    fn vhosts_are_percent_encoded() {
+        assert_eq!(percent_encode("/"), "%2F");
+        assert_eq!(percent_encode("prod-1"), "prod-1");
+        assert_eq!(percent_decode("a%2Fb%zz"), "a/b%zz");
+    }
+}
