@@ -124,6 +124,18 @@ async fn session(
     hard_stop: &CancellationToken,
 ) -> Result<()> {
     let channel = ctx.broker.channel().await?;
+    // Re-declare what this worker needs (idempotent), so that it also comes back after a
+    // broker that lost its definitions (a reset node, a deleted queue).
+    tokio::time::timeout(crate::broker::RPC_TIMEOUT, async {
+        crate::topology::declare_shared(&channel).await?;
+        crate::topology::declare_one(&channel, queue).await
+    })
+    .await
+    .map_err(|_| {
+        Error::from(ErrorKind::BrokerUnavailable(
+            "declaring the queue timed out".into(),
+        ))
+    })??;
     crate::broker::bounded(channel.basic_qos(queue.prefetch, BasicQosOptions::default())).await?;
     let tag = format!("{}-{}", ctx.owner, queue.name);
     let mut consumer = crate::broker::bounded(channel.basic_consume(

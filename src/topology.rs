@@ -107,6 +107,19 @@ pub const DLQ_DELIVERY_LIMIT: i64 = 1_000_000;
 /// cannot be reached.
 pub async fn apply(broker: &Broker, config: &Config) -> Result<()> {
     let channel = broker.channel().await?;
+    declare_shared(&channel).await?;
+    for q in config.queues.values() {
+        declare_one(&channel, q).await?;
+    }
+    let _ = channel.close(200, "topology applied".into()).await;
+    Ok(())
+}
+
+/// Declares what every queue needs: `warren.jobs`, `warren.dlx` and the delay levels.
+///
+/// # Errors
+/// As [`apply`].
+pub(crate) async fn declare_shared(channel: &Channel) -> Result<()> {
     for exchange in [JOBS_EXCHANGE, DLX] {
         channel
             .exchange_declare(
@@ -120,17 +133,21 @@ pub async fn apply(broker: &Broker, config: &Config) -> Result<()> {
             )
             .await?;
     }
-    crate::delay::declare(&channel).await?;
-    for q in config.queues.values() {
-        let dlq = dlq_name(&q.name);
-        declare_queue(&channel, &dlq, dlq_args(q)).await?;
-        bind(&channel, &dlq, DLX, &q.name).await?;
-        declare_queue(&channel, &q.name, work_queue_args(q)).await?;
-        crate::delay::bind_work_queue(&channel, &q.name).await?;
-        bind(&channel, &q.name, JOBS_EXCHANGE, &q.name).await?;
-    }
-    let _ = channel.close(200, "topology applied".into()).await;
-    Ok(())
+    crate::delay::declare(channel).await
+}
+
+/// Declares one queue's own part: its DLQ, its work queue and their bindings (the DLQ first,
+/// so that nothing dead-lettered is ever unroutable).
+///
+/// # Errors
+/// As [`apply`].
+pub(crate) async fn declare_one(channel: &Channel, q: &QueueConfig) -> Result<()> {
+    let dlq = dlq_name(&q.name);
+    declare_queue(channel, &dlq, dlq_args(q)).await?;
+    bind(channel, &dlq, DLX, &q.name).await?;
+    declare_queue(channel, &q.name, work_queue_args(q)).await?;
+    crate::delay::bind_work_queue(channel, &q.name).await?;
+    bind(channel, &q.name, JOBS_EXCHANGE, &q.name).await
 }
 
 pub(crate) async fn declare_queue(channel: &Channel, name: &str, args: FieldTable) -> Result<()> {

@@ -374,13 +374,28 @@ fn request_hash(req: &JobRequest) -> String {
     use sha2::Digest as _;
     let payload: serde_json::Value =
         serde_json::from_str(req.payload.get()).unwrap_or(serde_json::Value::Null);
-    let canonical = serde_json::json!({
+    let canonical = sorted(serde_json::json!({
         "payload": payload,
         "delay_ms": req.delay_ms.unwrap_or(0),
         "max_attempts": req.max_attempts,
-    });
+    }));
     let digest = sha2::Sha256::digest(canonical.to_string().as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `v` with every object's keys in sorted order, whatever order serde_json's `Map` keeps
+/// (a dependency may turn on its `preserve_order` feature, which keeps insertion order).
+fn sorted(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
+    }
 }
 
 /// A request whose `Idempotency-Key` is taken (Stripe's semantics): same request → the
