@@ -23,9 +23,10 @@ async fn a_deleted_work_queue_is_declared_again_and_jobs_run() {
         .await
         .expect("delete the work queue");
 
-    // The broker cancels the worker's consumer; its supervisor reconnects and re-declares.
+    // The broker cancels the worker's consumer; its supervisor reconnects, re-declares the
+    // queue and its bindings, then consumes again.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while raw.depth(&q).await.is_none() {
+    while raw.consumers(&q).await.unwrap_or(0) == 0 {
         assert!(
             Instant::now() < deadline,
             "{q} not declared again within 30 s"

@@ -75,18 +75,26 @@ impl Raw {
 
     /// Ready messages in `queue`, or `None` when it does not exist (passive declare).
     pub async fn depth(&self, queue: &str) -> Option<u32> {
+        self.passive(queue).await.map(|q| q.message_count())
+    }
+
+    /// Consumers on `queue`, or `None` when it does not exist (passive declare).
+    pub async fn consumers(&self, queue: &str) -> Option<u32> {
+        self.passive(queue).await.map(|q| q.consumer_count())
+    }
+
+    async fn passive(&self, queue: &str) -> Option<lapin::Queue> {
         let ch = self.channel().await;
-        let res = ch
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await;
-        res.ok().map(|q| q.message_count())
+        ch.queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .ok()
     }
 
     /// Takes one message from `queue` (basic.get, auto-ack), waiting up to `timeout` for one.
