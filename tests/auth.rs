@@ -71,11 +71,7 @@ async fn tokens_guard_jobs_and_only_admin_reaches_the_dlq_and_cancel() {
         .send()
         .await
         .expect("post");
-    assert_eq!(resp.status(), 202);
-    let id = resp.json::<Value>().await.expect("json")["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = common::accepted_id(resp).await;
     let job_url = format!("{}/v1/jobs/{id}", w.base);
     let resp = w.http.get(&job_url).send().await.expect("get");
     assert_eq!(resp.status(), 401, "job status needs a token too");

@@ -106,11 +106,7 @@ async fn the_message_tells_an_operator_what_the_job_is() {
         .send()
         .await
         .expect("post");
-    assert_eq!(resp.status(), 202);
-    let id = resp.json::<Value>().await.expect("json")["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = common::accepted_id(resp).await;
     let msg = Raw::connect()
         .await
         .get_one(&w.q("wire"), SETTLE)
@@ -239,11 +235,7 @@ async fn every_json_log_line_about_a_job_names_it_its_queue_attempt_and_correlat
         .send()
         .await
         .expect("post");
-    assert_eq!(resp.status(), 202);
-    let id = resp.json::<Value>().await.expect("json")["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = common::accepted_id(resp).await;
 
     // Read lines until the job is dead-lettered; collect those that mention it.
     let mut about_job: Vec<Value> = Vec::new();

@@ -4,13 +4,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Raw, Setup};
 use lapin::BasicProperties;
 use serde_json::json;
-use tokio::sync::Notify;
 use warren::workers::{Outcome, handler_fn};
 
 const SETTLE: Duration = Duration::from_secs(15);
@@ -273,19 +271,7 @@ async fn per_queue_counters_follow_what_happened_to_the_jobs() {
 
 #[tokio::test]
 async fn jobs_in_flight_counts_running_handlers() {
-    let release = Arc::new(Notify::new());
-    let started = Arc::new(Notify::new());
-    let slow = {
-        let (release, started) = (release.clone(), started.clone());
-        handler_fn(move |_job| {
-            let (release, started) = (release.clone(), started.clone());
-            async move {
-                started.notify_one();
-                release.notified().await;
-                Outcome::success()
-            }
-        })
-    };
+    let (gate, slow) = common::Gate::new();
     let w = Setup::new()
         .queue("slow", "handler = \"noop\"\nconcurrency = 2")
         .handler("slow", slow)
@@ -293,13 +279,13 @@ async fn jobs_in_flight_counts_running_handlers() {
         .await;
     let q = w.q("slow");
     let id = w.submit("slow", json!({})).await;
-    started.notified().await;
+    gate.started.notified().await;
     wait_for(
         &w,
         &[("warren_jobs_in_flight", vec![("queue", q.as_str())], 1.0)],
     )
     .await;
-    release.notify_one();
+    gate.release.notify_one();
     w.wait_status(&id, "succeeded", SETTLE).await;
     wait_for(
         &w,

@@ -4,12 +4,10 @@
 mod common;
 
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Raw, Setup};
 use serde_json::{Value, json};
-use tokio::sync::Notify;
 use warren::workers::{Outcome, handler_fn};
 
 /// The management API samples statistics every 5 s by default: unacked counts lag that much.
@@ -136,19 +134,7 @@ async fn ready_and_dead_counts_match_what_is_in_the_queues_over_http_and_the_cli
 
 #[tokio::test]
 async fn running_and_retrying_jobs_show_as_unacked_and_retrying() {
-    let release = Arc::new(Notify::new());
-    let started = Arc::new(Notify::new());
-    let busy = {
-        let (release, started) = (release.clone(), started.clone());
-        handler_fn(move |_job| {
-            let (release, started) = (release.clone(), started.clone());
-            async move {
-                started.notify_one();
-                release.notified().await;
-                Outcome::success()
-            }
-        })
-    };
+    let (gate, busy) = common::Gate::new();
     let w = Setup::new()
         .queue("busy", "handler = \"noop\"")
         // Each attempt fails and asks for 3 s (Retry-After): the job is `retrying` for at
@@ -169,7 +155,7 @@ async fn running_and_retrying_jobs_show_as_unacked_and_retrying() {
         .await;
     let (busy_q, again_q) = (w.q("busy"), w.q("again"));
     let busy_id = w.submit("busy", json!({})).await;
-    started.notified().await;
+    gate.started.notified().await;
     let again_id = w.submit("again", json!({})).await;
     w.wait_status(&again_id, "retrying", Duration::from_secs(15))
         .await;
@@ -183,7 +169,7 @@ async fn running_and_retrying_jobs_show_as_unacked_and_retrying() {
     assert_eq!(e["consumers"], 1, "{e}");
     assert_eq!(e["retrying"], 0, "{e}");
 
-    release.notify_one();
+    gate.release.notify_one();
     w.wait_status(&busy_id, "succeeded", Duration::from_secs(15))
         .await;
     w.wait_status(&again_id, "dead", Duration::from_secs(20))

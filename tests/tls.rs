@@ -189,11 +189,7 @@ async fn amqps_runs_jobs_through_tls_and_refuses_an_unknown_ca() {
         .send()
         .await
         .expect("post");
-    assert_eq!(resp.status(), 202);
-    let id = resp.json::<Value>().await.expect("json")["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = common::accepted_id(resp).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let job: Value = http

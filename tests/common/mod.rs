@@ -523,12 +523,11 @@ impl TestWarren {
 
     /// POSTs a payload and returns the new job's id, asserting 202.
     pub async fn submit(&self, alias: &str, payload: Value) -> String {
-        let resp = self
-            .post(alias, &serde_json::json!({ "payload": payload }))
-            .await;
-        assert_eq!(resp.status(), 202, "POST should be accepted");
-        let body: Value = resp.json().await.expect("json body");
-        body["id"].as_str().expect("id").to_owned()
+        accepted_id(
+            self.post(alias, &serde_json::json!({ "payload": payload }))
+                .await,
+        )
+        .await
     }
 
     /// `GET /v1/jobs/{id}` as JSON.
@@ -585,4 +584,40 @@ impl Drop for TestWarren {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// A handler that signals `started` when a job begins and holds it until `release` is
+/// notified: for observing a job while it runs.
+pub struct Gate {
+    /// Notified (once per job) when a job starts.
+    pub started: Arc<tokio::sync::Notify>,
+    /// Notify to let the running job succeed.
+    pub release: Arc<tokio::sync::Notify>,
+}
+
+impl Gate {
+    /// A new gate and its handler.
+    pub fn new() -> (Self, impl Handler) {
+        let gate = Self {
+            started: Arc::default(),
+            release: Arc::default(),
+        };
+        let (started, release) = (gate.started.clone(), gate.release.clone());
+        let handler = warren::workers::handler_fn(move |_job| {
+            let (started, release) = (started.clone(), release.clone());
+            async move {
+                started.notify_one();
+                release.notified().await;
+                warren::workers::Outcome::success()
+            }
+        });
+        (gate, handler)
+    }
+}
+
+/// The job id of a `202 Accepted` answer (asserting the status).
+pub async fn accepted_id(resp: reqwest::Response) -> String {
+    assert_eq!(resp.status(), 202, "POST should be accepted");
+    let body: Value = resp.json().await.expect("json body");
+    body["id"].as_str().expect("id").to_owned()
 }
