@@ -18,7 +18,7 @@
 //! is deleted at the end, also on a panic. Knobs (environment, defaults in [`Params`]):
 //! `BENCH_RAW_N`, `BENCH_INFLIGHT`, `BENCH_RAW_CHANNELS`, `BENCH_PREFETCH`, `BENCH_CLIENTS`,
 //! `BENCH_INTAKE_N`, `BENCH_BATCH_N`, `BENCH_BATCH_SIZE`, `BENCH_BATCH_CLIENTS`,
-//! `BENCH_E2E_N`, `BENCH_LAT_RATE`, `BENCH_LAT_SECS`, `BENCH_REPEAT` (rounds of each
+//! `BENCH_E2E_N`, `BENCH_PUBLISH_CHANNELS` (warren's `broker.publish_channels`), `BENCH_LAT_RATE`, `BENCH_LAT_SECS`, `BENCH_REPEAT` (rounds of each
 //! throughput phase but the drain; the median is reported), `BENCH_PHASES` (a comma list of
 //! `raw,intake,drain,e2e,latency`, plus the long `backlog` and `soak` phases that run only
 //! when named), `BENCH_SOAK_RATE`, `BENCH_SOAK_SECS`, `BENCH_BACKLOG_N`, `BENCH_QUIET_WAIT` (seconds to wait for a quiet machine
@@ -60,7 +60,7 @@ struct Params {
     raw_n: usize,
     /// Raw publisher: confirms in flight (W), over `raw_channels` channels.
     inflight: usize,
-    /// Raw publisher channels (warren's `broker.publish_channels` default is 4).
+    /// Raw publisher channels (1 or 4 gave the same rate and broker CPU per message).
     raw_channels: usize,
     /// Prefetch (P) of the raw consumer and of warren's bench queues.
     prefetch: usize,
@@ -502,8 +502,11 @@ impl Warren {
     async fn start(dir: &Path, tag: &str, command: &str, queues: &[&str], prefetch: usize) -> Self {
         let port = free_port();
         let mut toml = format!(
-            "[broker]\nurl = \"{}\"\n\n[http]\nbind = \"127.0.0.1:{port}\"\n\n[store]\nurl = \"sqlite://warren.db\"\n",
-            amqp_url()
+            "[broker]\nurl = \"{}\"\n{}\n[http]\nbind = \"127.0.0.1:{port}\"\n\n[store]\nurl = \"sqlite://warren.db\"\n",
+            amqp_url(),
+            std::env::var("BENCH_PUBLISH_CHANNELS")
+                .map(|n| format!("publish_channels = {n}\n"))
+                .unwrap_or_default()
         );
         for q in queues {
             toml.push_str(&format!(

@@ -23,9 +23,7 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +37,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::message::JobMessage;
 use crate::publisher::Publisher;
 use crate::retry::{Decision, decide};
+use crate::settle::{Settler, Ticket};
 use crate::store::{Claim, ClaimRequest, Store, now_ms};
 use crate::telemetry;
 
@@ -146,6 +145,7 @@ async fn session(
     ))
     .await?;
     info!(queue = %queue.name, prefetch = queue.prefetch, concurrency = queue.concurrency, "consuming");
+    let settler = Settler::start(channel.clone());
     let slots = Arc::new(Semaphore::new(queue.concurrency));
     let result = loop {
         let permit = tokio::select! {
@@ -160,12 +160,13 @@ async fn session(
             () = shutdown.cancelled() => break Ok(()),
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
+                    let ticket = settler.arrived(delivery.delivery_tag);
                     let ctx = ctx.clone();
                     let queue = queue.clone();
                     let handler = handler.clone();
                     let hard_stop = hard_stop.clone();
                     tracker.spawn(async move {
-                        process(&ctx, &queue, handler.as_ref(), delivery, &hard_stop).await;
+                        process(&ctx, &queue, handler.as_ref(), delivery, ticket, &hard_stop).await;
                         drop(permit);
                     });
                 }
@@ -181,6 +182,7 @@ async fn session(
             .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
             .await;
         finish_in_flight(tracker, ctx.shutdown_grace, hard_stop, &queue.name).await;
+        settler.finish().await;
         let _ = channel
             .close(200, "warren worker shutting down".into())
             .await;
@@ -194,12 +196,12 @@ async fn process(
     queue: &QueueConfig,
     handler: &dyn Handler,
     delivery: Delivery,
+    ticket: Ticket,
     hard_stop: &CancellationToken,
 ) {
     let Delivery {
         properties,
         data,
-        acker,
         redelivered,
         ..
     } = delivery;
@@ -237,11 +239,11 @@ async fn process(
             {
                 Ok(()) => {
                     telemetry::count(telemetry::JOBS_DEAD_LETTERED, &queue.name);
-                    ack(&acker).await;
+                    ticket.ack();
                 }
                 Err(e) => {
                     warn!(queue = %queue.name, message_id = %message_id, error = %e, "cannot publish dead letter; handing the message back");
-                    nack_requeue(&acker).await;
+                    ticket.requeue();
                 }
             }
             return;
@@ -266,7 +268,7 @@ async fn process(
             Ok(Claim::Final(status)) => {
                 info!(status = status.as_str(), redelivered, "duplicate delivery of a finished job; acked, not run");
                 telemetry::count(telemetry::DUPLICATES_SKIPPED, &queue.name);
-                ack(&acker).await;
+                ticket.ack();
                 return;
             }
             Ok(Claim::Busy { until }) => {
@@ -279,18 +281,18 @@ async fn process(
                 match crate::delay::publish(&ctx.publisher, &queue.name, &msg.payload, props, wait).await {
                     Ok(()) => {
                         debug!(lease_until = until, wait_ms = wait.as_millis() as u64, "job is leased elsewhere; parked until the lease ends");
-                        ack(&acker).await;
+                        ticket.ack();
                     }
                     Err(e) => {
                         warn!(error = %e, "cannot park a leased job; handing it back");
-                        nack_requeue(&acker).await;
+                        ticket.requeue();
                     }
                 }
                 return;
             }
             Err(e) => {
                 warn!(error = %e, "cannot claim job; handing it back");
-                nack_requeue(&acker).await;
+                ticket.requeue();
                 return;
             }
         };
@@ -314,7 +316,7 @@ async fn process(
                 if let Err(e) = ctx.store.release(msg.id, &ctx.owner).await {
                     warn!(error = %e, "cannot release claim; the lease will expire");
                 }
-                nack_requeue(&acker).await;
+                ticket.requeue();
                 info!("handed back at shutdown");
                 return;
             }
@@ -342,19 +344,19 @@ async fn process(
                     Ok(()) => {
                         debug!(elapsed_ms, "job succeeded");
                         telemetry::count(telemetry::JOBS_SUCCEEDED, &queue.name);
-                        ack(&acker).await;
+                        ticket.ack();
                     }
                     Err(e) => {
                         error!(error = %e, "job succeeded but the store cannot record it; handing back (it may run again)");
-                        nack_requeue(&acker).await;
+                        ticket.requeue();
                     }
                 }
             }
             Decision::Retry { error, delay } => {
-                retry(ctx, queue, &msg, &properties, attempt, &error, delay, &acker).await;
+                retry(ctx, queue, &msg, &properties, attempt, &error, delay, &ticket).await;
             }
             Decision::Dead { error } => {
-                bury(ctx, queue, &msg, &properties, attempt, &error, &acker).await;
+                bury(ctx, queue, &msg, &properties, attempt, &error, &ticket).await;
             }
         }
     }
@@ -374,14 +376,14 @@ async fn retry(
     attempt: u32,
     error: &str,
     delay: Duration,
-    acker: &lapin::Acker,
+    ticket: &Ticket,
 ) {
     let wait_ms = crate::delay::delay_seconds(delay) * 1000;
     let due = now_ms().saturating_add(i64::try_from(wait_ms).unwrap_or(i64::MAX));
     let write = || ctx.store.retry(msg.id, &ctx.owner, error, due);
     if let Err(e) = write.retry(store_backoff()).await {
         warn!(error = %e, "cannot record the failed attempt; handing the job back");
-        nack_requeue(acker).await;
+        ticket.requeue();
         return;
     }
     let props = crate::message::republish_properties(properties, attempt + 1);
@@ -389,11 +391,11 @@ async fn retry(
         Ok(()) => {
             info!(last_error = %error, retry_in_ms = wait_ms, "job failed; retry scheduled");
             telemetry::count(telemetry::JOBS_RETRIED, &queue.name);
-            ack(acker).await;
+            ticket.ack();
         }
         Err(e) => {
             warn!(error = %e, "cannot schedule the retry; handing the job back");
-            nack_requeue(acker).await;
+            ticket.requeue();
         }
     }
 }
@@ -408,7 +410,7 @@ async fn bury(
     properties: &lapin::BasicProperties,
     attempt: u32,
     error: &str,
-    acker: &lapin::Acker,
+    ticket: &Ticket,
 ) {
     if let Err(e) = crate::dead_letter::publish(
         &ctx.publisher,
@@ -424,7 +426,7 @@ async fn bury(
         if let Err(e) = ctx.store.release(msg.id, &ctx.owner).await {
             warn!(error = %e, "cannot release claim; the lease will expire");
         }
-        nack_requeue(acker).await;
+        ticket.requeue();
         return;
     }
     let write = || ctx.store.dead(msg.id, error, now_ms());
@@ -433,7 +435,7 @@ async fn bury(
     }
     warn!(last_error = %error, "job dead-lettered");
     telemetry::count(telemetry::JOBS_DEAD_LETTERED, &queue.name);
-    ack(acker).await;
+    ticket.ack();
 }
 
 fn store_backoff() -> ExponentialBuilder {
@@ -442,22 +444,6 @@ fn store_backoff() -> ExponentialBuilder {
         .with_max_delay(Duration::from_secs(2))
         .with_max_times(5)
         .with_jitter()
-}
-
-async fn ack(acker: &lapin::Acker) {
-    if let Err(e) = acker.ack(BasicAckOptions::default()).await {
-        warn!(error = %e, "ack failed; the broker will redeliver and the duplicate will be skipped");
-    }
-}
-
-async fn nack_requeue(acker: &lapin::Acker) {
-    let opts = BasicNackOptions {
-        requeue: true,
-        ..BasicNackOptions::default()
-    };
-    if let Err(e) = acker.nack(opts).await {
-        warn!(error = %e, "nack failed; the broker requeues unacked messages when the channel closes");
-    }
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

@@ -31,6 +31,7 @@ pub mod overview;
 mod publisher;
 mod redact;
 pub mod retry;
+mod settle;
 pub mod store;
 pub mod telemetry;
 pub mod topology;

@@ -7,11 +7,11 @@
 //! A channel that fails is dropped and replaced on the next publish.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation};
-use tokio::sync::Mutex;
 
 use crate::broker::Broker;
 use crate::error::{Error, ErrorKind, Result};
@@ -20,9 +20,29 @@ use crate::error::{Error, ErrorKind, Result};
 #[derive(Debug)]
 pub struct Publisher {
     broker: Broker,
-    channels: Vec<Mutex<Option<Channel>>>,
+    channels: Vec<Slot>,
     next: AtomicUsize,
     confirm_timeout: Duration,
+}
+
+/// One confirm-mode channel: the open one, if any, behind a lock held only to read or replace
+/// it (never across an await), and a second lock that makes one caller at a time open it.
+#[derive(Debug, Default)]
+struct Slot {
+    current: Mutex<Option<Channel>>,
+    opening: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    /// The open channel, if there is one.
+    fn cached(&self) -> Option<Channel> {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .filter(|c| c.status().connected())
+            .cloned()
+    }
 }
 
 impl Publisher {
@@ -31,7 +51,7 @@ impl Publisher {
     pub fn new(broker: Broker, channels: usize, confirm_timeout: Duration) -> Self {
         Self {
             broker,
-            channels: (0..channels.max(1)).map(|_| Mutex::new(None)).collect(),
+            channels: (0..channels.max(1)).map(|_| Slot::default()).collect(),
             next: AtomicUsize::new(0),
             confirm_timeout,
         }
@@ -59,15 +79,19 @@ impl Publisher {
         queue: &str,
     ) -> Result<()> {
         let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
-        // Opening a channel waits for the broker's `channel.open-ok` and `confirm.select-ok`,
-        // which a half-dead connection never sends: bound it like the confirm.
-        let channel = tokio::time::timeout(self.confirm_timeout, self.channel(slot))
-            .await
-            .map_err(|_| {
-                Error::from(ErrorKind::BrokerUnavailable(
-                    "no channel could be opened in time".to_owned(),
-                ))
-            })??;
+        let channel = match self.channels[slot].cached() {
+            Some(ch) => ch,
+            // Opening a channel waits for the broker's `channel.open-ok` and
+            // `confirm.select-ok`, which a half-dead connection never sends: bound it like the
+            // confirm.
+            None => tokio::time::timeout(self.confirm_timeout, self.open(slot))
+                .await
+                .map_err(|_| {
+                    Error::from(ErrorKind::BrokerUnavailable(
+                        "no channel could be opened in time".to_owned(),
+                    ))
+                })??,
+        };
         let sent = std::time::Instant::now();
         let outcome = tokio::time::timeout(self.confirm_timeout, async {
             let confirm = channel
@@ -92,11 +116,11 @@ impl Publisher {
                 c
             }
             Ok(Err(e)) => {
-                self.discard(slot, &channel).await;
+                self.discard(slot, &channel);
                 return Err(Error::from(e));
             }
             Err(_) => {
-                self.discard(slot, &channel).await;
+                self.discard(slot, &channel);
                 let ms = u64::try_from(self.confirm_timeout.as_millis()).unwrap_or(u64::MAX);
                 return Err(ErrorKind::ConfirmTimeout(ms).into());
             }
@@ -118,23 +142,27 @@ impl Publisher {
         }
     }
 
-    /// The channel in `slot`, opened (in confirm mode) if missing or closed.
-    async fn channel(&self, slot: usize) -> Result<Channel> {
-        let mut guard = self.channels[slot].lock().await;
-        if let Some(ch) = guard.as_ref().filter(|c| c.status().connected()) {
-            return Ok(ch.clone());
+    /// Opens the channel of `slot` (in confirm mode), unless another caller did meanwhile.
+    async fn open(&self, slot: usize) -> Result<Channel> {
+        let slot = &self.channels[slot];
+        let _one_at_a_time = slot.opening.lock().await;
+        if let Some(ch) = slot.cached() {
+            return Ok(ch);
         }
         let ch = self.broker.channel().await?;
         crate::broker::bounded(ch.confirm_select(ConfirmSelectOptions::default())).await?;
-        *guard = Some(ch.clone());
+        *slot.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(ch.clone());
         Ok(ch)
     }
 
     /// Drops `channel` from `slot` unless another caller already replaced it.
-    async fn discard(&self, slot: usize, channel: &Channel) {
-        let mut guard = self.channels[slot].lock().await;
-        if guard.as_ref().is_some_and(|c| c.id() == channel.id()) {
-            *guard = None;
+    fn discard(&self, slot: usize, channel: &Channel) {
+        let mut current = self.channels[slot]
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if current.as_ref().is_some_and(|c| c.id() == channel.id()) {
+            *current = None;
         }
     }
 }

@@ -7,7 +7,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::openapi::ProblemDocument;
@@ -223,20 +222,13 @@ pub(super) async fn accept(
             });
         }
     }
-    let span = tracing::info_span!(
-        "job",
-        job_id = %new.id,
-        queue = %new.queue,
-        attempt = 1,
-        correlation_id = new.correlation_id.as_deref().unwrap_or("")
-    );
-    publish_new(state, q, new, payload, delay)
-        .instrument(span)
-        .await
+    publish_new(state, q, new, payload, delay).await
 }
 
-/// Publishes a new job's first message and waits for the confirm (see [`accept`]); runs in
-/// the job's span, so its log lines carry job id, queue, attempt and correlation id.
+/// Publishes a new job's first message and waits for the confirm (see [`accept`]). Its log
+/// lines name job id, queue, attempt and correlation id as fields of their own rather than
+/// through a span: a span per job cost 6–9 % of the intake's CPU (BENCHMARKS.md), and
+/// nothing below logs.
 async fn publish_new(
     state: &IntakeState,
     q: &QueueConfig,
@@ -262,8 +254,23 @@ async fn publish_new(
     )
     .await
     {
+        tracing::warn!(
+            job_id = %msg.id,
+            queue = %msg.queue,
+            attempt = 1,
+            correlation_id = msg.correlation_id.as_deref().unwrap_or(""),
+            error = %e,
+            "publish failed; job refused"
+        );
         if let Err(forget) = state.store.forget_unpublished(msg.id).await {
-            tracing::warn!(error = %forget, "could not remove unpublished job");
+            tracing::warn!(
+                job_id = %msg.id,
+                queue = %msg.queue,
+                attempt = 1,
+                correlation_id = msg.correlation_id.as_deref().unwrap_or(""),
+                error = %forget,
+                "could not remove unpublished job"
+            );
         }
         return Err(publish_problem(&e, q.max_length.is_some()));
     }
@@ -271,10 +278,24 @@ async fn publish_new(
         && let Err(e) = state.store.mark_accepted(msg.id).await
     {
         // The job is on the broker and will run; only replays of its key wait longer.
-        tracing::warn!(error = %e, "could not mark keyed job accepted");
+        tracing::warn!(
+            job_id = %msg.id,
+            queue = %msg.queue,
+            attempt = 1,
+            correlation_id = msg.correlation_id.as_deref().unwrap_or(""),
+            error = %e,
+            "could not mark keyed job accepted"
+        );
     }
     crate::telemetry::count(crate::telemetry::JOBS_ACCEPTED, &msg.queue);
-    tracing::debug!(delay_ms = delay.as_millis() as u64, "job accepted");
+    tracing::debug!(
+        job_id = %msg.id,
+        queue = %msg.queue,
+        attempt = 1,
+        correlation_id = msg.correlation_id.as_deref().unwrap_or(""),
+        delay_ms = delay.as_millis() as u64,
+        "job accepted"
+    );
     Ok(Accepted {
         record: JobRecord {
             id: msg.id,
@@ -457,7 +478,6 @@ async fn replay(
 
 /// Maps a failed publish to 429 (queue full) or 503 (broker trouble); never a 202.
 fn publish_problem(e: &Error, has_max_length: bool) -> Problem {
-    tracing::warn!(error = %e, "publish failed; job refused");
     match e.kind() {
         ErrorKind::Nacked { queue } if has_max_length => Problem::new(
             StatusCode::TOO_MANY_REQUESTS,

@@ -31,12 +31,21 @@ use crate::error::{Error, Result};
 /// one transaction, in arrival order, each with its own answer. One commit and one hand-off to
 /// SQLite's thread per batch instead of per job; a claim stays atomic (each is one conditional
 /// `UPDATE` inside the writer's transaction, and there is one writer).
+///
+/// Every writer that batches (the two group commits and [`Store::insert_many`]) writes on one
+/// dedicated connection, taking turns on its lock (FIFO) instead of meeting at SQLite's write
+/// lock, whose busy handler sleeps 1, 2, 5… ms between tries; one connection also keeps its
+/// page cache valid between batches. Reads and the rarer single writes use the pool.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    writer: Writer,
     inserts: mpsc::Sender<(NewJob, oneshot::Sender<Result<Inserted>>)>,
     worker_writes: mpsc::Sender<WorkerWrite>,
 }
+
+/// The dedicated writer connection (see [`SqliteStore`]).
+type Writer = Arc<tokio::sync::Mutex<SqliteConnection>>;
 
 /// A worker's write, queued for the worker-write group commit (see [`SqliteStore`]).
 #[derive(Debug)]
@@ -103,15 +112,16 @@ impl SqliteStore {
             .when(|e| e.locked)
             .await
             .map_err(|e| Error::store(e.message))?;
+        let writer: Writer = Arc::new(tokio::sync::Mutex::new(
+            pool.acquire().await.map_err(Error::from)?.detach(),
+        ));
         let (inserts, queued) = mpsc::channel(4 * GROUP_COMMIT_MAX);
-        // The two writers take turns (FIFO) instead of meeting at SQLite's write lock, whose
-        // busy handler sleeps 1, 2, 5… ms between tries: that sleep was the intake's p99.
-        let write_turn = Arc::new(tokio::sync::Mutex::new(()));
-        tokio::spawn(group_commit(pool.clone(), queued, write_turn.clone()));
+        tokio::spawn(group_commit(writer.clone(), queued));
         let (worker_writes, writes) = mpsc::channel(4 * GROUP_COMMIT_MAX);
-        tokio::spawn(worker_writer(pool.clone(), writes, write_turn));
+        tokio::spawn(worker_writer(writer.clone(), writes));
         Ok(Self {
             pool,
+            writer,
             inserts,
             worker_writes,
         })
@@ -150,6 +160,9 @@ async fn open_and_migrate(
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(5))
+        // An embedded file has no connection to lose; sqlx's ping before each acquire is
+        // only one more round trip to the connection's thread.
+        .test_before_acquire(false)
         .connect_with(options)
         .await
         .map_err(|e| OpenError {
@@ -172,20 +185,16 @@ async fn open_and_migrate(
 
 /// The group-commit writer (see [`SqliteStore`]); ends when every store handle is dropped.
 async fn group_commit(
-    pool: SqlitePool,
+    writer: Writer,
     mut queued: mpsc::Receiver<(NewJob, oneshot::Sender<Result<Inserted>>)>,
-    write_turn: Arc<tokio::sync::Mutex<()>>,
 ) {
     let mut batch = Vec::with_capacity(GROUP_COMMIT_MAX);
     while queued.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
-        let _turn = write_turn.lock().await;
+        let mut conn = writer.lock().await;
         let (jobs, replies): (Vec<NewJob>, Vec<_>) = batch.drain(..).unzip();
         metrics::histogram!(crate::telemetry::STORE_WRITE_BATCH, "writer" => "intake")
             .record(jobs.len() as f64);
-        let inserted = match pool.acquire().await {
-            Ok(mut conn) => insert_rows_or_find(&mut conn, &jobs).await,
-            Err(e) => Err(e.into()),
-        };
+        let inserted = insert_rows_or_find(&mut conn, &jobs).await;
         match inserted {
             Ok(answers) => {
                 for (reply, answer) in replies.into_iter().zip(answers) {
@@ -196,7 +205,7 @@ async fn group_commit(
             Err(e) if jobs.len() > 1 => {
                 tracing::debug!(error = %e, jobs = jobs.len(), "group insert failed; inserting one by one");
                 for (job, reply) in jobs.iter().zip(replies) {
-                    let _ = reply.send(insert_one(&pool, job).await);
+                    let _ = reply.send(insert_one(&mut conn, job).await);
                 }
             }
             Err(e) => {
@@ -209,10 +218,9 @@ async fn group_commit(
 }
 
 /// Inserts one job with an autocommit statement (see [`Store::insert`]).
-async fn insert_one(pool: &SqlitePool, job: &NewJob) -> Result<Inserted> {
-    let mut conn = pool.acquire().await?;
+async fn insert_one(conn: &mut SqliteConnection, job: &NewJob) -> Result<Inserted> {
     loop {
-        if let Some(inserted) = insert_on(&mut conn, job).await? {
+        if let Some(inserted) = insert_on(conn, job).await? {
             return Ok(inserted);
         }
     }
@@ -369,17 +377,13 @@ fn writer_gone() -> Error {
 
 /// The worker-write group commit (see [`SqliteStore`]); ends when every store handle is
 /// dropped.
-async fn worker_writer(
-    pool: SqlitePool,
-    mut queued: mpsc::Receiver<WorkerWrite>,
-    write_turn: Arc<tokio::sync::Mutex<()>>,
-) {
+async fn worker_writer(writer: Writer, mut queued: mpsc::Receiver<WorkerWrite>) {
     let mut batch = Vec::with_capacity(GROUP_COMMIT_MAX);
     while queued.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
-        let _turn = write_turn.lock().await;
+        let mut conn = writer.lock().await;
         metrics::histogram!(crate::telemetry::STORE_WRITE_BATCH, "writer" => "worker")
             .record(batch.len() as f64);
-        let mut tx = match pool.begin().await {
+        let mut tx = match sqlx::Connection::begin(&mut *conn).await {
             Ok(tx) => tx,
             Err(e) => {
                 let msg = e.to_string();
@@ -646,7 +650,8 @@ impl Store for SqliteStore {
     }
 
     async fn insert_many(&self, jobs: &[NewJob]) -> Result<Vec<Inserted>> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.writer.lock().await;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         let out = insert_rows_or_find(&mut tx, jobs).await?;
         tx.commit().await?;
         Ok(out)
