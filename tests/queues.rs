@@ -4,50 +4,11 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Raw, Setup};
+use common::{Raw, Setup, queue_entry as entry, wait_queue_entry as wait_entry};
 use serde_json::{Value, json};
 use warren::workers::{Outcome, handler_fn};
-
-/// The management API samples statistics every 5 s by default: unacked counts lag that much.
-const STATS_LAG: Duration = Duration::from_secs(20);
-
-/// `GET /v1/queues`'s entry for `queue`.
-async fn entry(w: &common::TestWarren, queue: &str) -> (Value, Value) {
-    let resp = w
-        .http
-        .get(format!("{}/v1/queues", w.base))
-        .send()
-        .await
-        .expect("GET /v1/queues");
-    assert_eq!(resp.status(), 200);
-    let all: Value = resp.json().await.expect("json");
-    let e = all["queues"]
-        .as_array()
-        .expect("queues")
-        .iter()
-        .find(|e| e["queue"] == queue)
-        .unwrap_or_else(|| panic!("{queue} missing from {all}"))
-        .clone();
-    (e, all)
-}
-
-/// Polls `GET /v1/queues` until `queue`'s entry satisfies `pred`.
-async fn wait_entry(w: &common::TestWarren, queue: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + STATS_LAG;
-    loop {
-        let (e, all) = entry(w, queue).await;
-        if pred(&e) {
-            return e;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{queue} not as expected within {STATS_LAG:?}: {all}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test]
 async fn ready_and_dead_counts_match_what_is_in_the_queues_over_http_and_the_cli() {

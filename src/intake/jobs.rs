@@ -245,6 +245,19 @@ async fn publish_new(
         idempotency_key: new.idempotency_key,
         payload,
     };
+    // A line about this job, with the fields every such line carries.
+    macro_rules! job_event {
+        ($level:expr, $($rest:tt)+) => {
+            tracing::event!(
+                $level,
+                job_id = %msg.id,
+                queue = %msg.queue,
+                attempt = 1,
+                correlation_id = msg.correlation_id.as_deref().unwrap_or(""),
+                $($rest)+
+            )
+        };
+    }
     if let Err(e) = crate::delay::publish(
         &state.publisher,
         &msg.queue,
@@ -254,23 +267,9 @@ async fn publish_new(
     )
     .await
     {
-        tracing::warn!(
-            job_id = %msg.id,
-            queue = %msg.queue,
-            attempt = 1,
-            correlation_id = msg.correlation_id.as_deref().unwrap_or(""),
-            error = %e,
-            "publish failed; job refused"
-        );
+        job_event!(tracing::Level::WARN, error = %e, "publish failed; job refused");
         if let Err(forget) = state.store.forget_unpublished(msg.id).await {
-            tracing::warn!(
-                job_id = %msg.id,
-                queue = %msg.queue,
-                attempt = 1,
-                correlation_id = msg.correlation_id.as_deref().unwrap_or(""),
-                error = %forget,
-                "could not remove unpublished job"
-            );
+            job_event!(tracing::Level::WARN, error = %forget, "could not remove unpublished job");
         }
         return Err(publish_problem(&e, q.max_length.is_some()));
     }
@@ -278,21 +277,11 @@ async fn publish_new(
         && let Err(e) = state.store.mark_accepted(msg.id).await
     {
         // The job is on the broker and will run; only replays of its key wait longer.
-        tracing::warn!(
-            job_id = %msg.id,
-            queue = %msg.queue,
-            attempt = 1,
-            correlation_id = msg.correlation_id.as_deref().unwrap_or(""),
-            error = %e,
-            "could not mark keyed job accepted"
-        );
+        job_event!(tracing::Level::WARN, error = %e, "could not mark keyed job accepted");
     }
     crate::telemetry::count(crate::telemetry::JOBS_ACCEPTED, &msg.queue);
-    tracing::debug!(
-        job_id = %msg.id,
-        queue = %msg.queue,
-        attempt = 1,
-        correlation_id = msg.correlation_id.as_deref().unwrap_or(""),
+    job_event!(
+        tracing::Level::DEBUG,
         delay_ms = delay.as_millis() as u64,
         "job accepted"
     );

@@ -621,3 +621,43 @@ pub async fn accepted_id(resp: reqwest::Response) -> String {
     let body: Value = resp.json().await.expect("json body");
     body["id"].as_str().expect("id").to_owned()
 }
+
+/// The management API samples statistics every 5 s by default
+/// (`collect_statistics_interval`): unacked counts lag that much.
+pub const STATS_LAG: Duration = Duration::from_secs(20);
+
+/// `GET /v1/queues`'s entry for `queue`, and the whole answer.
+pub async fn queue_entry(w: &TestWarren, queue: &str) -> (Value, Value) {
+    let resp = w
+        .http
+        .get(format!("{}/v1/queues", w.base))
+        .send()
+        .await
+        .expect("GET /v1/queues");
+    assert_eq!(resp.status(), 200);
+    let all: Value = resp.json().await.expect("json");
+    let e = all["queues"]
+        .as_array()
+        .expect("queues")
+        .iter()
+        .find(|e| e["queue"] == queue)
+        .unwrap_or_else(|| panic!("{queue} missing from {all}"))
+        .clone();
+    (e, all)
+}
+
+/// Polls `GET /v1/queues` until `queue`'s entry satisfies `pred` (within [`STATS_LAG`]).
+pub async fn wait_queue_entry(w: &TestWarren, queue: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + STATS_LAG;
+    loop {
+        let (e, all) = queue_entry(w, queue).await;
+        if pred(&e) {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{queue} not as expected within {STATS_LAG:?}: {all}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
