@@ -101,6 +101,8 @@ async fn run(channel: Channel, mut rx: mpsc::UnboundedReceiver<Msg>) {
     // Deliveries not yet settled on the wire, by tag: `None` while their job decides.
     let mut open: BTreeMap<u64, Option<Settle>> = BTreeMap::new();
     let mut batch = Vec::with_capacity(256);
+    // Settles that could not be sent (the channel closed): reported once, at the end.
+    let mut unsent = 0usize;
     while rx.recv_many(&mut batch, 1024).await > 0 {
         for msg in batch.drain(..) {
             match msg {
@@ -115,8 +117,20 @@ async fn run(channel: Channel, mut rx: mpsc::UnboundedReceiver<Msg>) {
             }
         }
         for (tag, how, multiple) in plan(&mut open) {
-            send(&channel, tag, how, multiple).await;
+            if unsent > 0 || !channel.status().connected() {
+                unsent += 1;
+            } else if let Err(e) = send(&channel, tag, how, multiple).await {
+                warn!(error = %e, delivery_tag = tag, "cannot settle a delivery");
+                unsent += 1;
+            }
         }
+    }
+    if unsent > 0 {
+        warn!(
+            settles = unsent,
+            "the channel closed before some deliveries were settled; the broker redelivers \
+             them and a job already finished is skipped, not run again"
+        );
     }
 }
 
@@ -150,8 +164,8 @@ fn plan(open: &mut BTreeMap<u64, Option<Settle>>) -> Vec<(u64, Settle, bool)> {
     out
 }
 
-async fn send(channel: &Channel, tag: u64, how: Settle, multiple: bool) {
-    let res = match how {
+async fn send(channel: &Channel, tag: u64, how: Settle, multiple: bool) -> lapin::Result<()> {
+    match how {
         Settle::Ack => channel.basic_ack(tag, BasicAckOptions { multiple }).await,
         Settle::Requeue => {
             channel
@@ -164,9 +178,6 @@ async fn send(channel: &Channel, tag: u64, how: Settle, multiple: bool) {
                 )
                 .await
         }
-    };
-    if let Err(e) = res {
-        warn!(error = %e, delivery_tag = tag, "cannot settle a delivery; the broker redelivers it and a finished job is skipped");
     }
 }
 
