@@ -259,9 +259,14 @@ async fn insert_rows_or_find(
     Ok(out)
 }
 
-/// One multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING id`: the ids of the jobs inserted
-/// (a job whose idempotency key is taken is not).
+/// One multi-row `INSERT … ON CONFLICT DO NOTHING`: the ids of the jobs inserted (a job whose
+/// idempotency key is taken is not).
+///
+/// Without idempotency keys in `jobs` only a fresh UUIDv7 could conflict, so the statement
+/// runs without `RETURNING` (one answer instead of a row per job through sqlx's row channel)
+/// and its row count says all went in; should it not, the ids present are read back.
 async fn insert_rows(conn: &mut SqliteConnection, jobs: &[NewJob]) -> Result<HashSet<Uuid>> {
+    let keyless = jobs.iter().all(|j| j.idempotency_key.is_none());
     let mut sql = String::with_capacity(200 + 40 * jobs.len());
     sql.push_str(
         "INSERT INTO jobs (id, queue, status, max_attempts, correlation_id, idempotency_key, \
@@ -273,7 +278,10 @@ async fn insert_rows(conn: &mut SqliteConnection, jobs: &[NewJob]) -> Result<Has
         }
         sql.push_str("(?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)");
     }
-    sql.push_str(" ON CONFLICT DO NOTHING RETURNING id");
+    sql.push_str(" ON CONFLICT DO NOTHING");
+    if !keyless {
+        sql.push_str(" RETURNING id");
+    }
     let mut query = sqlx::query(&sql);
     for job in jobs {
         query = query
@@ -287,13 +295,35 @@ async fn insert_rows(conn: &mut SqliteConnection, jobs: &[NewJob]) -> Result<Has
             .bind(job.created_at)
             .bind(job.next_attempt_at);
     }
-    let rows = query.fetch_all(&mut *conn).await?;
+    if keyless {
+        let inserted = query.execute(&mut *conn).await?.rows_affected();
+        if usize::try_from(inserted).is_ok_and(|n| n == jobs.len()) {
+            return Ok(jobs.iter().map(|j| j.id).collect());
+        }
+        return present_ids(conn, jobs).await;
+    }
+    ids(&query.fetch_all(&mut *conn).await?)
+}
+
+/// The `id` column of `rows`, parsed.
+fn ids(rows: &[SqliteRow]) -> Result<HashSet<Uuid>> {
     rows.iter()
         .map(|row| {
             let id: String = row.try_get("id")?;
             Uuid::parse_str(&id).map_err(Error::store)
         })
         .collect()
+}
+
+/// Which of `jobs` have a row (by id).
+async fn present_ids(conn: &mut SqliteConnection, jobs: &[NewJob]) -> Result<HashSet<Uuid>> {
+    let marks = vec!["?"; jobs.len()].join(", ");
+    let sql = format!("SELECT id FROM jobs WHERE id IN ({marks})");
+    let mut query = sqlx::query(&sql);
+    for job in jobs {
+        query = query.bind(job.id.to_string());
+    }
+    ids(&query.fetch_all(&mut *conn).await?)
 }
 
 fn to_u32(v: i64) -> u32 {
@@ -1100,6 +1130,25 @@ mod tests {
             );
         }
         assert!(s.get(repeat.id).await.expect("get").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_keyless_batch_whose_row_count_falls_short_reads_back_which_rows_exist() {
+        let (_d, s) = store().await;
+        let stored = new_job(Uuid::now_v7());
+        s.insert(&stored).await.expect("insert");
+        // The same id again (only a repeated UUIDv7 can conflict without keys): the
+        // statement inserts one row of two, and the answer comes from the rows present.
+        let fresh = new_job(Uuid::now_v7());
+        let answers = s
+            .insert_many(&[stored.clone(), fresh.clone()])
+            .await
+            .expect("insert_many");
+        assert_eq!(answers, vec![Inserted::New, Inserted::New]);
+        assert_eq!(
+            s.get(fresh.id).await.expect("get").expect("row").status,
+            JobStatus::Queued
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
