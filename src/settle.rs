@@ -153,14 +153,14 @@ fn plan(open: &mut BTreeMap<u64, Option<Settle>>) -> Vec<(u64, Settle, bool)> {
     if let Some(t) = acks_to {
         out.push((t, Settle::Ack, true));
     }
-    let behind: Vec<(u64, Settle)> = open
-        .iter()
-        .filter_map(|(t, how)| how.map(|h| (*t, h)))
-        .collect();
-    for (tag, how) in behind {
-        open.remove(&tag);
-        out.push((tag, how, false));
-    }
+    // Behind the undecided oldest one: each decided delivery on its own.
+    open.retain(|&tag, how| match *how {
+        Some(how) => {
+            out.push((tag, how, false));
+            false
+        }
+        None => true,
+    });
     out
 }
 

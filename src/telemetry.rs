@@ -138,17 +138,20 @@ fn describe() {
     }
 }
 
+/// The per-queue job counters, each labelled `queue`.
+const QUEUE_COUNTERS: [&str; 6] = [
+    JOBS_ACCEPTED,
+    JOBS_PUBLISHED,
+    JOBS_SUCCEEDED,
+    JOBS_RETRIED,
+    JOBS_DEAD_LETTERED,
+    DUPLICATES_SKIPPED,
+];
+
 /// Registers `queue`'s counters and gauge at 0, so dashboards see every configured queue
 /// before its first job.
 pub(crate) fn register_queue(queue: &str) {
-    for name in [
-        JOBS_ACCEPTED,
-        JOBS_PUBLISHED,
-        JOBS_SUCCEEDED,
-        JOBS_RETRIED,
-        JOBS_DEAD_LETTERED,
-        DUPLICATES_SKIPPED,
-    ] {
+    for name in QUEUE_COUNTERS {
         counter!(name, "queue" => queue.to_owned()).increment(0);
     }
     gauge!(JOBS_IN_FLIGHT, "queue" => queue.to_owned()).increment(0.0);
@@ -191,15 +194,7 @@ mod tests {
             );
             assert!(!help.is_empty());
         }
-        let counters = [
-            JOBS_ACCEPTED,
-            JOBS_PUBLISHED,
-            JOBS_SUCCEEDED,
-            JOBS_RETRIED,
-            JOBS_DEAD_LETTERED,
-            DUPLICATES_SKIPPED,
-        ];
-        assert!(counters.iter().all(|c| c.ends_with("_total")));
+        assert!(QUEUE_COUNTERS.iter().all(|c| c.ends_with("_total")));
     }
 
     #[test]

@@ -8,18 +8,6 @@ use common::{Raw, Setup};
 use serde_json::{Value, json};
 use warren::Role;
 
-async fn rows_in_store(dir: &std::path::Path) -> i64 {
-    use sqlx::Connection as _;
-    let url = format!("sqlite://{}", dir.join("warren.db").display());
-    let mut conn = sqlx::SqliteConnection::connect(&url)
-        .await
-        .expect("open store");
-    sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
-        .fetch_one(&mut conn)
-        .await
-        .expect("count")
-}
-
 async fn post_batch(w: &common::TestWarren, alias: &str, body: &Value) -> reqwest::Response {
     w.http
         .post(format!("{}/v1/queues/{}/jobs/batch", w.base, w.q(alias)))
@@ -85,7 +73,7 @@ async fn a_mixed_batch_gets_one_result_per_item_and_publishes_only_the_valid_one
     }
     let raw = Raw::connect().await;
     assert_eq!(raw.depth(&w.q("in")).await, Some(3), "only the valid jobs");
-    assert_eq!(rows_in_store(w.dir()).await, 3);
+    assert_eq!(w.stored_jobs().await, 3);
 
     // The keyed job is on the broker with its key; a single POST with that key replays it.
     let single = w
@@ -136,7 +124,7 @@ async fn oversized_and_empty_batches_are_refused_whole() {
 
     let raw = Raw::connect().await;
     assert_eq!(raw.depth(&w.q("in")).await, Some(0), "nothing published");
-    assert_eq!(rows_in_store(w.dir()).await, 0);
+    assert_eq!(w.stored_jobs().await, 0);
 
     // Exactly the limit is fine.
     let jobs: Vec<Value> = (0..1000).map(|i| json!({ "payload": i })).collect();
@@ -186,10 +174,6 @@ async fn broker_down_refuses_every_item_with_503_and_keeps_nothing() {
         assert_eq!(r["problem"]["type"], "/problems/unavailable");
         assert!(r.get("job").is_none());
     }
-    assert_eq!(
-        rows_in_store(w.dir()).await,
-        0,
-        "refused jobs leave no status row"
-    );
+    assert_eq!(w.stored_jobs().await, 0, "refused jobs leave no status row");
     w.stop().await.expect("clean stop");
 }
