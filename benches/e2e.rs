@@ -40,9 +40,6 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
@@ -64,7 +61,9 @@ struct Params {
     raw_channels: usize,
     /// Prefetch (P) of the raw consumer and of warren's bench queues.
     prefetch: usize,
-    /// Concurrent keep-alive HTTP clients (C).
+    /// Concurrent keep-alive HTTP clients (C). 256, the raw publisher's `W`: closed-loop
+    /// clients keep C jobs in flight, so C = W gives warren and the baseline the same depth of
+    /// pipeline to the broker (at C = 64 the broker spent 62 µs per job against 40 at 256).
     clients: usize,
     /// Jobs through the single POST in the intake phase.
     intake_n: usize,
@@ -108,7 +107,7 @@ impl Params {
             inflight: env_usize("BENCH_INFLIGHT", 256).max(1),
             raw_channels: env_usize("BENCH_RAW_CHANNELS", 4).max(1),
             prefetch: env_usize("BENCH_PREFETCH", 256).clamp(1, 65_535),
-            clients: env_usize("BENCH_CLIENTS", 64).max(1),
+            clients: env_usize("BENCH_CLIENTS", 256).max(1),
             intake_n: env_usize("BENCH_INTAKE_N", 30_000),
             batch_n: env_usize("BENCH_BATCH_N", 70_000),
             batch_size: env_usize("BENCH_BATCH_SIZE", 500).clamp(1, 1000),
@@ -643,49 +642,98 @@ fn signal(pid: u32, sig: &str) {
 
 // ---------------------------------------------------------------------------------------
 // A lean HTTP/1.1 keep-alive client (one connection per client task).
+//
+// The load generator shares the 2 cores with warren and the broker, so every µs it spends is
+// taken from them. Each client task owns its socket and writes the request and reads the
+// answer in place (`httparse` reads the head): no connection task to hand each request to and
+// each answer back from, as a `hyper` client connection has (the client's CPU per single POST
+// went from 23-25 to 16-18 µs; BENCHMARKS.md).
 
-type Conn = SendRequest<Full<Bytes>>;
+/// One keep-alive connection to warren.
+struct Conn {
+    stream: tokio::net::TcpStream,
+    /// Bytes read and not yet consumed.
+    buf: bytes::BytesMut,
+    /// The request being written (reused).
+    out: Vec<u8>,
+}
 
 async fn connect(addr: SocketAddr) -> Result<Conn, String> {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    Ok(sender)
+    Ok(Conn {
+        stream,
+        buf: bytes::BytesMut::with_capacity(16 * 1024),
+        out: Vec::with_capacity(1024),
+    })
 }
 
-async fn send(conn: &mut Conn, req: hyper::Request<Full<Bytes>>) -> Result<(u16, Bytes), String> {
-    conn.ready().await.map_err(|e| e.to_string())?;
-    let resp = conn.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
+/// Sends one request and reads its answer: `(status, body)`. Answers must carry a
+/// `Content-Length` (warren's do); anything else is an error.
+async fn send(
+    conn: &mut Conn,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<(u16, Bytes), String> {
+    use std::io::Write as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    conn.out.clear();
+    write!(
+        conn.out,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .map_err(|e| e.to_string())?;
+    conn.out.extend_from_slice(body);
+    conn.stream
+        .write_all(&conn.out)
         .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((status, body))
+        .map_err(|e| e.to_string())?;
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut head = httparse::Response::new(&mut headers);
+        if let httparse::Status::Complete(head_len) = head
+            .parse(&conn.buf)
+            .map_err(|e| format!("bad answer: {e}"))?
+        {
+            let status = head.code.unwrap_or(0);
+            let mut length = None;
+            for h in head.headers.iter() {
+                if h.name.eq_ignore_ascii_case("content-length") {
+                    length = std::str::from_utf8(h.value)
+                        .ok()
+                        .and_then(|v| v.trim().parse::<usize>().ok());
+                } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                    return Err("the bench client reads Content-Length answers only".to_owned());
+                }
+            }
+            let length = length.ok_or("an answer without Content-Length")?;
+            if conn.buf.len() >= head_len + length {
+                let mut answer = conn.buf.split_to(head_len + length);
+                return Ok((status, answer.split_off(head_len).freeze()));
+            }
+        }
+        if conn
+            .stream
+            .read_buf(&mut conn.buf)
+            .await
+            .map_err(|e| e.to_string())?
+            == 0
+        {
+            return Err("warren closed the connection".to_owned());
+        }
+    }
 }
 
 async fn post(conn: &mut Conn, path: &str, body: Bytes) -> Result<(u16, Bytes), String> {
-    let req = hyper::Request::post(path)
-        .header(hyper::header::HOST, "127.0.0.1")
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body))
-        .map_err(|e| e.to_string())?;
-    send(conn, req).await
+    send(conn, "POST", path, &body).await
 }
 
 async fn get(conn: &mut Conn, path: &str) -> Result<(u16, Bytes), String> {
-    let req = hyper::Request::get(path)
-        .header(hyper::header::HOST, "127.0.0.1")
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| e.to_string())?;
-    send(conn, req).await
+    send(conn, "GET", path, &[]).await
 }
 
 #[derive(Deserialize)]

@@ -6,6 +6,8 @@
 //! (`/v1/queues/{queue}/dead…`) and `DELETE /v1/jobs/{id}` need `admin`; every other route
 //! needs a `jobs` or `admin` token. With no tokens configured every route is open.
 
+use std::sync::Arc;
+
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -28,7 +30,7 @@ pub(super) fn required_scope(method: &Method, route: &str) -> Option<Scope> {
 /// bearer token and 403 when the token's scope is not enough, both as problem+json with a
 /// `WWW-Authenticate` challenge (RFC 6750 §3).
 pub(super) async fn require(
-    State(state): State<IntakeState>,
+    State(state): State<Arc<IntakeState>>,
     route: Option<MatchedPath>,
     req: Request,
     next: Next,

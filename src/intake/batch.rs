@@ -7,6 +7,8 @@
 //! the valid items' rows are stored in one transaction, then all their messages are published
 //! and their confirms awaited together.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -142,7 +144,7 @@ fn prepare_item(
     )
 )]
 pub(super) async fn post_batch(
-    State(state): State<IntakeState>,
+    State(state): State<Arc<IntakeState>>,
     Path(queue): Path<String>,
     headers: HeaderMap,
     body: Body,

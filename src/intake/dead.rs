@@ -1,6 +1,8 @@
 //! The DLQ over HTTP (admin): peek, requeue and purge under `/v1/queues/{queue}/dead`,
 //! mirroring `warren dlq peek|requeue|purge`.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -82,7 +84,7 @@ pub(super) struct LimitQuery {
     )
 )]
 pub(super) async fn peek(
-    State(state): State<IntakeState>,
+    State(state): State<Arc<IntakeState>>,
     Path(queue): Path<String>,
     Query(q): Query<LimitQuery>,
 ) -> Result<Json<Value>, Problem> {
@@ -138,7 +140,7 @@ pub(super) struct RequeueRequest {
     )
 )]
 pub(super) async fn requeue(
-    State(state): State<IntakeState>,
+    State(state): State<Arc<IntakeState>>,
     Path(queue): Path<String>,
     body: Option<Json<RequeueRequest>>,
 ) -> Result<Json<Value>, Problem> {
@@ -186,7 +188,7 @@ pub(super) async fn requeue(
     )
 )]
 pub(super) async fn purge(
-    State(state): State<IntakeState>,
+    State(state): State<Arc<IntakeState>>,
     Path(queue): Path<String>,
     Query(q): Query<LimitQuery>,
 ) -> Result<Json<Value>, Problem> {

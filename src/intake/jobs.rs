@@ -1,5 +1,7 @@
 //! `POST /v1/queues/{queue}/jobs` and `GET /v1/jobs/{id}`.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -337,7 +339,7 @@ async fn publish_new(
     )
 )]
 pub(super) async fn post_job(
-    State(state): State<IntakeState>,
+    State(state): State<Arc<IntakeState>>,
     Path(queue): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -506,7 +508,7 @@ fn unknown_job(id: &str) -> Problem {
     )
 )]
 pub(super) async fn get_job(
-    State(state): State<IntakeState>,
+    State(state): State<Arc<IntakeState>>,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, Problem> {
     let not_found = || unknown_job(&id);
@@ -537,7 +539,7 @@ pub(super) async fn get_job(
     )
 )]
 pub(super) async fn cancel_job(
-    State(state): State<IntakeState>,
+    State(state): State<Arc<IntakeState>>,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, Problem> {
     let not_found = || unknown_job(&id);

@@ -1,5 +1,7 @@
 //! Operator endpoints: `GET /v1/queues` (the queue overview) and `GET /metrics` (Prometheus).
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -23,7 +25,7 @@ use crate::overview::Overview;
     )
 )]
 pub(super) async fn list_queues(
-    State(state): State<IntakeState>,
+    State(state): State<Arc<IntakeState>>,
 ) -> Result<Json<Overview>, Problem> {
     crate::overview::overview(&state.config, state.publisher.broker(), &state.store)
         .await
