@@ -36,12 +36,20 @@ use crate::error::{Error, Result};
 /// dedicated connection, taking turns on its lock (FIFO) instead of meeting at SQLite's write
 /// lock, whose busy handler sleeps 1, 2, 5… ms between tries; one connection also keeps its
 /// page cache valid between batches. Reads and the rarer single writes use the pool.
+///
+/// WAL checkpoints (copying committed pages into the database file, with an fsync) run on a
+/// pool connection every [`CHECKPOINT_EVERY`], never inside a commit: SQLite's automatic
+/// checkpoint would run one in whichever commit crosses 1,000 WAL pages and hold every request
+/// of that batch for the fsync (it was the POST→202 p99 tail in BENCHMARKS.md). A passive
+/// checkpoint does not block the writer (<https://sqlite.org/wal.html#ckpt>).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
     writer: Writer,
     inserts: mpsc::Sender<(NewJob, oneshot::Sender<Result<Inserted>>)>,
     worker_writes: mpsc::Sender<WorkerWrite>,
+    /// Stops the checkpoint task when the last clone of the store is dropped.
+    _checkpoints: Arc<tokio_util::sync::DropGuard>,
 }
 
 /// The dedicated writer connection (see [`SqliteStore`]).
@@ -96,7 +104,9 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(Duration::from_secs(5))
+            // Checkpoints run in the background (see `checkpoints`), not inside a commit.
+            .pragma("wal_autocheckpoint", "0");
         // Processes started together (an intake and a worker on one file) meet at the first
         // connection's switch to WAL, where SQLite answers "database is locked" without
         // waiting for its busy timeout, and at the migrations, which sqlx does not lock on
@@ -119,11 +129,14 @@ impl SqliteStore {
         tokio::spawn(group_commit(writer.clone(), queued));
         let (worker_writes, writes) = mpsc::channel(4 * GROUP_COMMIT_MAX);
         tokio::spawn(worker_writer(writer.clone(), writes));
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(checkpoints(pool.clone(), stop.clone()));
         Ok(Self {
             pool,
             writer,
             inserts,
             worker_writes,
+            _checkpoints: Arc::new(stop.drop_guard()),
         })
     }
 }
@@ -213,6 +226,33 @@ async fn group_commit(
                     let _ = reply.send(Err(e));
                 }
             }
+        }
+    }
+}
+
+/// How often the background task checkpoints the WAL (see [`SqliteStore`]).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// Checkpoints the WAL every [`CHECKPOINT_EVERY`] (`PRAGMA wal_checkpoint(PASSIVE)`,
+/// <https://sqlite.org/pragma.html#pragma_wal_checkpoint>) until `stop` is cancelled or the
+/// pool closes, then once more. A checkpoint that fails (another process's checkpoint holds the
+/// lock, say) is tried again next time.
+async fn checkpoints(pool: SqlitePool, stop: tokio_util::sync::CancellationToken) {
+    loop {
+        let stopping = tokio::select! {
+            () = stop.cancelled() => true,
+            () = tokio::time::sleep(CHECKPOINT_EVERY) => false,
+        };
+        match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            Err(sqlx::Error::PoolClosed) => return,
+            Err(e) => tracing::debug!(error = %e, "WAL checkpoint failed; trying again later"),
+            Ok(_) => {}
+        }
+        if stopping {
+            return;
         }
     }
 }
@@ -886,6 +926,31 @@ mod tests {
                 panic!("{e}");
             }
         }
+    }
+
+    /// Commits never checkpoint (`wal_autocheckpoint = 0`), so rows reach the database file
+    /// only through the background checkpoints; without them the WAL would grow for ever.
+    #[tokio::test]
+    async fn committed_rows_are_checkpointed_into_the_database_file() {
+        let (dir, s) = store().await;
+        let file = dir.path().join("t.db");
+        let size = || std::fs::metadata(&file).map_or(0, |m| m.len());
+        let before = size();
+        let jobs: Vec<NewJob> = (0..2_000).map(|_| new_job(Uuid::now_v7())).collect();
+        s.insert_many(&jobs).await.expect("insert_many");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while size() < before + 100_000 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no checkpoint within 10 s: {before} → {} bytes",
+                size()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            s.get(jobs[1_999].id).await.expect("get").map(|r| r.id),
+            Some(jobs[1_999].id)
+        );
     }
 
     fn new_job(id: Uuid) -> NewJob {
