@@ -10,9 +10,8 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
@@ -146,17 +145,19 @@ fn prepare_item(
 pub(super) async fn post_batch(
     State(state): State<Arc<IntakeState>>,
     Path(queue): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Response, Problem> {
+    // The request's own headers, not the copy a `HeaderMap` extractor would make.
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
     let q = jobs::configured_queue(&state, &queue)?;
-    jobs::require_json(&headers)?;
+    jobs::require_json(headers)?;
     if headers.contains_key("idempotency-key") {
         return Err(Problem::bad_request(
             "a batch takes no Idempotency-Key header; give each job its `idempotency_key`",
         ));
     }
-    let correlation_id = jobs::token_header(&headers, "x-correlation-id")?;
+    let correlation_id = jobs::token_header(headers, "x-correlation-id")?;
     let limit = MAX_BATCH_JOBS
         .saturating_mul(q.max_payload_bytes + jobs::ENVELOPE_SLACK)
         .min(MAX_BATCH_BODY);

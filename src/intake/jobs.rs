@@ -3,8 +3,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -341,11 +340,13 @@ async fn publish_new(
 pub(super) async fn post_job(
     State(state): State<Arc<IntakeState>>,
     Path(queue): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Response, Problem> {
+    // The request's own headers, not the copy a `HeaderMap` extractor would make.
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
     let q = configured_queue(&state, &queue)?;
-    require_json(&headers)?;
+    require_json(headers)?;
     let bytes = axum::body::to_bytes(body, q.max_payload_bytes + ENVELOPE_SLACK)
         .await
         .map_err(|_| too_large(q))?;
@@ -354,8 +355,8 @@ pub(super) async fn post_job(
     let job = prepare(
         q,
         &req,
-        token_header(&headers, "idempotency-key")?,
-        token_header(&headers, "x-correlation-id")?,
+        token_header(headers, "idempotency-key")?,
+        token_header(headers, "x-correlation-id")?,
     )?;
     let inserted = state
         .store
