@@ -1399,8 +1399,9 @@ async fn confirm_shares(addr: SocketAddr, queue: &str) -> Option<String> {
 }
 
 /// Open loop: a request every 1/rate s for `lat_secs`, scheduled by the clock (not by
-/// answers), over enough keep-alive connections; POST→202 counts from the scheduled time, so
-/// a stall is not hidden (no coordinated omission).
+/// answers), over enough keep-alive connections; POST→202 counts from the moment the
+/// dispatcher hands the request over, so waiting for a free connection counts and a stall is
+/// not hidden (no coordinated omission); the dispatcher's own lateness is printed apart.
 async fn latency(
     p: &Params,
     w: &mut Warren,
