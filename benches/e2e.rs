@@ -499,6 +499,23 @@ impl Warren {
     /// `warren <command>` with it, logging to `target/bench/warren-<tag>.log`; returns once
     /// `/readyz` answers 200.
     async fn start(dir: &Path, tag: &str, command: &str, queues: &[&str], prefetch: usize) -> Self {
+        // `BENCH_WARREN_BIN` runs another build (an A/B of two trees in one session).
+        let bin = std::env::var_os("BENCH_WARREN_BIN").map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_warren")),
+            PathBuf::from,
+        );
+        Self::start_bin(&bin, dir, tag, command, queues, prefetch).await
+    }
+
+    /// [`Warren::start`] with the binary `bin`.
+    async fn start_bin(
+        bin: &Path,
+        dir: &Path,
+        tag: &str,
+        command: &str,
+        queues: &[&str],
+        prefetch: usize,
+    ) -> Self {
         let port = free_port();
         let mut toml = format!(
             "[broker]\nurl = \"{}\"\n{}\n[http]\nbind = \"127.0.0.1:{port}\"\n\n[store]\nurl = \"sqlite://warren.db\"\n",
@@ -518,7 +535,7 @@ impl Warren {
         std::fs::create_dir_all(&log_dir).expect("create target/bench");
         let log = std::fs::File::create(log_dir.join(format!("warren-{tag}.log")))
             .expect("create the warren log");
-        let child = Command::new(env!("CARGO_BIN_EXE_warren"))
+        let child = Command::new(bin)
             .arg("--config")
             .arg(&config)
             .arg(command)
@@ -1260,6 +1277,92 @@ async fn phase_intake(p: &Params, dir: &Path, bk: &str, f: &mut Figures) -> usiz
     n1 + n2
 }
 
+/// A/B of two warren builds (`BENCH_PHASES=ab`): `BENCH_WARREN_BIN` (default: this tree's)
+/// and `BENCH_WARREN_BIN_B` both serve, each with its own store and queue, and single-POST
+/// rounds of `BENCH_INTAKE_N` jobs alternate between them (A B, B A, …), so the two rounds of
+/// a pair see the same machine; `BENCH_REPEAT` pairs. Prints each pair's B/A and the median:
+/// on these machines the rate moves ±20 % from minute to minute, far more than most changes
+/// are worth, and only paired rounds show them.
+async fn phase_ab(p: &Params, dir: &Path, conn: &Connection, cleanup: &Cleanup, f: &mut Figures) {
+    let Some(bin_b) = std::env::var_os("BENCH_WARREN_BIN_B").map(PathBuf::from) else {
+        println!("ab: skipped (set BENCH_WARREN_BIN_B to the build to compare)");
+        return;
+    };
+    let bin_a = std::env::var_os("BENCH_WARREN_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_warren")),
+        PathBuf::from,
+    );
+    println!(
+        "ab: A = {}, B = {}; {} pairs of {} single POSTs from C={} clients",
+        bin_a.display(),
+        bin_b.display(),
+        p.repeat,
+        p.intake_n,
+        p.clients
+    );
+    let mut sides = Vec::new();
+    for (tag, bin) in [("ab-a", &bin_a), ("ab-b", &bin_b)] {
+        let q = unique(tag);
+        cleanup.add(&q);
+        cleanup.add(&format!("{q}.dlq"));
+        let d = dir.join(tag);
+        std::fs::create_dir_all(&d).expect("create the A/B store dir");
+        let w = Warren::start_bin(bin, &d, tag, "serve", &[&q], p.prefetch).await;
+        sides.push((w, q, CpuTotals::default(), Vec::new()));
+    }
+    let mut ratios = Vec::new();
+    for pair in 0..p.repeat {
+        let order = if pair % 2 == 0 { [0, 1] } else { [1, 0] };
+        for side in order {
+            wait_quiet().await;
+            let (w, q, cpu_all, rates) = &mut sides[side];
+            let cpu = CpuMeter::start(Some(w.pid));
+            let path = format!("/v1/queues/{q}/jobs");
+            let r = closed_loop(
+                w.addr,
+                &path,
+                single_bodies(p.intake_n),
+                p.clients,
+                single_accepted,
+                1,
+            )
+            .await;
+            cpu.stop(cpu_all, r.accepted);
+            rates.push(r.per_s());
+        }
+        let (a, b) = (sides[0].3[pair], sides[1].3[pair]);
+        ratios.push(b / a);
+        println!(
+            "  pair {}: A {a:.0}, B {b:.0} jobs/s, B/A {:.3}",
+            pair + 1,
+            b / a
+        );
+        // Keep the broker's queues short: every round adds `intake_n` messages.
+        if let Ok(ch) = conn.create_channel().await {
+            for (_, q, _, _) in &sides {
+                let _ = ch.queue_purge(q.as_str().into(), Default::default()).await;
+            }
+            let _ = ch.close(200, "purged".into()).await;
+        }
+    }
+    for (name, (_, _, cpu_all, rates)) in ["A", "B"].iter().zip(&sides) {
+        println!(
+            "  {name}: median {:.0} jobs/s; {}",
+            median(rates.clone()),
+            cpu_all.line()
+        );
+    }
+    let (lo, hi) = ratios
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+    let mid = median(ratios);
+    println!("  ab: median B/A {mid:.3} (pairs {lo:.3} to {hi:.3})");
+    f.note("ab_b_over_a", json!(round(mid, 3)));
+    for (w, _, _, _) in sides {
+        w.stop().await;
+    }
+}
+
 /// Drain: `warren run` empties the backlog in `bk`.
 async fn phase_drain(
     p: &Params,
@@ -1926,6 +2029,9 @@ async fn run(p: &Params, cleanup: &Cleanup) -> Figures {
     }
     if p.runs("e2e") || p.runs("latency") {
         phase_run(p, dir.path(), &conn, cleanup, &mut f).await;
+    }
+    if p.runs("ab") {
+        phase_ab(p, dir.path(), &conn, cleanup, &mut f).await;
     }
     if p.runs("backlog") {
         phase_backlog(p, &conn, cleanup, &mut f).await;
