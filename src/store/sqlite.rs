@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 /// statement is its own transaction: one commit for many rows). Under load many requests share
 /// a statement and a commit and never contend for SQLite's write lock among themselves; alone,
 /// an insert is a batch of one (the writer waits for no timer, only lets the tasks that are
-/// ready run first: `join_ready`).
+/// ready run first: `join_ready`). The worker writes' commit does the same.
 ///
 /// The workers' hot path, [`Store::claim`] and [`Store::succeed`], is group-committed the same
 /// way by a second writer: every claim and success waiting (up to [`GROUP_COMMIT_MAX`]) runs in
@@ -471,6 +471,7 @@ fn writer_gone() -> Error {
 async fn worker_writer(writer: Writer, mut queued: mpsc::Receiver<WorkerWrite>) {
     let mut batch = Vec::with_capacity(GROUP_COMMIT_MAX);
     while queued.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
+        join_ready(&mut queued, &mut batch).await;
         let mut conn = writer.lock().await;
         metrics::histogram!(crate::telemetry::STORE_WRITE_BATCH, "writer" => "worker")
             .record(batch.len() as f64);
@@ -1252,7 +1253,11 @@ mod tests {
         queued.recv_many(&mut batch, GROUP_COMMIT_MAX).await;
         assert_eq!(batch, [0], "only the first write was queued yet");
         join_ready(&mut queued, &mut batch).await;
-        assert_eq!(batch, [0, 1, 2, 3], "the ready tasks' writes join the batch");
+        assert_eq!(
+            batch,
+            [0, 1, 2, 3],
+            "the ready tasks' writes join the batch"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
