@@ -20,10 +20,13 @@
 //! `BENCH_INTAKE_N`, `BENCH_BATCH_N`, `BENCH_BATCH_SIZE`, `BENCH_BATCH_CLIENTS`,
 //! `BENCH_E2E_N`, `BENCH_PUBLISH_CHANNELS` (warren's `broker.publish_channels`), `BENCH_LAT_RATE`, `BENCH_LAT_SECS`, `BENCH_REPEAT` (rounds of each
 //! throughput phase but the drain; the median is reported), `BENCH_PHASES` (a comma list of
-//! `raw,intake,drain,e2e,latency`, plus the long `backlog` and `soak` phases that run only
-//! when named), `BENCH_SOAK_RATE`, `BENCH_SOAK_SECS`, `BENCH_BACKLOG_N`, `BENCH_QUIET_WAIT` (seconds to wait for a quiet machine
-//! before each round, default 120), `BENCH_PERF=1` (record a `perf` profile of the warren
-//! process in each warren phase to `target/bench/perf-<phase>.data`).
+//! `raw,intake,drain,e2e,latency`, plus the long `backlog` and `soak` phases and the `ab`
+//! comparison of two builds, which run only when named), `BENCH_SOAK_RATE`,
+//! `BENCH_SOAK_SECS`, `BENCH_BACKLOG_N`, `BENCH_QUIET_WAIT` (seconds to wait for a quiet
+//! machine before each round, default 120), `BENCH_PERF=1` (record a `perf` profile of the
+//! warren process in each warren phase to `target/bench/perf-<phase>.data`),
+//! `BENCH_WARREN_BIN` (run another `warren` build) and `BENCH_WARREN_BIN_B` (the second
+//! build of `ab`).
 //!
 //! Exits 0 whether targets pass or not: it is a measurement; FAIL rows say what missed.
 
@@ -1285,8 +1288,7 @@ async fn phase_intake(p: &Params, dir: &Path, bk: &str, f: &mut Figures) -> usiz
 /// are worth, and only paired rounds show them.
 async fn phase_ab(p: &Params, dir: &Path, conn: &Connection, cleanup: &Cleanup, f: &mut Figures) {
     let Some(bin_b) = std::env::var_os("BENCH_WARREN_BIN_B").map(PathBuf::from) else {
-        println!("ab: skipped (set BENCH_WARREN_BIN_B to the build to compare)");
-        return;
+        panic!("BENCH_PHASES=ab compares two builds: set BENCH_WARREN_BIN_B to the second");
     };
     let bin_a = std::env::var_os("BENCH_WARREN_BIN").map_or_else(
         || PathBuf::from(env!("CARGO_BIN_EXE_warren")),
