@@ -489,6 +489,15 @@ struct Warren {
     perf: Option<Child>,
 }
 
+/// The `warren` binary the phases run: `BENCH_WARREN_BIN` (another build, e.g. for an A/B of
+/// two trees in one session), else the one cargo built for this bench.
+fn warren_bin() -> PathBuf {
+    std::env::var_os("BENCH_WARREN_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_warren")),
+        PathBuf::from,
+    )
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -502,12 +511,7 @@ impl Warren {
     /// `warren <command>` with it, logging to `target/bench/warren-<tag>.log`; returns once
     /// `/readyz` answers 200.
     async fn start(dir: &Path, tag: &str, command: &str, queues: &[&str], prefetch: usize) -> Self {
-        // `BENCH_WARREN_BIN` runs another build (an A/B of two trees in one session).
-        let bin = std::env::var_os("BENCH_WARREN_BIN").map_or_else(
-            || PathBuf::from(env!("CARGO_BIN_EXE_warren")),
-            PathBuf::from,
-        );
-        Self::start_bin(&bin, dir, tag, command, queues, prefetch).await
+        Self::start_bin(&warren_bin(), dir, tag, command, queues, prefetch).await
     }
 
     /// [`Warren::start`] with the binary `bin`.
@@ -1290,10 +1294,7 @@ async fn phase_ab(p: &Params, dir: &Path, conn: &Connection, cleanup: &Cleanup, 
     let Some(bin_b) = std::env::var_os("BENCH_WARREN_BIN_B").map(PathBuf::from) else {
         panic!("BENCH_PHASES=ab compares two builds: set BENCH_WARREN_BIN_B to the second");
     };
-    let bin_a = std::env::var_os("BENCH_WARREN_BIN").map_or_else(
-        || PathBuf::from(env!("CARGO_BIN_EXE_warren")),
-        PathBuf::from,
-    );
+    let bin_a = warren_bin();
     println!(
         "ab: A = {}, B = {}; {} pairs of {} single POSTs from C={} clients",
         bin_a.display(),
