@@ -416,24 +416,10 @@ fn record(row: &SqliteRow) -> Result<JobRecord> {
 /// Inserts `job` on `conn` (see [`Store::insert`]). `None` when a job with the same key was
 /// there but vanished before it could be read (its publish failed): try again.
 async fn insert_on(conn: &mut SqliteConnection, job: &NewJob) -> Result<Option<Inserted>> {
-    let inserted = sqlx::query(
-        "INSERT INTO jobs (id, queue, status, max_attempts, correlation_id, idempotency_key, \
-         request_hash, accepted, created_at, next_attempt_at) \
-         VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-    )
-    .bind(job.id.to_string())
-    .bind(&job.queue)
-    .bind(i64::from(job.max_attempts))
-    .bind(&job.correlation_id)
-    .bind(&job.idempotency_key)
-    .bind(&job.request_hash)
-    .bind(job.idempotency_key.is_none())
-    .bind(job.created_at)
-    .bind(job.next_attempt_at)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if inserted == 1 {
+    if insert_rows(conn, std::slice::from_ref(job))
+        .await?
+        .contains(&job.id)
+    {
         return Ok(Some(Inserted::New));
     }
     let row = sqlx::query(&format!(
