@@ -1191,6 +1191,24 @@ async fn phase_raw(p: &Params, conn: &Connection, cleanup: &Cleanup, f: &mut Fig
     f.set("raw_e2e_per_s", median(both));
 }
 
+/// One closed-loop round (see [`closed_loop`]) against `w`, started once the machine is quiet;
+/// the CPU it took is added to `cpu_all`.
+async fn measured_round(
+    w: &Warren,
+    path: &str,
+    bodies: Vec<Bytes>,
+    clients: usize,
+    jobs_in: fn(u16, &[u8], usize) -> usize,
+    jobs_per_body: usize,
+    cpu_all: &mut CpuTotals,
+) -> LoadResult {
+    wait_quiet().await;
+    let cpu = CpuMeter::start(Some(w.pid));
+    let r = closed_loop(w.addr, path, bodies, clients, jobs_in, jobs_per_body).await;
+    cpu.stop(cpu_all, r.accepted);
+    r
+}
+
 /// `p.repeat` closed-loop rounds splitting `bodies` (of `jobs_per_body` jobs each) between
 /// them; returns the median rate and the jobs accepted in all.
 #[allow(clippy::too_many_arguments)]
@@ -1218,10 +1236,16 @@ async fn rounds(
         if chunk.is_empty() {
             break;
         }
-        wait_quiet().await;
-        let cpu = CpuMeter::start(Some(w.pid));
-        let r = closed_loop(w.addr, path, chunk, clients, jobs_in, jobs_per_body).await;
-        cpu.stop(&mut cpu_all, r.accepted);
+        let r = measured_round(
+            w,
+            path,
+            chunk,
+            clients,
+            jobs_in,
+            jobs_per_body,
+            &mut cpu_all,
+        )
+        .await;
         report_load(&format!("{name} round {round}"), &r);
         rates.push(r.per_s());
         accepted += r.accepted;
@@ -1317,20 +1341,10 @@ async fn phase_ab(p: &Params, dir: &Path, conn: &Connection, cleanup: &Cleanup, 
     for pair in 0..p.repeat {
         let order = if pair % 2 == 0 { [0, 1] } else { [1, 0] };
         for side in order {
-            wait_quiet().await;
             let (w, q, cpu_all, rates) = &mut sides[side];
-            let cpu = CpuMeter::start(Some(w.pid));
             let path = format!("/v1/queues/{q}/jobs");
-            let r = closed_loop(
-                w.addr,
-                &path,
-                single_bodies(p.intake_n),
-                p.clients,
-                single_accepted,
-                1,
-            )
-            .await;
-            cpu.stop(cpu_all, r.accepted);
+            let bodies = single_bodies(p.intake_n);
+            let r = measured_round(w, &path, bodies, p.clients, single_accepted, 1, cpu_all).await;
             rates.push(r.per_s());
         }
         let (a, b) = (sides[0].3[pair], sides[1].3[pair]);
