@@ -6,7 +6,9 @@
 //! 1. raw baseline: a bare lapin publisher (confirms, `W` in flight) and a bare lapin
 //!    consumer (prefetch `P`, one ack per message), alone and both at once;
 //! 2. intake: `POST /v1/queues/{q}/jobs` from `C` keep-alive clients to `warren serve`, then
-//!    the same through `POST …/jobs/batch`; together they leave a 100,000-job backlog;
+//!    the same through `POST …/jobs/batch`; together they leave a 100,000-job backlog. Each
+//!    intake round is paired with a raw publish round of as many messages run beside it (in
+//!    alternating order), and the intake ratios are the medians of the pairs' ratios;
 //! 3. drain: `warren run` (noop handler, status tracking and claims on) empties that backlog;
 //! 4. end to end: `C` clients POST to `warren run` while its workers run the jobs;
 //! 5. latency: open-loop 1,000 POST/s for 10 s: POST→202 and accepted→started;
@@ -922,16 +924,29 @@ async fn declare_like_warren(conn: &Connection, name: &str, cleanup: &Cleanup) {
 }
 
 /// Publishes `n` persistent, mandatory messages to `queue` with confirms, `inflight` in
-/// flight spread over `channels` channels; panics on a nack or a return.
-async fn raw_publish(conn: &Connection, queue: &str, n: usize, inflight: usize, channels: usize) {
+/// flight spread over `channels` channels; panics on a nack or a return. Returns the time from
+/// the first publish to the last confirm: the channels are opened (and put in confirm mode)
+/// before, as warren's are before its rounds.
+async fn raw_publish(
+    conn: &Connection,
+    queue: &str,
+    n: usize,
+    inflight: usize,
+    channels: usize,
+) -> Duration {
     let next = Arc::new(AtomicUsize::new(0));
     let per_channel = inflight.div_ceil(channels).max(1);
-    let mut tasks = Vec::new();
+    let mut opened = Vec::new();
     for _ in 0..channels {
         let ch = conn.create_channel().await.expect("channel");
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
             .expect("confirm mode");
+        opened.push(ch);
+    }
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for ch in opened {
         let (next, queue) = (next.clone(), queue.to_owned());
         tasks.push(tokio::spawn(async move {
             let mut pending = FuturesUnordered::new();
@@ -973,12 +988,16 @@ async fn raw_publish(conn: &Connection, queue: &str, n: usize, inflight: usize, 
                     None => break,
                 }
             }
+            let done = t.elapsed();
             let _ = ch.close(200, "done".into()).await;
+            done
         }));
     }
-    for t in tasks {
-        t.await.expect("publisher task");
+    let mut elapsed = Duration::ZERO;
+    for task in tasks {
+        elapsed = elapsed.max(task.await.expect("publisher task"));
     }
+    elapsed
 }
 
 /// Consumes and acks (one `basic.ack` per message) `n` messages from `queue` with prefetch
@@ -1104,12 +1123,19 @@ async fn wait_succeeded(
 #[derive(Default)]
 struct Figures {
     values: BTreeMap<&'static str, f64>,
+    /// Per figure measured in rounds paired with a raw baseline: (median ratio, median raw).
+    paired: BTreeMap<&'static str, (f64, f64)>,
     notes: BTreeMap<String, Value>,
 }
 
 impl Figures {
     fn set(&mut self, key: &'static str, v: f64) {
         self.values.insert(key, v);
+    }
+    fn set_paired(&mut self, key: &'static str, paired: Option<(f64, f64)>) {
+        if let Some(pr) = paired {
+            self.paired.insert(key, pr);
+        }
     }
     fn get(&self, key: &str) -> Option<f64> {
         self.values.get(key).copied()
@@ -1148,9 +1174,8 @@ async fn phase_raw(p: &Params, conn: &Connection, cleanup: &Cleanup, f: &mut Fig
         let q = unique("raw");
         declare_like_warren(conn, &q, cleanup).await;
         let cpu = CpuMeter::start(None);
-        let t = Instant::now();
-        raw_publish(conn, &q, p.raw_n, p.inflight, p.raw_channels).await;
-        publish.push(p.raw_n as f64 / t.elapsed().as_secs_f64());
+        let took = raw_publish(conn, &q, p.raw_n, p.inflight, p.raw_channels).await;
+        publish.push(p.raw_n as f64 / took.as_secs_f64());
         cpu.stop(&mut cpu_p, p.raw_n);
 
         let cpu = CpuMeter::start(None);
@@ -1209,8 +1234,56 @@ async fn measured_round(
     r
 }
 
+/// The raw publisher that runs beside each round of the intake phase (see [`rounds`]). It
+/// publishes into a queue of its own, declared like warren's and kept for the whole phase, so
+/// its backlog grows as warren's does and both sides of a pair see the same broker.
+struct Beside<'a> {
+    conn: &'a Connection,
+    queue: String,
+}
+
+impl<'a> Beside<'a> {
+    /// Declares the raw queue.
+    async fn new(conn: &'a Connection, cleanup: &Cleanup) -> Self {
+        let queue = unique("beside");
+        declare_like_warren(conn, &queue, cleanup).await;
+        Self { conn, queue }
+    }
+
+    /// One raw publish round of `n` messages, started once the machine is quiet: msg/s. Its
+    /// CPU is added to `cpu_all`.
+    async fn round(&self, p: &Params, n: usize, cpu_all: &mut CpuTotals) -> f64 {
+        wait_quiet().await;
+        let cpu = CpuMeter::start(None);
+        let took = raw_publish(self.conn, &self.queue, n, p.inflight, p.raw_channels).await;
+        cpu.stop(cpu_all, n);
+        n as f64 / took.as_secs_f64()
+    }
+
+    /// Deletes the raw queue (and its backlog).
+    async fn delete(self) {
+        if let Ok(ch) = self.conn.create_channel().await {
+            let _ = ch
+                .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+            let _ = ch.close(200, "deleted".into()).await;
+        }
+    }
+}
+
+/// What [`rounds`] measured: the median rate, the jobs accepted in all and, with a raw
+/// publisher beside, the median of the rounds' warren/raw ratios and of the raw rates.
+struct Rounds {
+    rate: f64,
+    accepted: usize,
+    paired: Option<(f64, f64)>,
+}
+
 /// `p.repeat` closed-loop rounds splitting `bodies` (of `jobs_per_body` jobs each) between
-/// them; returns the median rate and the jobs accepted in all.
+/// them. With `beside`, each round is paired with a raw publish round of as many messages,
+/// raw first in odd rounds and warren first in even ones, so that both sides of a ratio see
+/// the machine of the same minute (these machines drift ±20 % from one minute to the next,
+/// and the raw phase runs minutes earlier).
 #[allow(clippy::too_many_arguments)]
 async fn rounds(
     p: &Params,
@@ -1221,12 +1294,14 @@ async fn rounds(
     clients: usize,
     jobs_in: fn(u16, &[u8], usize) -> usize,
     jobs_per_body: usize,
+    beside: Option<&Beside<'_>>,
     f: &mut Figures,
-) -> (f64, usize) {
+) -> Rounds {
     let per_round = bodies.len().div_ceil(p.repeat).max(1);
     let mut rates = Vec::new();
+    let (mut raw_rates, mut ratios) = (Vec::new(), Vec::new());
     let mut accepted = 0;
-    let mut cpu_all = CpuTotals::default();
+    let (mut cpu_all, mut cpu_raw) = (CpuTotals::default(), CpuTotals::default());
     if p.perf {
         w.profile(name);
     }
@@ -1235,6 +1310,12 @@ async fn rounds(
         let chunk: Vec<Bytes> = bodies.by_ref().take(per_round).collect();
         if chunk.is_empty() {
             break;
+        }
+        let n = chunk.len() * jobs_per_body;
+        let raw_first = round % 2 == 1;
+        let mut raw = None;
+        if let Some(b) = beside.filter(|_| raw_first) {
+            raw = Some(b.round(p, n, &mut cpu_raw).await);
         }
         let r = measured_round(
             w,
@@ -1246,21 +1327,53 @@ async fn rounds(
             &mut cpu_all,
         )
         .await;
+        if let Some(b) = beside.filter(|_| !raw_first) {
+            raw = Some(b.round(p, n, &mut cpu_raw).await);
+        }
         report_load(&format!("{name} round {round}"), &r);
+        if let Some(raw) = raw {
+            println!(
+                "  {name} round {round}: raw publish beside it {raw:.0} msg/s; ratio {:.3}",
+                r.per_s() / raw
+            );
+            raw_rates.push(raw);
+            ratios.push(r.per_s() / raw);
+        }
         rates.push(r.per_s());
         accepted += r.accepted;
     }
     w.stop_profile();
+    let key = name.replace('-', "_");
     println!("  {name}: {}", cpu_all.line());
-    f.note(&format!("cpu_{}", name.replace('-', "_")), cpu_all.json());
-    f.note(&format!("{}_rounds", name.replace('-', "_")), json!(rates));
-    (median(rates), accepted)
+    f.note(&format!("cpu_{key}"), cpu_all.json());
+    f.note(&format!("{key}_rounds"), json!(rates));
+    let paired = (!ratios.is_empty()).then(|| {
+        println!("  raw publish beside {name}: {}", cpu_raw.line());
+        f.note(&format!("cpu_raw_beside_{key}"), cpu_raw.json());
+        f.note(&format!("raw_beside_{key}_rounds"), json!(raw_rates));
+        f.note(&format!("{key}_pair_ratios"), json!(ratios));
+        (median(ratios), median(raw_rates))
+    });
+    Rounds {
+        rate: median(rates),
+        accepted,
+        paired,
+    }
 }
 
 /// Intake phases with `warren serve`; leaves `bk` with the accepted jobs as a backlog.
-async fn phase_intake(p: &Params, dir: &Path, bk: &str, f: &mut Figures) -> usize {
+///
+/// Each round is paired with a raw publish round beside it (see [`rounds`]): the intake ratios
+/// are the medians of those pairs' ratios.
+async fn phase_intake(
+    p: &Params,
+    dir: &Path,
+    bk: &str,
+    beside: &Beside<'_>,
+    f: &mut Figures,
+) -> usize {
     println!(
-        "intake: warren serve; {} single POSTs from C={} clients, then {} jobs in batches of {} from {} clients, each in {} rounds",
+        "intake: warren serve; {} single POSTs from C={} clients, then {} jobs in batches of {} from {} clients, each in {} rounds, each round beside a raw publish round of as many messages",
         p.intake_n, p.clients, p.batch_n, p.batch_size, p.batch_clients, p.repeat
     );
     let mut w = Warren::start(dir, "serve", "serve", &[bk], p.prefetch).await;
@@ -1273,7 +1386,7 @@ async fn phase_intake(p: &Params, dir: &Path, bk: &str, f: &mut Figures) -> usiz
     rss.reset();
 
     let path = format!("/v1/queues/{bk}/jobs");
-    let (single, n1) = rounds(
+    let single = rounds(
         p,
         "intake",
         &mut w,
@@ -1282,11 +1395,13 @@ async fn phase_intake(p: &Params, dir: &Path, bk: &str, f: &mut Figures) -> usiz
         p.clients,
         single_accepted,
         1,
+        Some(beside),
         f,
     )
     .await;
-    f.set("intake_per_s", single);
-    let (batch, n2) = rounds(
+    f.set("intake_per_s", single.rate);
+    f.set_paired("intake_per_s", single.paired);
+    let batch = rounds(
         p,
         "intake-batch",
         &mut w,
@@ -1295,17 +1410,19 @@ async fn phase_intake(p: &Params, dir: &Path, bk: &str, f: &mut Figures) -> usiz
         p.batch_clients,
         batch_accepted,
         p.batch_size,
+        Some(beside),
         f,
     )
     .await;
-    f.set("intake_batch_per_s", batch);
+    f.set("intake_batch_per_s", batch.rate);
+    f.set_paired("intake_batch_per_s", batch.paired);
     let load = rss.peak_mb();
     println!("  RSS under intake load: {load:.1} MB");
     f.note("rss_intake_mb", json!(round(load, 1)));
     f.set("rss_load_mb", load);
     drop(rss);
     w.stop().await;
-    n1 + n2
+    single.accepted + batch.accepted
 }
 
 /// A/B of two warren builds (`BENCH_PHASES=ab`): `BENCH_WARREN_BIN` (default: this tree's)
@@ -1849,7 +1966,7 @@ async fn phase_soak(p: &Params, conn: &Connection, cleanup: &Cleanup, f: &mut Fi
 // ---------------------------------------------------------------------------------------
 // Report.
 
-/// (figure, baseline figure, target text, check)
+/// (figure, baseline figure, target text, check of (value, ratio to the baseline))
 type Row = (
     &'static str,
     Option<&'static str>,
@@ -1858,7 +1975,7 @@ type Row = (
 );
 
 fn ratio_at_least(k: f64) -> impl Fn(f64, Option<f64>) -> bool {
-    move |v, base| base.is_some_and(|b| v >= k * b)
+    move |_, ratio| ratio.is_some_and(|r| r >= k)
 }
 
 fn rows() -> Vec<Row> {
@@ -1920,14 +2037,21 @@ fn report(p: &Params, f: &Figures) -> Value {
     let mut fails = 0;
     for (key, base_key, target, check) in rows() {
         let v = f.get(key);
-        let base = base_key.and_then(|b| f.get(b));
-        let ratio = v.zip(base).map(|(v, b)| v / b);
+        // Rounds paired with a raw baseline beside them: the median of the pairs' ratios
+        // and of their raw rates; otherwise the ratio to the raw phase's median.
+        let (base, ratio) = match f.paired.get(key) {
+            Some(&(ratio, raw)) => (Some(raw), Some(ratio)),
+            None => {
+                let base = base_key.and_then(|b| f.get(b));
+                (base, v.zip(base).map(|(v, b)| v / b))
+            }
+        };
         let result = match (v, check) {
             (None, _) => "not run",
             (Some(_), None) => "",
             (Some(_), Some(_)) if base_key.is_some() && base.is_none() => "no baseline",
             (Some(v), Some(check)) => {
-                if check(v, base) {
+                if check(v, ratio) {
                     "PASS"
                 } else {
                     fails += 1;
@@ -1951,6 +2075,20 @@ fn report(p: &Params, f: &Figures) -> Value {
         if let Some(r) = ratio {
             let name = format!("{}_ratio", key.trim_end_matches("_per_s"));
             out.insert(name, json!(round(r, 3)));
+        }
+        if let Some(&(_, raw)) = f.paired.get(key) {
+            let stem = key.trim_end_matches("_per_s");
+            out.insert(format!("{stem}_raw_beside_per_s"), json!(round(raw, 0)));
+            // Shown, not judged: the ratio to the raw phase, minutes earlier.
+            if let Some((v, b)) = v.zip(base_key.and_then(|b| f.get(b))) {
+                println!(
+                    "{:<20} {:>12} {b:>12.0} {:>7.2}  (to the raw phase: not judged)",
+                    "",
+                    "",
+                    v / b
+                );
+                out.insert(format!("{stem}_ratio_to_raw_phase"), json!(round(v / b, 3)));
+            }
         }
     }
     println!("{fails} target(s) missed");
@@ -2014,7 +2152,10 @@ async fn run(p: &Params, cleanup: &Cleanup) -> Figures {
     cleanup.add(&bk);
     cleanup.add(&format!("{bk}.dlq"));
     let backlog = if p.runs("intake") {
-        phase_intake(p, dir.path(), &bk, &mut f).await
+        let beside = Beside::new(&conn, cleanup).await;
+        let accepted = phase_intake(p, dir.path(), &bk, &beside, &mut f).await;
+        beside.delete().await;
+        accepted
     } else if p.runs("drain") {
         // No intake phase: load the backlog untimed through the batch endpoint.
         let w = Warren::start(dir.path(), "load", "serve", &[&bk], p.prefetch).await;
