@@ -39,7 +39,8 @@ use crate::error::{Error, Result};
 /// page cache valid between batches. Reads and the rarer single writes use the pool.
 ///
 /// WAL checkpoints (copying committed pages into the database file, with an fsync) run on a
-/// pool connection every [`CHECKPOINT_EVERY`], never inside a commit: SQLite's automatic
+/// pool connection every [`CHECKPOINT_EVERY`] while the store is written (backing off to
+/// [`CHECKPOINT_IDLE_MAX`] while it is not), never inside a commit: SQLite's automatic
 /// checkpoint would run one in whichever commit crosses 1,000 WAL pages and hold every request
 /// of that batch for the fsync (it was the POST→202 p99 tail in BENCHMARKS.md). A passive
 /// checkpoint does not block the writer (<https://sqlite.org/wal.html#ckpt>).
@@ -251,30 +252,52 @@ async fn join_ready<T>(queued: &mut mpsc::Receiver<T>, batch: &mut Vec<T>) {
     }
 }
 
-/// How often the background task checkpoints the WAL (see [`SqliteStore`]).
+/// How often the background task checkpoints the WAL while it is written (see
+/// [`SqliteStore`]).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// The longest wait between checkpoints while nothing is written: an idle store wakes once a
+/// second, and a burst after a quiet spell waits at most this long for its first checkpoint.
+const CHECKPOINT_IDLE_MAX: Duration = Duration::from_secs(1);
 
-/// Checkpoints the WAL every [`CHECKPOINT_EVERY`] (`PRAGMA wal_checkpoint(PASSIVE)`,
+/// Checkpoints the WAL (`PRAGMA wal_checkpoint(PASSIVE)`,
 /// <https://sqlite.org/pragma.html#pragma_wal_checkpoint>) until `stop` is cancelled or the
-/// pool closes, then once more. A checkpoint that fails (another process's checkpoint holds the
-/// lock, say) is tried again next time.
+/// pool closes, then once more; waits between them as [`next_checkpoint_wait`] says. A
+/// checkpoint that fails (another process's checkpoint holds the lock, say) is tried again
+/// next time.
 async fn checkpoints(pool: SqlitePool, stop: tokio_util::sync::CancellationToken) {
+    let mut wait = CHECKPOINT_EVERY;
+    // (frames in the WAL, frames checkpointed) after the last checkpoint.
+    let mut last = None;
     loop {
         let stopping = tokio::select! {
             () = stop.cancelled() => true,
-            () = tokio::time::sleep(CHECKPOINT_EVERY) => false,
+            () = tokio::time::sleep(wait) => false,
         };
-        match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
+        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&pool)
             .await
         {
             Err(sqlx::Error::PoolClosed) => return,
             Err(e) => tracing::debug!(error = %e, "WAL checkpoint failed; trying again later"),
-            Ok(_) => {}
+            Ok((_busy, log, checkpointed)) => {
+                let unchanged = last.replace((log, checkpointed)) == Some((log, checkpointed));
+                wait = next_checkpoint_wait(wait, unchanged);
+            }
         }
         if stopping {
             return;
         }
+    }
+}
+
+/// The wait before the next checkpoint, after one that waited `last`: [`CHECKPOINT_EVERY`]
+/// when the WAL had changed since the checkpoint before (something was written), otherwise
+/// twice `last`, up to [`CHECKPOINT_IDLE_MAX`].
+fn next_checkpoint_wait(last: Duration, unchanged: bool) -> Duration {
+    if unchanged {
+        (last * 2).min(CHECKPOINT_IDLE_MAX)
+    } else {
+        CHECKPOINT_EVERY
     }
 }
 
@@ -959,6 +982,18 @@ mod tests {
             s.get(jobs[1_999].id).await.expect("get").map(|r| r.id),
             Some(jobs[1_999].id)
         );
+    }
+
+    #[test]
+    fn checkpoints_back_off_while_nothing_is_written_and_resume_on_a_write() {
+        let mut wait = CHECKPOINT_EVERY;
+        let mut idle = Vec::new();
+        for _ in 0..6 {
+            wait = next_checkpoint_wait(wait, true);
+            idle.push(wait.as_millis());
+        }
+        assert_eq!(idle, [200, 400, 800, 1_000, 1_000, 1_000]);
+        assert_eq!(next_checkpoint_wait(wait, false), CHECKPOINT_EVERY);
     }
 
     fn new_job(id: Uuid) -> NewJob {
