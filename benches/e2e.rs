@@ -70,9 +70,13 @@ struct Params {
     /// clients keep C jobs in flight, so C = W gives warren and the baseline the same depth of
     /// pipeline to the broker (at C = 64 the broker spent 62 µs per job against 40 at 256).
     clients: usize,
-    /// Jobs through the single POST in the intake phase.
+    /// Jobs through the single POST in the intake phase. 60,000: rounds of 20,000 last about a
+    /// second, as the raw publisher's do; in rounds of 10,000 (0.6 s) each round's cold start
+    /// after the quiet wait weighed more (median rates 14,100–19,100 jobs/s in them against
+    /// 18,600–21,000 in rounds of 20,000 or 30,000, 2026-11-22; BENCHMARKS.md).
     intake_n: usize,
-    /// Jobs through the batch endpoint in the intake phase.
+    /// Jobs through the batch endpoint in the intake phase; with `intake_n` they make the
+    /// drain's 100,000-job backlog.
     batch_n: usize,
     /// Jobs per batch request.
     batch_size: usize,
@@ -113,8 +117,8 @@ impl Params {
             raw_channels: env_usize("BENCH_RAW_CHANNELS", 4).max(1),
             prefetch: env_usize("BENCH_PREFETCH", 256).clamp(1, 65_535),
             clients: env_usize("BENCH_CLIENTS", 256).max(1),
-            intake_n: env_usize("BENCH_INTAKE_N", 30_000),
-            batch_n: env_usize("BENCH_BATCH_N", 70_000),
+            intake_n: env_usize("BENCH_INTAKE_N", 60_000),
+            batch_n: env_usize("BENCH_BATCH_N", 40_000),
             batch_size: env_usize("BENCH_BATCH_SIZE", 500).clamp(1, 1000),
             batch_clients: env_usize("BENCH_BATCH_CLIENTS", 4).max(1),
             e2e_n: env_usize("BENCH_E2E_N", 30_000),
