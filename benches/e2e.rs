@@ -1136,10 +1136,8 @@ impl Figures {
     fn set(&mut self, key: &'static str, v: f64) {
         self.values.insert(key, v);
     }
-    fn set_paired(&mut self, key: &'static str, paired: Option<(f64, f64)>) {
-        if let Some(pr) = paired {
-            self.paired.insert(key, pr);
-        }
+    fn set_paired(&mut self, key: &'static str, paired: (f64, f64)) {
+        self.paired.insert(key, paired);
     }
     fn get(&self, key: &str) -> Option<f64> {
         self.values.get(key).copied()
@@ -1275,17 +1273,17 @@ impl<'a> Beside<'a> {
     }
 }
 
-/// What [`rounds`] measured: the median rate, the jobs accepted in all and, with a raw
-/// publisher beside, the median of the rounds' warren/raw ratios and of the raw rates.
+/// What [`rounds`] measured: the median rate, the jobs accepted in all, and the medians of
+/// the pairs' warren/raw ratios and of the raw rates beside.
 struct Rounds {
     rate: f64,
     accepted: usize,
-    paired: Option<(f64, f64)>,
+    paired: (f64, f64),
 }
 
 /// `p.repeat` closed-loop rounds splitting `bodies` (of `jobs_per_body` jobs each) between
-/// them. With `beside`, each round is paired with a raw publish round of as many messages,
-/// raw first in odd rounds and warren first in even ones, so that both sides of a ratio see
+/// them, each paired with a raw publish round of as many messages `beside` it, raw first in
+/// odd rounds and warren first in even ones, so that both sides of a ratio see
 /// the machine of the same minute (these machines drift ±20 % from one minute to the next,
 /// and the raw phase runs minutes earlier).
 #[allow(clippy::too_many_arguments)]
@@ -1298,7 +1296,7 @@ async fn rounds(
     clients: usize,
     jobs_in: fn(u16, &[u8], usize) -> usize,
     jobs_per_body: usize,
-    beside: Option<&Beside<'_>>,
+    beside: &Beside<'_>,
     f: &mut Figures,
 ) -> Rounds {
     let per_round = bodies.len().div_ceil(p.repeat).max(1);
@@ -1317,9 +1315,9 @@ async fn rounds(
         }
         let n = chunk.len() * jobs_per_body;
         let raw_first = round % 2 == 1;
-        let mut raw = None;
-        if let Some(b) = beside.filter(|_| raw_first) {
-            raw = Some(b.round(p, n, &mut cpu_raw).await);
+        let mut raw = 0.0;
+        if raw_first {
+            raw = beside.round(p, n, &mut cpu_raw).await;
         }
         let r = measured_round(
             w,
@@ -1331,18 +1329,16 @@ async fn rounds(
             &mut cpu_all,
         )
         .await;
-        if let Some(b) = beside.filter(|_| !raw_first) {
-            raw = Some(b.round(p, n, &mut cpu_raw).await);
+        if !raw_first {
+            raw = beside.round(p, n, &mut cpu_raw).await;
         }
         report_load(&format!("{name} round {round}"), &r);
-        if let Some(raw) = raw {
-            println!(
-                "  {name} round {round}: raw publish beside it {raw:.0} msg/s; ratio {:.3}",
-                r.per_s() / raw
-            );
-            raw_rates.push(raw);
-            ratios.push(r.per_s() / raw);
-        }
+        println!(
+            "  {name} round {round}: raw publish beside it {raw:.0} msg/s; ratio {:.3}",
+            r.per_s() / raw
+        );
+        raw_rates.push(raw);
+        ratios.push(r.per_s() / raw);
         rates.push(r.per_s());
         accepted += r.accepted;
     }
@@ -1351,17 +1347,14 @@ async fn rounds(
     println!("  {name}: {}", cpu_all.line());
     f.note(&format!("cpu_{key}"), cpu_all.json());
     f.note(&format!("{key}_rounds"), json!(rates));
-    let paired = (!ratios.is_empty()).then(|| {
-        println!("  raw publish beside {name}: {}", cpu_raw.line());
-        f.note(&format!("cpu_raw_beside_{key}"), cpu_raw.json());
-        f.note(&format!("raw_beside_{key}_rounds"), json!(raw_rates));
-        f.note(&format!("{key}_pair_ratios"), json!(ratios));
-        (median(ratios), median(raw_rates))
-    });
+    println!("  raw publish beside {name}: {}", cpu_raw.line());
+    f.note(&format!("cpu_raw_beside_{key}"), cpu_raw.json());
+    f.note(&format!("raw_beside_{key}_rounds"), json!(raw_rates));
+    f.note(&format!("{key}_pair_ratios"), json!(ratios));
     Rounds {
         rate: median(rates),
         accepted,
-        paired,
+        paired: (median(ratios), median(raw_rates)),
     }
 }
 
@@ -1399,7 +1392,7 @@ async fn phase_intake(
         p.clients,
         single_accepted,
         1,
-        Some(beside),
+        beside,
         f,
     )
     .await;
@@ -1414,7 +1407,7 @@ async fn phase_intake(
         p.batch_clients,
         batch_accepted,
         p.batch_size,
-        Some(beside),
+        beside,
         f,
     )
     .await;
