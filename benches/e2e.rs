@@ -1632,10 +1632,91 @@ async fn confirm_shares(addr: SocketAddr, queue: &str) -> Option<String> {
     )
 }
 
-/// Open loop: a request every 1/rate s for `lat_secs`, scheduled by the clock (not by
-/// answers), over enough keep-alive connections; POST→202 counts from the moment the
-/// dispatcher hands the request over, so waiting for a free connection counts and a stall is
-/// not hidden (no coordinated omission); the dispatcher's own lateness is printed apart.
+/// One answer of an [`open_loop`] run.
+struct Answer {
+    /// The request's place in the schedule (due at `i / rate` s).
+    i: usize,
+    /// µs from the dispatcher handing the request over to its answer.
+    took_us: u64,
+    /// The job id of a 202; `None` for any other answer and for a failed request.
+    id: Option<String>,
+    /// When the answer arrived (Unix ms).
+    at_ms: f64,
+}
+
+/// Open loop: `n` POSTs to `path` (request `i` carries `body(i)`), request `i` handed to
+/// `conns` keep-alive connections at `i / rate` s, scheduled by the clock and not by answers;
+/// `tick(i)` runs just before each hand-over. An answer's time counts from the hand-over, so a
+/// request that waits for a free connection still waits on the clock and a stall is not hidden
+/// (no coordinated omission). A connection whose request failed reconnects. Returns the
+/// answers and the dispatcher's own lateness (µs after the scheduled time; its timer ticks
+/// every 1 ms), which is the load generator's and not counted in the answers.
+async fn open_loop(
+    addr: SocketAddr,
+    path: &str,
+    conns: usize,
+    n: usize,
+    rate: usize,
+    body: impl Fn(usize) -> Bytes + Send + Sync + 'static,
+    mut tick: impl FnMut(usize),
+) -> (Vec<Answer>, Histogram<u64>) {
+    let body = Arc::new(body);
+    // Room for every request, so the dispatcher never waits on the connections.
+    let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Instant)>(n.max(1));
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let path = Arc::new(path.to_owned());
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (rx, body, path) = (rx.clone(), body.clone(), path.clone());
+        let mut c = connect(addr).await.expect("connect to warren");
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            loop {
+                let next = rx.lock().await.recv().await;
+                let Some((i, handed)) = next else { break };
+                let r = post(&mut c, &path, body(i)).await;
+                let took_us = handed.elapsed().as_micros() as u64;
+                let at_ms = now_unix_ms();
+                let id = match &r {
+                    Ok((202, answer)) => {
+                        serde_json::from_slice::<Created>(answer).map(|c| c.id).ok()
+                    }
+                    _ => None,
+                };
+                out.push(Answer {
+                    i,
+                    took_us,
+                    id,
+                    at_ms,
+                });
+                if r.is_err() {
+                    c = connect(addr).await.expect("reconnect to warren");
+                }
+            }
+            out
+        }));
+    }
+    let start = tokio::time::Instant::now();
+    let every = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let mut lateness = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    for i in 0..n {
+        let due = start + every.mul_f64(i as f64);
+        tokio::time::sleep_until(due).await;
+        tick(i);
+        let handed = Instant::now();
+        lateness.saturating_record(handed.duration_since(due.into_std()).as_micros() as u64 + 1);
+        tx.send((i, handed)).await.expect("dispatch");
+    }
+    drop(tx);
+    let mut answers = Vec::with_capacity(n);
+    for t in tasks {
+        answers.extend(t.await.expect("open-loop client"));
+    }
+    (answers, lateness)
+}
+
+/// Latency: [`open_loop`] at `lat_rate` POST/s for `lat_secs` over 64 connections; prints
+/// POST→202 and accepted→started, and the dispatcher's own lateness apart.
 async fn latency(
     p: &Params,
     w: &mut Warren,
@@ -1653,66 +1734,29 @@ async fn latency(
     if p.perf {
         w.profile("latency");
     }
-    let bodies = Arc::new(single_bodies(n));
-    let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Instant)>(n);
-    let rx = Arc::new(tokio::sync::Mutex::new(rx));
-    let path = Arc::new(format!("/v1/queues/{queue}/jobs"));
-    let conns = 64;
-    let mut tasks = Vec::new();
-    for _ in 0..conns {
-        let (rx, bodies, path, addr) = (rx.clone(), bodies.clone(), path.clone(), w.addr);
-        let mut c = connect(addr).await.expect("connect to warren");
-        tasks.push(tokio::spawn(async move {
-            let mut out: Vec<(u64, Option<(String, f64)>)> = Vec::new();
-            loop {
-                let next = rx.lock().await.recv().await;
-                let Some((i, due)) = next else { break };
-                let r = post(&mut c, &path, bodies[i].clone()).await;
-                let took = due.elapsed().as_micros() as u64;
-                let accepted_ms = now_unix_ms();
-                match r {
-                    Ok((202, body)) => {
-                        let id = serde_json::from_slice::<Created>(&body)
-                            .map(|c| c.id)
-                            .unwrap_or_default();
-                        out.push((took, Some((id, accepted_ms))));
-                    }
-                    _ => out.push((took, None)),
-                }
-            }
-            out
-        }));
-    }
+    let bodies = single_bodies(n);
     wait_quiet().await;
     let cpu = CpuMeter::start(Some(w.pid));
-    let start = tokio::time::Instant::now();
-    let every = Duration::from_secs_f64(1.0 / p.lat_rate as f64);
-    let mut dispatch_h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
-    for i in 0..n {
-        let due = start + every.mul_f64(i as f64);
-        tokio::time::sleep_until(due).await;
-        // The clock starts when the request is handed to the connections, not at `due`: the
-        // dispatcher's timer has a 1 ms tick and wakes up to a tick late, which is the load
-        // generator's lateness, not warren's (both are printed). A request that waits for a
-        // free connection still waits on the clock, so coordinated omission stays out.
-        let dispatched = Instant::now();
-        dispatch_h
-            .saturating_record(dispatched.duration_since(due.into_std()).as_micros() as u64 + 1);
-        tx.send((i, dispatched)).await.expect("dispatch");
-    }
-    drop(tx);
+    let (answers, dispatch_h) = open_loop(
+        w.addr,
+        &format!("/v1/queues/{queue}/jobs"),
+        64,
+        n,
+        p.lat_rate,
+        move |i| bodies[i].clone(),
+        |_| {},
+    )
+    .await;
     let mut post_h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
     let mut accepted: Vec<(String, f64)> = Vec::with_capacity(n);
     let mut failed = 0;
-    for t in tasks {
-        for (us, ok) in t.await.expect("latency client") {
-            match ok {
-                Some(a) => {
-                    post_h.saturating_record(us.max(1));
-                    accepted.push(a);
-                }
-                None => failed += 1,
+    for a in answers {
+        match a.id {
+            Some(id) => {
+                post_h.saturating_record(a.took_us.max(1));
+                accepted.push((id, a.at_ms));
             }
+            None => failed += 1,
         }
     }
     w.stop_profile();
@@ -1847,60 +1891,38 @@ async fn phase_soak(p: &Params, conn: &Connection, cleanup: &Cleanup, f: &mut Fi
     let w = Warren::start(dir.path(), "soak", "run", &[&q], p.prefetch).await;
     let pid = w.pid;
     let n = p.soak_rate * p.soak_secs as usize;
-    let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Instant)>(p.soak_rate * 10);
-    let rx = Arc::new(tokio::sync::Mutex::new(rx));
-    let path = Arc::new(format!("/v1/queues/{q}/jobs"));
-    let mut tasks = Vec::new();
-    for _ in 0..32 {
-        let (rx, path, addr) = (rx.clone(), path.clone(), w.addr);
-        let mut c = connect(addr).await.expect("connect to warren");
-        tasks.push(tokio::spawn(async move {
-            // (second of the run it was due in, µs from due to answer, accepted)
-            let mut out: Vec<(u64, u64, bool)> = Vec::new();
-            loop {
-                let next = rx.lock().await.recv().await;
-                let Some((i, due)) = next else { break };
-                let body = Bytes::from(format!(r#"{{"payload":{}}}"#, payload(i)));
-                let r = post(&mut c, &path, body).await;
-                let took = due.elapsed().as_micros() as u64;
-                out.push((i as u64, took, matches!(r, Ok((202, _)))));
-                if r.is_err() {
-                    c = connect(addr).await.expect("reconnect to warren");
-                }
-            }
-            out
-        }));
-    }
-    let start = tokio::time::Instant::now();
-    let every = Duration::from_secs_f64(1.0 / p.soak_rate as f64);
     let mut rss_by_minute: BTreeMap<u64, u64> = BTreeMap::new();
-    for i in 0..n {
-        let due = start + every.mul_f64(i as f64);
-        tokio::time::sleep_until(due).await;
-        if i % p.soak_rate == 0 {
-            let minute = (i / p.soak_rate / 60) as u64;
-            let kb = status_kb(pid, "VmRSS").unwrap_or(0);
-            let e = rss_by_minute.entry(minute).or_default();
-            *e = (*e).max(kb);
-        }
-        tx.send((i, due.into_std())).await.expect("dispatch");
-    }
-    drop(tx);
-    let mut by_minute: BTreeMap<u64, (Histogram<u64>, usize)> = BTreeMap::new();
-    for t in tasks {
-        for (i, us, ok) in t.await.expect("soak client") {
-            let minute = i / p.soak_rate as u64 / 60;
-            let e = by_minute.entry(minute).or_insert_with(|| {
-                (
-                    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
-                    0,
-                )
-            });
-            if ok {
-                e.0.saturating_record(us.max(1));
-            } else {
-                e.1 += 1;
+    let rate = p.soak_rate;
+    let (answers, _) = open_loop(
+        w.addr,
+        &format!("/v1/queues/{q}/jobs"),
+        32,
+        n,
+        rate,
+        |i| Bytes::from(format!(r#"{{"payload":{}}}"#, payload(i))),
+        |i| {
+            if i % rate == 0 {
+                let minute = (i / rate / 60) as u64;
+                let kb = status_kb(pid, "VmRSS").unwrap_or(0);
+                let e = rss_by_minute.entry(minute).or_default();
+                *e = (*e).max(kb);
             }
+        },
+    )
+    .await;
+    let mut by_minute: BTreeMap<u64, (Histogram<u64>, usize)> = BTreeMap::new();
+    for a in answers {
+        let minute = (a.i / rate / 60) as u64;
+        let e = by_minute.entry(minute).or_insert_with(|| {
+            (
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
+                0,
+            )
+        });
+        if a.id.is_some() {
+            e.0.saturating_record(a.took_us.max(1));
+        } else {
+            e.1 += 1;
         }
     }
     let store = open_store(dir.path()).await;
