@@ -1959,23 +1959,33 @@ async fn phase_soak(p: &Params, conn: &Connection, cleanup: &Cleanup, f: &mut Fi
         .filter(|(m, _)| **m >= 2)
         .map(|(_, kb)| *kb as f64 / 1024.0)
         .collect();
-    let growth = match (after_warmup.first(), after_warmup.last()) {
-        (Some(first), Some(last)) if *first > 0.0 => (last - first) / first * 100.0,
-        _ => 0.0,
+    // Growth and p99 need minutes after the warm-up; a shorter run reports neither.
+    let growth = match after_warmup.as_slice() {
+        [first, .., last] if *first > 0.0 => Some((last - first) / first * 100.0),
+        _ => None,
     };
     let p99s: Vec<f64> = by_minute
         .iter()
         .filter(|(m, _)| **m >= 2)
         .map(|(_, (h, _))| ms(h, 0.99))
         .collect();
-    println!(
-        "  {accepted} accepted, {errors} failed, {done} succeeded; RSS growth after warm-up {growth:.1} %; p99 per minute after warm-up {:.2}..{:.2} ms",
-        p99s.iter().copied().fold(f64::INFINITY, f64::min),
-        p99s.iter().copied().fold(0.0, f64::max),
-    );
+    let p99_max = p99s.iter().copied().reduce(f64::max);
+    let after = match (growth, p99_max) {
+        (Some(growth), Some(max)) => format!(
+            "RSS growth after warm-up {growth:.1} %; p99 per minute after warm-up {:.2}..{max:.2} ms",
+            p99s.iter().copied().fold(f64::INFINITY, f64::min)
+        ),
+        _ => "no RSS growth or p99 after warm-up: the run ended within the 2-minute warm-up"
+            .to_owned(),
+    };
+    println!("  {accepted} accepted, {errors} failed, {done} succeeded; {after}");
     f.set("soak_errors", errors as f64);
-    f.set("soak_rss_growth_pct", growth);
-    f.set("soak_p99_max_ms", p99s.iter().copied().fold(0.0, f64::max));
+    if let Some(growth) = growth {
+        f.set("soak_rss_growth_pct", growth);
+    }
+    if let Some(max) = p99_max {
+        f.set("soak_p99_max_ms", max);
+    }
     f.note("soak_minutes", json!(minutes));
     f.note("soak_rate_per_s", json!(p.soak_rate));
     f.note("soak_secs", json!(p.soak_secs));
