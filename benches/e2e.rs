@@ -1004,6 +1004,21 @@ async fn raw_publish(
     elapsed
 }
 
+/// One timed round of the raw publisher (see [`raw_publish`]; `W` and channels from `p`):
+/// `n` messages into `queue`, msg/s. The CPU it took is added to `cpu_all`.
+async fn raw_publish_round(
+    conn: &Connection,
+    queue: &str,
+    p: &Params,
+    n: usize,
+    cpu_all: &mut CpuTotals,
+) -> f64 {
+    let cpu = CpuMeter::start(None);
+    let took = raw_publish(conn, queue, n, p.inflight, p.raw_channels).await;
+    cpu.stop(cpu_all, n);
+    n as f64 / took.as_secs_f64()
+}
+
 /// Consumes and acks (one `basic.ack` per message) `n` messages from `queue` with prefetch
 /// `prefetch`.
 async fn raw_consume(conn: &Connection, queue: &str, n: usize, prefetch: usize) {
@@ -1175,10 +1190,7 @@ async fn phase_raw(p: &Params, conn: &Connection, cleanup: &Cleanup, f: &mut Fig
         wait_quiet().await;
         let q = unique("raw");
         declare_like_warren(conn, &q, cleanup).await;
-        let cpu = CpuMeter::start(None);
-        let took = raw_publish(conn, &q, p.raw_n, p.inflight, p.raw_channels).await;
-        publish.push(p.raw_n as f64 / took.as_secs_f64());
-        cpu.stop(&mut cpu_p, p.raw_n);
+        publish.push(raw_publish_round(conn, &q, p, p.raw_n, &mut cpu_p).await);
 
         let cpu = CpuMeter::start(None);
         let t = Instant::now();
@@ -1252,14 +1264,11 @@ impl<'a> Beside<'a> {
         Self { conn, queue }
     }
 
-    /// One raw publish round of `n` messages, started once the machine is quiet: msg/s. Its
-    /// CPU is added to `cpu_all`.
+    /// One raw publish round of `n` messages (the raw phase's, [`raw_publish_round`]),
+    /// started once the machine is quiet: msg/s. Its CPU is added to `cpu_all`.
     async fn round(&self, p: &Params, n: usize, cpu_all: &mut CpuTotals) -> f64 {
         wait_quiet().await;
-        let cpu = CpuMeter::start(None);
-        let took = raw_publish(self.conn, &self.queue, n, p.inflight, p.raw_channels).await;
-        cpu.stop(cpu_all, n);
-        n as f64 / took.as_secs_f64()
+        raw_publish_round(self.conn, &self.queue, p, n, cpu_all).await
     }
 
     /// Deletes the raw queue (and its backlog).
