@@ -111,7 +111,7 @@ impl AppBuilder {
             handlers.insert(q.name.clone(), handler);
         }
         crate::telemetry::install();
-        let store = store::open(&config.resolved_store_url()).await?;
+        let store = store::open(&config.store_options()).await?;
         let broker = Broker::new(&config.broker.url, "app")?;
         let publisher = Arc::new(Publisher::new(
             broker.clone(),

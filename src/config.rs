@@ -92,6 +92,10 @@ pub struct StoreConfig {
     pub url: String,
     /// How long finished jobs and idempotency keys are kept. Default 7 days.
     pub retention: Duration,
+    /// Most connections a process opens to a PostgreSQL store. Default 16.
+    pub max_connections: u32,
+    /// PostgreSQL's `statement_timeout` for every session. Default 10 s.
+    pub statement_timeout: Duration,
 }
 
 /// `[worker]`: consumer runtime.
@@ -238,9 +242,12 @@ struct RawAuth {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawStore {
-    url: Option<String>,
+    url: Option<Spanned<String>>,
     #[serde(default, with = "humantime_serde")]
     retention: Option<Duration>,
+    max_connections: Option<Spanned<u32>>,
+    #[serde(default, with = "humantime_serde")]
+    statement_timeout: Option<Duration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -396,15 +403,50 @@ impl Config {
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
         };
         let store = StoreConfig {
-            url: env
-                .store_url
-                .clone()
-                .or(raw.store.url)
-                .unwrap_or_else(|| "sqlite://warren.db".to_owned()),
+            url: match (&env.store_url, &raw.store.url) {
+                (Some(url), _) => {
+                    if crate::store::backend_of(url).is_none() {
+                        return Err(Error::config(format!(
+                            "WARREN_STORE_URL must start with sqlite:, postgres:// or postgresql://, got {}",
+                            crate::redact::redact(url)
+                        )));
+                    }
+                    url.clone()
+                }
+                (None, Some(url)) => {
+                    if crate::store::backend_of(url.get_ref()).is_none() {
+                        return Err(at(
+                            url.span(),
+                            "store.url",
+                            format!(
+                                "must start with sqlite:, postgres:// or postgresql://, got {}",
+                                crate::redact::redact(url.get_ref())
+                            ),
+                        ));
+                    }
+                    url.get_ref().clone()
+                }
+                (None, None) => "sqlite://warren.db".to_owned(),
+            },
             retention: raw
                 .store
                 .retention
                 .unwrap_or(Duration::from_secs(7 * 24 * 3600)),
+            max_connections: match raw.store.max_connections {
+                Some(n) if *n.get_ref() == 0 => {
+                    return Err(at(
+                        n.span(),
+                        "store.max_connections",
+                        "must be at least 1".to_owned(),
+                    ));
+                }
+                Some(n) => n.into_inner(),
+                None => 16,
+            },
+            statement_timeout: raw
+                .store
+                .statement_timeout
+                .unwrap_or(Duration::from_secs(10)),
         };
         let worker = WorkerConfig {
             shutdown_grace: raw.worker.shutdown_grace.unwrap_or(Duration::from_secs(30)),
@@ -565,6 +607,16 @@ impl Config {
     /// The queue called `name`, if configured.
     pub fn queue(&self, name: &str) -> Option<&QueueConfig> {
         self.queues.get(name)
+    }
+
+    /// How to open the configured store: its resolved URL and pool settings.
+    pub fn store_options(&self) -> crate::store::OpenOptions {
+        crate::store::OpenOptions {
+            url: self.resolved_store_url(),
+            max_connections: self.store.max_connections,
+            statement_timeout: self.store.statement_timeout,
+            migrate: true,
+        }
     }
 
     /// The store URL with a relative SQLite path resolved against the config file's directory.

@@ -43,9 +43,10 @@ pub enum ErrorKind {
     /// Any other AMQP protocol error.
     #[error("AMQP error: {0}")]
     Amqp(String),
-    /// The status store failed (SQLite or PostgreSQL).
+    /// The status store failed (SQLite or PostgreSQL); [`crate::store::StoreError::is_transient`]
+    /// says whether trying again may help.
     #[error("store error: {0}")]
-    Store(String),
+    Store(#[from] crate::store::StoreError),
     /// A file could not be read or written.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -61,8 +62,12 @@ impl Error {
         ErrorKind::Config(msg.into()).into()
     }
 
-    pub(crate) fn store(err: impl fmt::Display) -> Self {
-        ErrorKind::Store(err.to_string()).into()
+    /// A store error of `kind` with `message` (already free of credentials).
+    pub(crate) fn store_kind(
+        kind: crate::store::StoreErrorKind,
+        message: impl fmt::Display,
+    ) -> Self {
+        ErrorKind::Store(crate::store::StoreError::new(kind, message)).into()
     }
 
     /// True when retrying later may succeed (the broker or store was unreachable).
@@ -71,6 +76,18 @@ impl Error {
             self.kind,
             ErrorKind::BrokerUnavailable(_) | ErrorKind::ConfirmTimeout(_) | ErrorKind::Store(_)
         )
+    }
+
+    /// True when the same operation may succeed if tried again soon: the broker was
+    /// unreachable or did not confirm in time, or the store failed transiently (see
+    /// [`crate::store::StoreError::is_transient`]). Retries are decided by this, never by an
+    /// error's text.
+    pub fn is_transient(&self) -> bool {
+        match &self.kind {
+            ErrorKind::BrokerUnavailable(_) | ErrorKind::ConfirmTimeout(_) => true,
+            ErrorKind::Store(e) => e.is_transient(),
+            _ => false,
+        }
     }
 }
 
@@ -92,6 +109,12 @@ impl From<ErrorKind> for Error {
     }
 }
 
+impl From<crate::store::StoreError> for Error {
+    fn from(err: crate::store::StoreError) -> Self {
+        ErrorKind::Store(err).into()
+    }
+}
+
 impl From<std::io::Error> for Error {
     fn from(err: std::io::Error) -> Self {
         ErrorKind::Io(err).into()
@@ -106,12 +129,6 @@ impl From<lapin::Error> for Error {
             _ => ErrorKind::BrokerUnavailable(crate::redact::redact(&err.to_string())),
         };
         kind.into()
-    }
-}
-
-impl From<sqlx::Error> for Error {
-    fn from(err: sqlx::Error) -> Self {
-        Error::store(crate::redact::redact(&err.to_string()))
     }
 }
 

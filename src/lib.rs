@@ -35,6 +35,7 @@ mod settle;
 pub mod store;
 pub mod telemetry;
 pub mod topology;
+pub mod view;
 
 pub use app::{App, AppBuilder, Role};
 pub use broker::Broker;

@@ -320,12 +320,12 @@ async fn queues(config: Config, json: bool) -> anyhow::Result<()> {
 async fn job(config: Config, id: &str) -> anyhow::Result<()> {
     let uuid =
         uuid::Uuid::parse_str(id).with_context(|| format!("`{id}` is not a job id (a UUID)"))?;
-    let store = warren::store::open(&config.resolved_store_url()).await?;
+    let store = warren::store::open(&config.store_options()).await?;
     let record = store
         .get(uuid)
         .await?
         .with_context(|| format!("no job with id {uuid}"))?;
-    let view = warren::store::JobView::from(record);
+    let view = warren::view::JobView::from(record);
     println!("{}", serde_json::to_string_pretty(&view)?);
     Ok(())
 }

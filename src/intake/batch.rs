@@ -21,7 +21,7 @@ use super::jobs::{self, Accepted, JobRequest, Prepared};
 use super::openapi::{BatchRequestDoc, BatchResponseDoc, ProblemDocument};
 use super::{IntakeState, Problem};
 use crate::config::QueueConfig;
-use crate::store::JobView;
+use crate::view::JobView;
 
 /// Most jobs in one batch request.
 pub(super) const MAX_BATCH_JOBS: usize = 1000;

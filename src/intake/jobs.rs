@@ -15,7 +15,8 @@ use super::{IntakeState, Problem};
 use crate::config::QueueConfig;
 use crate::error::{Error, ErrorKind};
 use crate::message::JobMessage;
-use crate::store::{Cancel, Inserted, JobRecord, JobStatus, JobView, NewJob, now_ms};
+use crate::store::{Cancel, Inserted, JobRecord, JobStatus, NewJob, now_ms};
+use crate::view::JobView;
 
 /// Bytes allowed in a request body beyond the queue's payload limit, for the envelope
 /// (`{"payload": …, "max_attempts": …}`).

@@ -18,7 +18,8 @@ use utoipa::{OpenApi, PartialSchema, ToSchema};
 use crate::dlq::ArchiveLine;
 use crate::dlq::archive::ArchiveProperties;
 use crate::overview::{Overview, QueueOverview};
-use crate::store::{JobStatus, JobView};
+use crate::store::JobStatus;
+use crate::view::JobView;
 
 /// Every problem `type` the API answers with: (slug, statuses and meaning). The document's
 /// `type` is `/problems/{slug}`.

@@ -1,0 +1,159 @@
+//! What an adapter (SQLite, PostgreSQL) provides: its SQL, its type mapping and its error
+//! classification, as small statements. Everything above the SQL — group commit,
+//! insert-or-find, the claim classification, chunked pruning — is written once, in
+//! [`super::engine`], on top of this trait.
+//!
+//! Statements that a batch runs take a connection (`&mut Conn<Self>`), so the engine decides
+//! what shares a transaction; the rest run on the adapter's pool.
+
+use std::collections::{BTreeMap, HashSet};
+
+use uuid::Uuid;
+
+use super::model::{Claimed, Inserted, JobRecord, JobRow, JobStatus, NewJob, OwnedClaim, Success};
+use super::{StoreError, StoreErrorKind};
+use crate::error::{Error, Result};
+
+/// A connection of the adapter's database.
+pub(crate) type Conn<B> = <<B as Backend>::Db as sqlx::Database>::Connection;
+
+/// One adapter. See the module docs.
+#[async_trait::async_trait]
+pub(crate) trait Backend: Send + Sync + 'static {
+    /// sqlx's database type.
+    type Db: sqlx::Database;
+
+    /// `sqlite` or `postgres` (for `warren store status`).
+    const NAME: &'static str;
+
+    /// A connection for batched writes, held while the batch runs.
+    type Writer: std::ops::DerefMut<Target = Conn<Self>> + Send;
+
+    /// The connection batched writes use: SQLite's one dedicated writer connection (taken in
+    /// turn, FIFO), or one of PostgreSQL's pool.
+    async fn writer(&self) -> Result<Self::Writer>;
+
+    /// The class of a database error, from its code (PostgreSQL's SQLSTATE, SQLite's
+    /// extended result code).
+    fn classify(code: &str) -> StoreErrorKind;
+
+    /// A sqlx error as warren's, classified by [`Backend::classify`].
+    fn err(e: sqlx::Error) -> Error {
+        StoreError::from_sqlx(&e, Self::classify).into()
+    }
+
+    // --- statements a batch runs on its connection --------------------------------------
+
+    /// Inserts `jobs` as `queued` (any number; the adapter chunks), skipping a job whose id
+    /// or whose (queue, idempotency key) is taken; each statement is atomic. Returns the
+    /// ids that have their row now: every job inserted, and may include keyless jobs whose
+    /// id was already present.
+    async fn insert_rows(conn: &mut Conn<Self>, jobs: &[NewJob]) -> Result<HashSet<Uuid>>;
+
+    /// The job holding `key` in `queue`, as [`Inserted::Existing`].
+    async fn find_by_key(conn: &mut Conn<Self>, queue: &str, key: &str)
+    -> Result<Option<Inserted>>;
+
+    /// Claims every job of `reqs` that is claimable now (`queued`, `retrying`, or `running`
+    /// with its lease ended at the request's `now`) in one statement: `running`, attempts + 1,
+    /// the request's owner and lease. A job requested twice is claimed once. Returns the
+    /// claims made.
+    async fn claim_rows(conn: &mut Conn<Self>, reqs: &[OwnedClaim]) -> Result<Vec<Claimed>>;
+
+    /// A job's status and lease end, for classifying a claim that was not granted.
+    async fn claim_state(
+        conn: &mut Conn<Self>,
+        id: Uuid,
+    ) -> Result<Option<(JobStatus, Option<i64>)>>;
+
+    /// Creates the row of a delivered job the store does not know (`queued`, from the
+    /// message), unless it exists.
+    async fn insert_missing(conn: &mut Conn<Self>, req: &OwnedClaim) -> Result<()>;
+
+    /// Records successes in one statement; one whose lease another owner holds changes
+    /// nothing.
+    async fn succeed_rows(conn: &mut Conn<Self>, reqs: &[Success]) -> Result<()>;
+
+    // --- single statements on the pool ---------------------------------------------------
+
+    /// The job with this id.
+    async fn get(&self, id: Uuid) -> Result<Option<JobRecord>>;
+    /// See [`super::JobStore::mark_accepted`].
+    async fn mark_accepted(&self, id: Uuid) -> Result<()>;
+    /// See [`super::JobStore::forget_unpublished`].
+    async fn forget_unpublished(&self, id: Uuid) -> Result<()>;
+    /// See [`super::JobStore::retry`].
+    async fn retry(&self, id: Uuid, owner: &str, error: &str, next_attempt_at: i64) -> Result<()>;
+    /// Cancels the job if it is `queued` or `retrying`; the cancelled job, else `None`.
+    async fn cancel_row(&self, id: Uuid, now: i64) -> Result<Option<JobRecord>>;
+    /// See [`super::JobStore::dead`].
+    async fn dead(&self, id: Uuid, error: &str, now: i64) -> Result<()>;
+    /// See [`super::JobStore::release`].
+    async fn release(&self, id: Uuid, owner: &str) -> Result<()>;
+    /// See [`super::JobStore::revive`] (one transaction).
+    async fn revive(&self, ids: &[Uuid], queue: &str) -> Result<()>;
+    /// See [`super::JobStore::discard`] (one transaction).
+    async fn discard(&self, ids: &[Uuid], now: i64) -> Result<()>;
+    /// See [`super::JobStore::retrying_counts`].
+    async fn retrying_counts(&self) -> Result<BTreeMap<String, u64>>;
+    /// A trivial query.
+    async fn ping(&self) -> Result<()>;
+    /// Deletes up to `limit` jobs that finished before `cutoff` (ms), oldest first; how many.
+    async fn prune_chunk(&self, cutoff: i64, limit: u32) -> Result<u64>;
+    /// Jobs by queue and status.
+    async fn counts(&self) -> Result<Vec<(String, JobStatus, u64)>>;
+    /// The oldest job's `created_at` (ms).
+    async fn oldest_created_at(&self) -> Result<Option<i64>>;
+    /// The newest migration applied to the database, and the newest this binary carries.
+    async fn schema_versions(&self) -> Result<(Option<i64>, i64)>;
+    /// See [`super::Maintenance::export`].
+    async fn export(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<JobRow>>;
+    /// See [`super::Maintenance::import`].
+    async fn import(&self, rows: &[JobRow]) -> Result<u64>;
+}
+
+/// A failed migration as an error an operator can act on: a database migrated by a newer
+/// warren is refused with that said. `what` names the store (credentials redacted).
+pub(crate) fn migrate_error(
+    e: &sqlx::migrate::MigrateError,
+    migrator: &sqlx::migrate::Migrator,
+    what: &str,
+) -> Error {
+    use sqlx::migrate::MigrateError as M;
+    let newest = newest_migration(migrator);
+    let message = match e {
+        M::VersionMissing(v) => format!(
+            "the store {what} has schema version {v}, newer than this warren binary knows \
+             (up to {newest}): it was migrated by a newer warren; run that version, or upgrade \
+             this one"
+        ),
+        M::VersionMismatch(v) => format!(
+            "the store {what} has a migration {v} that differs from this binary's: it was \
+             changed after it was applied"
+        ),
+        M::Dirty(v) => {
+            format!("the store {what} has a failed migration {v}; fix or roll it back by hand")
+        }
+        other => format!("cannot migrate the store {what}: {other}"),
+    };
+    let kind = match e {
+        M::Execute(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut) => StoreErrorKind::Unavailable,
+        _ => StoreErrorKind::Schema,
+    };
+    Error::store_kind(kind, crate::redact::redact(&message))
+}
+
+/// The newest migration `migrator` carries.
+pub(crate) fn newest_migration(migrator: &sqlx::migrate::Migrator) -> i64 {
+    migrator.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// A status read from the store, or a [`StoreErrorKind::Data`] error naming it.
+pub(crate) fn parse_status(s: &str) -> Result<JobStatus> {
+    JobStatus::parse(s).ok_or_else(|| {
+        Error::store_kind(
+            StoreErrorKind::Data,
+            format!("unknown status `{s}` in store"),
+        )
+    })
+}

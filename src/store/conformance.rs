@@ -1,0 +1,911 @@
+//! The store contract, tested on every adapter: each test below runs once on SQLite and once
+//! on PostgreSQL (`sqlite::…` and `postgres::…` in the test names), through the [`Store`]
+//! trait only.
+//!
+//! PostgreSQL tests need a server: `WARREN_TEST_PG_URL` (default
+//! `postgres://warren:warren@127.0.0.1:5432/warren_test`, which `scripts/ensure-postgres`
+//! creates) names a database the tests connect to in order to create a database of their own
+//! per test, dropped when the test ends (also when it fails). A missing server fails the test.
+//!
+//! Races are started by one barrier on a multi-threaded runtime, with the contenders spread
+//! over two store instances (two pools, as two processes would have), never by sleeps.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Barrier;
+use uuid::Uuid;
+
+use super::model::{Cancel, Claim, ClaimRequest, Inserted, JobStatus, NewJob};
+use super::{OpenOptions, Store, StoreErrorKind, now_ms};
+use crate::error::ErrorKind;
+
+/// Which adapter a test runs on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Adapter {
+    Sqlite,
+    Postgres,
+}
+
+/// A database of the test's own, deleted when dropped.
+pub(crate) struct TestDb {
+    /// The store URL.
+    pub(crate) url: String,
+    _dir: Option<tempfile::TempDir>,
+    pg: Option<test_pg::Database>,
+}
+
+impl TestDb {
+    /// A new, empty database for `adapter`.
+    pub(crate) async fn new(adapter: Adapter) -> Self {
+        match adapter {
+            Adapter::Sqlite => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                Self {
+                    url: format!("sqlite://{}", dir.path().join("t.db").display()),
+                    _dir: Some(dir),
+                    pg: None,
+                }
+            }
+            Adapter::Postgres => {
+                let db = test_pg::Database::create().await;
+                Self {
+                    url: db.url.clone(),
+                    _dir: None,
+                    pg: Some(db),
+                }
+            }
+        }
+    }
+
+    /// Opens a store on it (each call is another instance: its own pool and writers, as
+    /// another process would have).
+    pub(crate) async fn open(&self) -> Arc<dyn Store> {
+        super::open(&OpenOptions::new(&self.url))
+            .await
+            .unwrap_or_else(|e| panic!("open {}: {e}", crate::redact::redact(&self.url)))
+    }
+
+    /// Runs `sql` on the database through a connection of the test's own (to set up a
+    /// fault from outside the store).
+    pub(crate) async fn exec(&self, sql: &str) {
+        use sqlx::Connection as _;
+        let done = if self.pg.is_some() {
+            let mut conn = sqlx::PgConnection::connect(&self.url)
+                .await
+                .expect("connect");
+            sqlx::query(sql).execute(&mut conn).await.map(drop)
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(&self.url)
+                .await
+                .expect("connect");
+            sqlx::query(sql).execute(&mut conn).await.map(drop)
+        };
+        done.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+/// PostgreSQL databases for tests.
+pub(crate) mod test_pg {
+    use sqlx::Connection as _;
+
+    /// The database the tests connect to in order to create their own.
+    pub(crate) fn admin_url() -> String {
+        std::env::var("WARREN_TEST_PG_URL")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "postgres://warren:warren@127.0.0.1:5432/warren_test".to_owned())
+    }
+
+    /// `url` with its database replaced by `name`.
+    pub(crate) fn with_database(url: &str, name: &str) -> String {
+        let (head, query) = url
+            .split_once('?')
+            .map_or((url, None), |(h, q)| (h, Some(q)));
+        let base = match head.rfind('/') {
+            Some(i) if i > "postgres://".len() => &head[..i],
+            _ => head,
+        };
+        match query {
+            Some(q) => format!("{base}/{name}?{q}"),
+            None => format!("{base}/{name}"),
+        }
+    }
+
+    /// A database created for one test and dropped (`WITH (FORCE)`) when this is dropped.
+    pub(crate) struct Database {
+        /// Its URL.
+        pub(crate) url: String,
+        /// Its name.
+        pub(crate) name: String,
+    }
+
+    impl Database {
+        /// Creates `warren_t_<random>`; panics with advice when the server is missing.
+        pub(crate) async fn create() -> Self {
+            let name = format!(
+                "warren_t_{}",
+                &uuid::Uuid::now_v7().simple().to_string()[16..]
+            );
+            admin(&format!("CREATE DATABASE {name}")).await;
+            Self {
+                url: with_database(&admin_url(), &name),
+                name,
+            }
+        }
+    }
+
+    /// Runs one statement on the admin database.
+    pub(crate) async fn admin(sql: &str) {
+        let url = admin_url();
+        let mut conn = match sqlx::PgConnection::connect(&url).await {
+            Ok(c) => c,
+            Err(e) => panic!(
+                "PostgreSQL is not reachable at {} ({e}); run scripts/ensure-postgres (the README's test command does)",
+                crate::redact::redact(&url)
+            ),
+        };
+        sqlx::query(sql)
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let _ = conn.close().await;
+    }
+
+    impl Drop for Database {
+        fn drop(&mut self) {
+            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+            // From a thread of its own, so that it also runs while a test panics.
+            let _ = std::thread::spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(async move {
+                    let _ =
+                        tokio::time::timeout(std::time::Duration::from_secs(20), admin(&sql)).await;
+                });
+            })
+            .join();
+        }
+    }
+}
+
+fn new_job(queue: &str) -> NewJob {
+    NewJob {
+        id: Uuid::now_v7(),
+        queue: queue.into(),
+        max_attempts: 3,
+        correlation_id: Some("c".into()),
+        idempotency_key: None,
+        request_hash: None,
+        created_at: now_ms(),
+        next_attempt_at: None,
+    }
+}
+
+fn keyed(queue: &str, key: &str, hash: &str) -> NewJob {
+    NewJob {
+        idempotency_key: Some(key.into()),
+        request_hash: Some(hash.into()),
+        ..new_job(queue)
+    }
+}
+
+fn claim_req(id: Uuid, owner: &str, now: i64) -> ClaimRequest<'_> {
+    ClaimRequest {
+        id,
+        queue: "q",
+        max_attempts: 3,
+        correlation_id: None,
+        owner,
+        now,
+        lease: Duration::from_secs(60),
+    }
+}
+
+async fn status_of(s: &Arc<dyn Store>, id: Uuid) -> JobStatus {
+    s.get(id).await.expect("get").expect("row").status
+}
+
+// --- the tests, each run on both adapters (see `conformance!` at the end) -----------------
+
+async fn claim_then_succeed_then_duplicate_is_final(a: Adapter) {
+    let db = TestDb::new(a).await;
+    let s = db.open().await;
+    let job = new_job("q");
+    assert_eq!(s.insert(&job).await.expect("insert"), Inserted::New);
+    let now = now_ms();
+    assert_eq!(
+        s.claim(&claim_req(job.id, "w1", now)).await.expect("claim"),
+        Claim::Claimed {
+            attempt: 1,
+            max_attempts: 3
+        }
+    );
+    assert_eq!(
+        s.claim(&claim_req(job.id, "w2", now)).await.expect("claim"),
+        Claim::Busy {
+            until: now + 60_000
+        },
+        "a live lease held by another worker"
+    );
+    s.succeed(job.id, "w1", Some("ok"), now)
+        .await
+        .expect("succeed");
+    assert_eq!(
+        s.claim(&claim_req(job.id, "w2", now)).await.expect("claim"),
+        Claim::Final(JobStatus::Succeeded)
+    );
+    let r = s.get(job.id).await.expect("get").expect("row");
+    assert_eq!(
+        (r.status, r.result.as_deref(), r.attempts),
+        (JobStatus::Succeeded, Some("ok"), 1)
+    );
+    assert_eq!(r.started_at, Some(now));
+    assert_eq!(r.finished_at, Some(now));
+}
+
+async fn an_expired_lease_is_claimed_again_and_the_late_owner_changes_nothing(a: Adapter) {
+    let db = TestDb::new(a).await;
+    let s = db.open().await;
+    let job = new_job("q");
+    s.insert(&job).await.expect("insert");
+    let now = now_ms();
+    s.claim(&claim_req(job.id, "w1", now)).await.expect("claim");
+    let later = now + 61_000;
+    assert_eq!(
+        s.claim(&claim_req(job.id, "w2", later))
+            .await
+            .expect("claim"),
+        Claim::Claimed {
+            attempt: 2,
+            max_attempts: 3
+        }
+    );
+    // The first owner's late outcome does not overwrite the new claim.
+    s.succeed(job.id, "w1", Some("late"), later)
+        .await
+        .expect("succeed");
+    s.retry(job.id, "w1", "late", later).await.expect("retry");
+    s.release(job.id, "w1").await.expect("release");
+    let r = s.get(job.id).await.expect("get").expect("row");
+    assert_eq!((r.status, r.attempts), (JobStatus::Running, 2));
+    assert_eq!(r.result, None);
+}
+
+async fn a_delivery_without_a_row_creates_it(a: Adapter) {
+    let db = TestDb::new(a).await;
+    let s = db.open().await;
+    let id = Uuid::now_v7();
+    assert!(matches!(
+        s.claim(&claim_req(id, "w1", now_ms()))
+            .await
+            .expect("claim"),
+        Claim::Claimed { attempt: 1, .. }
+    ));
+    let r = s.get(id).await.expect("get").expect("row");
+    assert_eq!((r.queue.as_str(), r.status), ("q", JobStatus::Running));
+}
+
+/// Thousands of claims on many threads, released by one barrier, over two store instances:
+/// each job has exactly one winner, and every other claim is `Busy` until its lease ends.
+async fn concurrent_claims_have_exactly_one_winner_per_job(a: Adapter) {
+    const JOBS: usize = 100;
+    const CLAIMERS: usize = 16;
+    let db = TestDb::new(a).await;
+    let stores = [db.open().await, db.open().await];
+    let jobs: Vec<NewJob> = (0..JOBS).map(|_| new_job("q")).collect();
+    stores[0].insert_many(&jobs).await.expect("insert_many");
+    let now = now_ms();
+    let barrier = Arc::new(Barrier::new(JOBS * CLAIMERS));
+    let mut tasks = Vec::with_capacity(JOBS * CLAIMERS);
+    for (j, job) in jobs.iter().enumerate() {
+        for c in 0..CLAIMERS {
+            let s = stores[(j + c) % 2].clone();
+            let barrier = barrier.clone();
+            let id = job.id;
+            tasks.push(tokio::spawn(async move {
+                let owner = format!("w{c}");
+                barrier.wait().await;
+                (id, s.claim(&claim_req(id, &owner, now)).await)
+            }));
+        }
+    }
+    let mut winners = std::collections::HashMap::new();
+    let mut busy = 0;
+    for t in tasks {
+        match t.await.expect("join") {
+            (id, Ok(Claim::Claimed { attempt: 1, .. })) => *winners.entry(id).or_insert(0) += 1,
+            (_, Ok(Claim::Busy { until })) => {
+                assert_eq!(until, now + 60_000);
+                busy += 1;
+            }
+            (id, other) => panic!("claim of {id}: {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), JOBS, "every job has a winner");
+    assert!(
+        winners.values().all(|n| *n == 1),
+        "one winner each: {winners:?}"
+    );
+    assert_eq!(busy, JOBS * (CLAIMERS - 1));
+    for job in &jobs {
+        assert_eq!(status_of(&stores[1], job.id).await, JobStatus::Running);
+    }
+}
+
+/// Claims and successes from many tasks share group commits and still get their own
+/// answers; a job claimed twice in one batch is claimed once.
+async fn batched_claims_and_successes_answer_each_write(a: Adapter) {
+    let db = TestDb::new(a).await;
+    let s = db.open().await;
+    let jobs: Vec<NewJob> = (0..100).map(|_| new_job("q")).collect();
+    s.insert_many(&jobs).await.expect("insert_many");
+    let now = now_ms();
+    let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
+    let claims = futures::future::join_all(
+        ids.iter()
+            .chain(ids.iter())
+            .map(|id| async { s.claim(&claim_req(*id, "w1", now)).await }),
+    )
+    .await;
+    let claimed = claims
+        .iter()
+        .filter(|c| matches!(c, Ok(Claim::Claimed { .. })))
+        .count();
+    let busy = claims
+        .iter()
+        .filter(|c| matches!(c, Ok(Claim::Busy { .. })))
+        .count();
+    assert_eq!((claimed, busy), (100, 100), "{claims:?}");
+    let done = futures::future::join_all(
+        ids.iter()
+            .map(|id| async { s.succeed(*id, "w1", Some("r"), now).await }),
+    )
+    .await;
+    assert!(done.iter().all(Result::is_ok), "{done:?}");
+    for id in &ids {
+        let r = s.get(*id).await.expect("get").expect("row");
+        assert_eq!(
+            (r.status, r.result.as_deref()),
+            (JobStatus::Succeeded, Some("r"))
+        );
+    }
+}
+
+async fn an_idempotency_key_returns_the_existing_job(a: Adapter) {
+    let db = TestDb::new(a).await;
+    let s = db.open().await;
+    let first = keyed("q", "k", "h1");
+    assert_eq!(s.insert(&first).await.expect("insert"), Inserted::New);
+    let again = keyed("q", "k", "h2");
+    match s.insert(&again).await.expect("insert") {
+        Inserted::Existing {
+            record,
+            request_hash,
+            accepted,
+        } => {
+            assert_eq!(record.id, first.id);
+            assert_eq!(request_hash.as_deref(), Some("h1"));
+            assert!(!accepted, "not accepted before its confirm");
+        }
+        other => panic!("{other:?}"),
+    }
+    s.mark_accepted(first.id).await.expect("accept");
+    assert!(matches!(
+        s.insert(&again).await.expect("insert"),
+        Inserted::Existing { accepted: true, .. }
+    ));
+    // Another queue may use the same key.
+    assert_eq!(
+        s.insert(&keyed("other", "k", "h1")).await.expect("insert"),
+        Inserted::New
+    );
+    assert!(s.get(again.id).await.expect("get").is_none());
+}
+
+/// 20 concurrent inserts with one key, over two store instances (two intakes), released by
+/// one barrier: one job.
+async fn concurrent_inserts_with_one_key_make_one_job(a: Adapter) {
+    let db = TestDb::new(a).await;
+    let stores = [db.open().await, db.open().await];
+    let barrier = Arc::new(Barrier::new(20));
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let s = stores[i % 2].clone();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            let job = keyed("q", "one-key", "h");
+            barrier.wait().await;
+            (job.id, s.insert(&job).await.expect("insert"))
+        }));
+    }
+    let mut new = Vec::new();
+    let mut existing = Vec::new();
+    for t in tasks {
+        match t.await.expect("join") {
+            (id, Inserted::New) => new.push(id),
+            (_, Inserted::Existing { record, .. }) => existing.push(record.id),
+        }
+    }
+    assert_eq!(new.len(), 1, "one new job: {new:?}");
+    assert_eq!(existing.len(), 19);
+    assert!(existing.iter().all(|id| *id == new[0]));
+    assert_eq!(stores[0].status().await.expect("status").total, 1);
+}
+
+/// Concurrent inserts are group-committed, each with its own answer.
+async fn concurrent_inserts_get_their_own_answers(a: Adapter) {
+    let db = TestDb::new(a).await;
+    let s = db.open().await;
+    let jobs: Vec<NewJob> = (0..60)
+        .map(|i| {
+            if i % 6 == 0 {
+                keyed("q", "shared", "h")
+            } else {
+                new_job("q")
+            }
+        })
+        .collect();
+    let answers = futures::future::join_all(jobs.iter().map(|j| s.insert(j))).await;
+    let mut new = Vec::new();
+    let mut existing = Vec::new();
+    for (job, answer) in jobs.iter().zip(answers) {
+        match answer.expect("insert") {
+            Inserted::New => new.push(job.id),
+            Inserted::Existing { record, .. } => existing.push(record.id),
+        }
+    }
+    // 50 plain jobs and one of the 10 keyed ones are new; the other 9 get that one.
+    assert_eq!((new.len(), existing.len()), (51, 9));
+    assert!(existing.iter().all(|id| new.contains(id)));
+    for id in new {
+        assert!(s.get(id).await.expect("get").is_some());
+    }
+}
+
+async fn insert_many_answers_in_order_in_one_transaction(a: Adapter) {
+    let db = TestDb::new(a).await;
+    let s = db.open().await;
+    let stored = keyed("q", "k", "h");
+    s.insert(&stored).await.expect("insert");
+    let plain = new_job("q");
+    let same_key = keyed("q", "k", "other");
+    let fresh_key = keyed("q", "k2", "h2");
+    let repeat = keyed("q", "k2", "h2");
+    let answers = s
+        .insert_many(&[plain.clone(), same_key, fresh_key.clone(), repeat.clone()])
+        .await
+        .expect("insert_many");
+    assert_eq!(answers.len(), 4);
+    assert_eq!(answers[0], Inserted::New);
+    assert!(
+        matches!(&answers[1], Inserted::Existing { record, request_hash, .. }
+            if record.id == stored.id && request_hash.as_deref() == Some("h")),
+        "{:?}",
+        answers[1]
+    );
+    assert_eq!(answers[2], Inserted::New);
+    // The key of an earlier job in the same batch: that job, not yet accepted.
+    assert!(
+        matches!(&answers[3], Inserted::Existing { record, accepted: false, .. }
+            if record.id == fresh_key.id),
+        "{:?}",
+        answers[3]
+    );
+    assert!(s.get(repeat.id).await.expect("get").is_none());
+    // A batch of more rows than one statement takes.
+    let many: Vec<NewJob> = (0..1_500).map(|_| new_job("bulk")).collect();
+    let answers = s.insert_many(&many).await.expect("insert_many");
+    assert!(answers.iter().all(|a| *a == Inserted::New));
+    let status = s.status().await.expect("status");
+    assert_eq!(status.counts["bulk"]["queued"], 1_500);
+}
+
+/// Makes the database refuse every job of queue `refused` (a trigger), to see what a failing
+/// write does to the writes around it.
+async fn refuse_queue_refused(db: &TestDb, a: Adapter) {
+    match a {
+        Adapter::Sqlite => {
+            db.exec(
+                "CREATE TRIGGER refuse BEFORE INSERT ON jobs WHEN NEW.queue = 'refused' \
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END",
+            )
+            .await;
+        }
+        Adapter::Postgres => {
+            db.exec(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                 IF NEW.queue = 'refused' THEN RAISE EXCEPTION 'refused'; END IF; \
+                 RETURN NEW; END $$",
+            )
+            .await;
+            db.exec(
+                "CREATE TRIGGER refuse BEFORE INSERT ON jobs FOR EACH ROW EXECUTE FUNCTION refuse()",
+            )
+            .await;
+        }
+    }
+}
+
+async fn insert_many_is_all_or_nothing(a: Adapter) {
+    let db = TestDb::new(a).await;
+    let s = db.open().await;
+    refuse_queue_refused(&db, a).await;
+    let good = new_job("q");
+    let result = s.insert_many(&[good.clone(), new_job("refused")]).await;
+    assert!(result.is_err(), "{result:?}");
+    assert!(
+        s.get(good.id).await.expect("get").is_none(),
+        "nothing of a failed batch is stored"
+    );
+}
+
+/// A write the database refuses fails only its own request, though it shared a group
+/// commit with others.
+async fn a_refused_insert_fails_only_its_own_request(a: Adapter) {
+    let db = TestDb::new(a).await;
+    let s = db.open().await;
+    refuse_queue_refused(&db, a).await;
+    let jobs: Vec<NewJob> = (0..40)
+        .map(|i| new_job(if i == 17 { "refused" } else { "q" }))
+        .collect();
+    let barrier = Arc::new(Barrier::new(jobs.len()));
+    let answers = futures::future::join_all(jobs.iter().map(|j| {
+        let (s, barrier) = (s.clone(), barrier.clone());
+        let j = j.clone();
+        tokio::spawn(async move {
+            barrier.wait().await;
+            s.insert(&j).await
+        })
+    }))
+    .await;
+    for (i, answer) in answers.into_iter().enumerate() {
+        let answer = answer.expect("join");
+        if i == 17 {
+            assert!(answer.is_err(), "{answer:?}");
+        } else {
+            assert_eq!(answer.expect("insert"), Inserted::New);
+        }
+    }
+    assert_eq!(s.status().await.expect("status").total, 39);
+}
+
+async fn a_failed_attempt_then_a_claim_counts_attempts(a: Adapter) {
+    let db = TestDb::new(a).await;
+    let s = db.open().await;
+    let job = new_job("q");
+    s.insert(&job).await.expect("insert");
+    let now = now_ms();
+    s.claim(&claim_req(job.id, "w1", now)).await.expect("claim");
+    s.retry(job.id, "w1", "boom", now + 1_000)
+        .await
+        .expect("retry");
+    let r = s.get(job.id).await.expect("get").expect("row");
+    assert_eq!(r.status, JobStatus::Retrying);
+    assert_eq!(r.last_error.as_deref(), Some("boom"));
+    assert_eq!(r.next_attempt_at, Some(now + 1_000));
+    assert_eq!(
+        s.retrying_counts().await.expect("counts").get("q"),
+        Some(&1)
+    );
+    assert_eq!(
+        s.claim(&claim_req(job.id, "w2", now)).await.expect("claim"),
+        Claim::Claimed {
+            attempt: 2,
+            max_attempts: 3
+        }
+    );
+    let r = s.get(job.id).await.expect("get").expect("row");
+    assert_eq!(r.next_attempt_at, None);
+    assert!(s.retrying_counts().await.expect("counts").is_empty());
+}
+
+async fn dead_is_final_but_never_overrides_success(a: Adapter) {
+    let db = TestDb::new(a).await;
+    let s = db.open().await;
+    let (dies, done) = (new_job("q"), new_job("q"));
+    for j in [&dies, &done] {
+        s.insert(j).await.expect("insert");
+        s.claim(&claim_req(j.id, "w1", now_ms()))
+            .await
+            .expect("claim");
+    }
+    s.dead(dies.id, "boom", 5).await.expect("dead");
+    s.succeed(done.id, "w1", None, 5).await.expect("succeed");
+    s.dead(done.id, "late", 6).await.expect("dead");
+    let r = s.get(dies.id).await.expect("get").expect("row");
+    assert_eq!(
+        (r.status, r.last_error.as_deref(), r.finished_at),
+        (JobStatus::Dead, Some("boom"), Some(5))
+    );
+    assert_eq!(status_of(&s, done.id).await, JobStatus::Succeeded);
+    assert_eq!(
+        s.claim(&claim_req(dies.id, "w2", now_ms()))
+            .await
+            .expect("claim"),
+        Claim::Final(JobStatus::Dead)
+    );
+}
+
+async fn release_gives_the_attempt_back_and_forget_removes_an_unpublished_job(a: Adapter) {
+    let db = TestDb::new(a).await;
+    let s = db.open().await;
+    let job = new_job("q");
+    s.insert(&job).await.expect("insert");
+    s.claim(&claim_req(job.id, "w1", now_ms()))
+        .await
+        .expect("claim");
+    s.forget_unpublished(job.id).await.expect("forget");
+    assert!(
+        s.get(job.id).await.expect("get").is_some(),
+        "a job that ran is not forgotten"
+    );
+    s.release(job.id, "w2").await.expect("release by another");
+    assert_eq!(status_of(&s, job.id).await, JobStatus::Running);
+    s.release(job.id, "w1").await.expect("release");
+    let r = s.get(job.id).await.expect("get").expect("row");
+    assert_eq!((r.status, r.attempts), (JobStatus::Queued, 0));
+    s.forget_unpublished(job.id).await.expect("forget");
+    assert!(s.get(job.id).await.expect("get").is_none());
+}
+
+async fn cancel_only_before_start(a: Adapter) {
+    let db = TestDb::new(a).await;
+    let s = db.open().await;
+    let job = new_job("q");
+    s.insert(&job).await.expect("insert");
+    assert!(matches!(s.cancel(job.id, 7).await.expect("cancel"),
+            Cancel::Cancelled(r) if r.status == JobStatus::Cancelled && r.finished_at == Some(7)));
+    assert_eq!(
+        s.claim(&claim_req(job.id, "w1", now_ms()))
+            .await
+            .expect("claim"),
+        Claim::Final(JobStatus::Cancelled)
+    );
+    let running = new_job("q");
+    s.insert(&running).await.expect("insert");
+    s.claim(&claim_req(running.id, "w1", now_ms()))
+        .await
+        .expect("claim");
+    assert_eq!(
+        s.cancel(running.id, now_ms()).await.expect("cancel"),
+        Cancel::Conflict(JobStatus::Running)
+    );
+    assert_eq!(
+        s.cancel(Uuid::now_v7(), now_ms()).await.expect("cancel"),
+        Cancel::NotFound
+    );
+}
+
+async fn revive_brings_back_only_dead_jobs_and_discard_marks_them(a: Adapter) {
+    let db = TestDb::new(a).await;
+    let s = db.open().await;
+    let (dead, done) = (new_job("q"), new_job("q"));
+    for j in [&dead, &done] {
+        s.insert(j).await.expect("insert");
+        s.claim(&claim_req(j.id, "w1", now_ms()))
+            .await
+            .expect("claim");
+    }
+    s.dead(dead.id, "boom", now_ms()).await.expect("dead");
+    s.succeed(done.id, "w1", None, now_ms())
+        .await
+        .expect("succeed");
+    s.discard(&[dead.id, done.id], 5).await.expect("discard");
+    let r = s.get(dead.id).await.expect("get").expect("row");
+    assert_eq!(r.discarded_at, Some(5));
+    assert_eq!(
+        s.get(done.id)
+            .await
+            .expect("get")
+            .expect("row")
+            .discarded_at,
+        None,
+        "only dead jobs are discarded"
+    );
+    s.revive(&[dead.id, done.id, Uuid::now_v7()], "q2")
+        .await
+        .expect("revive");
+    let r = s.get(dead.id).await.expect("get").expect("row");
+    assert_eq!(
+        (
+            r.status,
+            r.attempts,
+            r.queue.as_str(),
+            r.discarded_at,
+            r.finished_at
+        ),
+        (JobStatus::Queued, 0, "q2", None, None)
+    );
+    assert_eq!(
+        r.last_error.as_deref(),
+        Some("boom"),
+        "the last error stays for the record"
+    );
+    assert_eq!(status_of(&s, done.id).await, JobStatus::Succeeded);
+}
+
+/// Pruning takes only jobs finished before the cutoff, however many chunks that takes.
+async fn prune_removes_only_old_finished_jobs(a: Adapter) {
+    let db = TestDb::new(a).await;
+    let s = db.open().await;
+    let old: Vec<NewJob> = (0..4_500).map(|_| new_job("q")).collect();
+    s.insert_many(&old).await.expect("insert_many");
+    for j in &old {
+        s.dead(j.id, "x", 1_000).await.expect("dead");
+    }
+    let (fresh, open) = (new_job("q"), new_job("q"));
+    s.insert(&fresh).await.expect("insert");
+    s.insert(&open).await.expect("insert");
+    s.dead(fresh.id, "x", 10_000).await.expect("dead");
+    assert_eq!(s.prune(5_000).await.expect("prune"), 4_500);
+    assert!(s.get(old[0].id).await.expect("get").is_none());
+    assert!(s.get(fresh.id).await.expect("get").is_some());
+    assert!(s.get(open.id).await.expect("get").is_some());
+    assert_eq!(s.prune(5_000).await.expect("prune"), 0);
+}
+
+async fn status_counts_jobs_by_queue_and_status(a: Adapter) {
+    let db = TestDb::new(a).await;
+    let s = db.open().await;
+    let empty = s.status().await.expect("status");
+    assert_eq!((empty.total, empty.oldest_created_at), (0, None));
+    assert_eq!(empty.schema_version, Some(empty.binary_schema_version));
+    let mut first = new_job("a");
+    first.created_at = 42;
+    s.insert(&first).await.expect("insert");
+    s.insert(&new_job("a")).await.expect("insert");
+    let b = new_job("b");
+    s.insert(&b).await.expect("insert");
+    s.claim(&claim_req(b.id, "w", now_ms()))
+        .await
+        .expect("claim");
+    let st = s.status().await.expect("status");
+    assert_eq!(st.total, 3);
+    assert_eq!(st.counts["a"]["queued"], 2);
+    assert_eq!(st.counts["b"]["running"], 1);
+    assert_eq!(st.oldest_created_at, Some(42));
+}
+
+/// Whole rows leave one store and enter another unchanged, page by page; importing the
+/// same rows again adds nothing (a copy can be resumed).
+async fn export_then_import_copies_rows_unchanged(a: Adapter) {
+    let from_db = TestDb::new(a).await;
+    let to_db = TestDb::new(match a {
+        Adapter::Sqlite => Adapter::Postgres,
+        Adapter::Postgres => Adapter::Sqlite,
+    })
+    .await;
+    let (from, to) = (from_db.open().await, to_db.open().await);
+    let mut jobs: Vec<NewJob> = (0..250).map(|_| new_job("q")).collect();
+    jobs.push(keyed("q", "k", "h"));
+    from.insert_many(&jobs).await.expect("insert_many");
+    from.claim(&claim_req(jobs[0].id, "w", now_ms()))
+        .await
+        .expect("claim");
+    from.succeed(jobs[0].id, "w", Some("{\"ok\":1}"), now_ms())
+        .await
+        .expect("succeed");
+    from.claim(&claim_req(jobs[1].id, "w", now_ms()))
+        .await
+        .expect("claim");
+    let mut after = None;
+    let mut copied = 0;
+    let mut all = Vec::new();
+    loop {
+        let page = from.export(after, 100).await.expect("export");
+        let Some(last) = page.last() else { break };
+        after = Some(last.record.id);
+        copied += to.import(&page).await.expect("import");
+        all.extend(page);
+    }
+    assert_eq!(copied, 251);
+    assert_eq!(to.import(&all).await.expect("import again"), 0);
+    let back = to.export(None, 1_000).await.expect("export");
+    assert_eq!(back, all, "rows arrive unchanged, in id order");
+    assert!(matches!(
+        to.insert(&keyed("q", "k", "h")).await.expect("insert"),
+        Inserted::Existing { .. }
+    ));
+    assert_eq!(
+        to.claim(&claim_req(jobs[1].id, "w2", now_ms()))
+            .await
+            .expect("claim"),
+        Claim::Busy {
+            until: all[1].lease_until.expect("lease")
+        },
+        "the lease travels with the row"
+    );
+}
+
+/// A database migrated by a newer warren is refused, with that said.
+async fn a_store_with_a_newer_schema_is_refused(a: Adapter) {
+    let db = TestDb::new(a).await;
+    let s = db.open().await;
+    let status = s.status().await.expect("status");
+    drop(s);
+    let newer = status.binary_schema_version + 1;
+    let insert = format!(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES ({newer}, 'from the future', TRUE, CHECKSUM, 0)"
+    );
+    let checksum = match a {
+        Adapter::Sqlite => "X'00'",
+        Adapter::Postgres => "'\\x00'::bytea",
+    };
+    db.exec(&insert.replace("CHECKSUM", checksum)).await;
+    let err = super::open(&OpenOptions::new(&db.url))
+        .await
+        .err()
+        .expect("a newer schema is refused");
+    assert!(
+        matches!(err.kind(), ErrorKind::Store(e) if e.kind() == StoreErrorKind::Schema),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(text.contains(&format!("schema version {newer}")), "{text}");
+    assert!(text.contains("newer than this warren binary"), "{text}");
+}
+
+/// Stores opened together on a new database all open (PostgreSQL: sqlx's advisory lock
+/// serialises the migrations; SQLite: retried while another holds the lock).
+async fn stores_opened_together_on_a_new_database_all_open(a: Adapter) {
+    let db = TestDb::new(a).await;
+    let opts = OpenOptions::new(&db.url);
+    let opened = futures::future::join_all((0..6).map(|_| super::open(&opts))).await;
+    for o in opened {
+        if let Err(e) = o {
+            panic!("{e}");
+        }
+    }
+}
+
+/// Runs each listed test on both adapters, as `sqlite::NAME` and `postgres::NAME`.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::Adapter::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::Adapter::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    claim_then_succeed_then_duplicate_is_final,
+    an_expired_lease_is_claimed_again_and_the_late_owner_changes_nothing,
+    a_delivery_without_a_row_creates_it,
+    concurrent_claims_have_exactly_one_winner_per_job,
+    batched_claims_and_successes_answer_each_write,
+    an_idempotency_key_returns_the_existing_job,
+    concurrent_inserts_with_one_key_make_one_job,
+    concurrent_inserts_get_their_own_answers,
+    insert_many_answers_in_order_in_one_transaction,
+    insert_many_is_all_or_nothing,
+    a_refused_insert_fails_only_its_own_request,
+    a_failed_attempt_then_a_claim_counts_attempts,
+    dead_is_final_but_never_overrides_success,
+    release_gives_the_attempt_back_and_forget_removes_an_unpublished_job,
+    cancel_only_before_start,
+    revive_brings_back_only_dead_jobs_and_discard_marks_them,
+    prune_removes_only_old_finished_jobs,
+    status_counts_jobs_by_queue_and_status,
+    export_then_import_copies_rows_unchanged,
+    a_store_with_a_newer_schema_is_refused,
+    stores_opened_together_on_a_new_database_all_open,
+);

@@ -1,0 +1,457 @@
+//! The store's logic, written once for every adapter: [`SqlStore`] implements [`JobStore`]
+//! and [`Maintenance`] on top of a [`Backend`]'s statements.
+//!
+//! - **Group commit.** Inserts go through one [`Batcher`]; claims and successes, the
+//!   workers' hot path, through another. A batch of inserts is one multi-row statement per
+//!   chunk (each atomic on its own: a statement is its own transaction); a batch of claims and
+//!   successes is one transaction, answered only after its commit. A batch that fails for a
+//!   reason other than an unreachable store is tried again one write at a time, so that what
+//!   failed fails only its own request.
+//! - **Insert-or-find.** A job whose idempotency key is taken gets the job holding it; should
+//!   that job vanish meanwhile (its publish failed and it was forgotten), the insert is tried
+//!   again.
+//! - **Claim classification.** A claim not granted by the batched `UPDATE` is looked at
+//!   alone: a final job is [`Claim::Final`], a live lease [`Claim::Busy`], a missing row is
+//!   created from the message and claimed.
+//! - **Chunked pruning.** Bounded deletes with a pause as long as each took, so a prune of
+//!   millions of rows never holds a lock for long or takes more than half the store's time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use uuid::Uuid;
+
+use super::backend::{Backend, Conn};
+use super::group_commit::Batcher;
+use super::model::{
+    Cancel, Claim, ClaimRequest, Claimed, Inserted, JobRecord, JobRow, JobStatus, NewJob,
+    OwnedClaim, StoreStatus, Success,
+};
+use super::traits::{JobStore, Maintenance};
+use super::{StoreError, StoreErrorKind};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Most rows one prune statement deletes.
+const PRUNE_CHUNK: u32 = 2_000;
+
+/// Most times an insert-or-find or a claim goes round when the row keeps changing under it
+/// (another process deleting or releasing it between two statements).
+const MAX_PASSES: usize = 8;
+
+/// A worker's write, queued for the worker-write group commit.
+#[derive(Debug)]
+enum WorkerWrite {
+    Claim(OwnedClaim),
+    Succeed(Success),
+}
+
+/// The answer to a [`WorkerWrite`].
+#[derive(Debug)]
+enum Written {
+    Claim(Claim),
+    Succeeded,
+}
+
+/// A [`super::Store`] on a SQL database; `B` holds the SQL. See the module docs.
+pub(crate) struct SqlStore<B: Backend> {
+    backend: Arc<B>,
+    inserts: Batcher<NewJob, Inserted>,
+    worker_writes: Batcher<WorkerWrite, Written>,
+}
+
+impl<B: Backend> std::fmt::Debug for SqlStore<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("backend", &B::NAME)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend> Clone for SqlStore<B> {
+    fn clone(&self) -> Self {
+        Self {
+            backend: self.backend.clone(),
+            inserts: self.inserts.clone(),
+            worker_writes: self.worker_writes.clone(),
+        }
+    }
+}
+
+impl<B: Backend> SqlStore<B> {
+    /// Starts the group-commit writers over `backend`.
+    pub(crate) fn new(backend: B) -> Self {
+        let backend = Arc::new(backend);
+        let inserts = {
+            let b = backend.clone();
+            Batcher::start("intake", move |jobs| {
+                let b = b.clone();
+                async move { insert_batch(&*b, jobs).await }
+            })
+        };
+        let worker_writes = {
+            let b = backend.clone();
+            Batcher::start("worker", move |writes| {
+                let b = b.clone();
+                async move { worker_batch(&*b, writes).await }
+            })
+        };
+        Self {
+            backend,
+            inserts,
+            worker_writes,
+        }
+    }
+}
+
+/// The same error again, for answering every write of a failed batch with it.
+fn again(e: &Error) -> Error {
+    match e.kind() {
+        ErrorKind::Store(s) => StoreError::new(s.kind(), s).into(),
+        other => Error::store_kind(StoreErrorKind::Other, other),
+    }
+}
+
+/// True when a failed batch is worth trying again write by write: the store answered, but
+/// refused something (a store that cannot be reached would fail each write the same way,
+/// one timeout after the other).
+fn worth_one_by_one(e: &Error) -> bool {
+    !matches!(e.kind(), ErrorKind::Store(s) if s.kind() == StoreErrorKind::Unavailable)
+}
+
+/// One group commit of inserts (see the module docs).
+async fn insert_batch<B: Backend>(b: &B, jobs: Vec<NewJob>) -> Vec<Result<Inserted>> {
+    let whole = async {
+        let mut conn = b.writer().await?;
+        insert_or_find::<B>(&mut conn, &jobs).await
+    };
+    match whole.await {
+        Ok(answers) => answers.into_iter().map(Ok).collect(),
+        Err(e) if jobs.len() > 1 && worth_one_by_one(&e) => {
+            tracing::debug!(error = %e, jobs = jobs.len(), "group insert failed; inserting one by one");
+            let mut out = Vec::with_capacity(jobs.len());
+            for job in &jobs {
+                let one = async {
+                    let mut conn = b.writer().await?;
+                    insert_or_find_one::<B>(&mut conn, job, false).await
+                };
+                out.push(one.await);
+            }
+            out
+        }
+        Err(e) => jobs.iter().map(|_| Err(again(&e))).collect(),
+    }
+}
+
+/// Inserts `jobs` on `conn` and answers for each in order: a job whose idempotency key is
+/// taken (by an earlier job, maybe of this batch) gets that job.
+async fn insert_or_find<B: Backend>(conn: &mut Conn<B>, jobs: &[NewJob]) -> Result<Vec<Inserted>> {
+    let present = B::insert_rows(conn, jobs).await?;
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        out.push(if present.contains(&job.id) {
+            Inserted::New
+        } else {
+            insert_or_find_one::<B>(conn, job, true).await?
+        });
+    }
+    Ok(out)
+}
+
+/// One job's insert-or-find. `tried`: its insert was just refused, so look for the key's
+/// holder first.
+async fn insert_or_find_one<B: Backend>(
+    conn: &mut Conn<B>,
+    job: &NewJob,
+    mut tried: bool,
+) -> Result<Inserted> {
+    for _ in 0..MAX_PASSES {
+        match &job.idempotency_key {
+            // Without a key only the job's own id can be taken: the same job, inserted before.
+            None if tried => return Ok(Inserted::New),
+            Some(key) if tried => {
+                if let Some(existing) = B::find_by_key(conn, &job.queue, key).await? {
+                    return Ok(existing);
+                }
+                // The key's holder vanished (its publish failed): insert after all.
+            }
+            _ => {}
+        }
+        if B::insert_rows(conn, std::slice::from_ref(job))
+            .await?
+            .contains(&job.id)
+        {
+            return Ok(Inserted::New);
+        }
+        tried = true;
+    }
+    Err(Error::store_kind(
+        StoreErrorKind::Conflict,
+        format!(
+            "idempotency key of job {} kept changing hands; try again",
+            job.id
+        ),
+    ))
+}
+
+/// One group commit of worker writes (see the module docs).
+async fn worker_batch<B: Backend>(b: &B, writes: Vec<WorkerWrite>) -> Vec<Result<Written>> {
+    let whole = async {
+        let mut conn = b.writer().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(B::err)?;
+        let answers = apply_worker_writes::<B>(&mut tx, &writes).await?;
+        // Nothing is answered before the commit: an answer is a promise that it is stored.
+        tx.commit().await.map_err(B::err)?;
+        Ok::<_, Error>(answers)
+    };
+    match whole.await {
+        Ok(answers) => answers.into_iter().map(Ok).collect(),
+        Err(e) if writes.len() > 1 && worth_one_by_one(&e) => {
+            tracing::debug!(error = %e, writes = writes.len(), "batched worker writes failed; writing one by one");
+            let mut out = Vec::with_capacity(writes.len());
+            for w in &writes {
+                let one = async {
+                    let mut conn = b.writer().await?;
+                    let mut answers =
+                        apply_worker_writes::<B>(&mut conn, std::slice::from_ref(w)).await?;
+                    answers.pop().ok_or_else(|| {
+                        Error::store_kind(StoreErrorKind::Other, "a write went unanswered")
+                    })
+                };
+                out.push(one.await);
+            }
+            out
+        }
+        Err(e) => writes.iter().map(|_| Err(again(&e))).collect(),
+    }
+}
+
+/// Claims, then successes, of `writes` on `conn`, answered in the order of `writes`. The
+/// claims are one batched statement; those it did not grant (a missing row, a final job, a
+/// live lease, an id twice in the batch) are classified one by one by [`claim_one`].
+async fn apply_worker_writes<B: Backend>(
+    conn: &mut Conn<B>,
+    writes: &[WorkerWrite],
+) -> Result<Vec<Written>> {
+    let claims: Vec<OwnedClaim> = writes
+        .iter()
+        .filter_map(|w| match w {
+            WorkerWrite::Claim(c) => Some(c.clone()),
+            WorkerWrite::Succeed(_) => None,
+        })
+        .collect();
+    let successes: Vec<Success> = writes
+        .iter()
+        .filter_map(|w| match w {
+            WorkerWrite::Succeed(s) => Some(s.clone()),
+            WorkerWrite::Claim(_) => None,
+        })
+        .collect();
+    let mut granted: BTreeMap<Uuid, Claimed> = if claims.is_empty() {
+        BTreeMap::new()
+    } else {
+        B::claim_rows(conn, &claims)
+            .await?
+            .into_iter()
+            .map(|c| (c.id, c))
+            .collect()
+    };
+    let mut claim_answers = Vec::with_capacity(claims.len());
+    for req in &claims {
+        // The first request for an id gets the claim the batch made; any other goes alone.
+        claim_answers.push(match granted.remove(&req.id) {
+            Some(c) => Claim::Claimed {
+                attempt: c.attempt,
+                max_attempts: c.max_attempts,
+            },
+            None => claim_one::<B>(conn, req).await?,
+        });
+    }
+    if !successes.is_empty() {
+        B::succeed_rows(conn, &successes).await?;
+    }
+    let mut claim_answers = claim_answers.into_iter();
+    Ok(writes
+        .iter()
+        .map(|w| match w {
+            WorkerWrite::Claim(_) => claim_answers
+                .next()
+                .map_or(Written::Succeeded, Written::Claim),
+            WorkerWrite::Succeed(_) => Written::Succeeded,
+        })
+        .collect())
+}
+
+/// Claims one job on `conn`: the claim classification (see [`Claim`]).
+async fn claim_one<B: Backend>(conn: &mut Conn<B>, req: &OwnedClaim) -> Result<Claim> {
+    for _ in 0..MAX_PASSES {
+        if let Some(c) = B::claim_rows(conn, std::slice::from_ref(req))
+            .await?
+            .first()
+        {
+            return Ok(Claim::Claimed {
+                attempt: c.attempt,
+                max_attempts: c.max_attempts,
+            });
+        }
+        match B::claim_state(conn, req.id).await? {
+            Some((status, _)) if status.is_final() => return Ok(Claim::Final(status)),
+            Some((JobStatus::Running, Some(until))) if until > req.now => {
+                return Ok(Claim::Busy { until });
+            }
+            // Claimable by now (released or expired between the two statements): again.
+            Some(_) => {}
+            None => B::insert_missing(conn, req).await?,
+        }
+    }
+    Err(Error::store_kind(
+        StoreErrorKind::Conflict,
+        format!(
+            "job {} kept changing while being claimed; try again",
+            req.id
+        ),
+    ))
+}
+
+/// The answer a worker write gets when the writer answered with the other kind.
+fn mismatched() -> Error {
+    Error::store_kind(
+        StoreErrorKind::Other,
+        "the worker writer answered out of turn",
+    )
+}
+
+#[async_trait::async_trait]
+impl<B: Backend> JobStore for SqlStore<B> {
+    async fn insert(&self, job: &NewJob) -> Result<Inserted> {
+        self.inserts.submit(job.clone()).await
+    }
+
+    async fn insert_many(&self, jobs: &[NewJob]) -> Result<Vec<Inserted>> {
+        let mut conn = self.backend.writer().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(B::err)?;
+        let out = insert_or_find::<B>(&mut tx, jobs).await?;
+        tx.commit().await.map_err(B::err)?;
+        Ok(out)
+    }
+
+    async fn mark_accepted(&self, id: Uuid) -> Result<()> {
+        self.backend.mark_accepted(id).await
+    }
+
+    async fn forget_unpublished(&self, id: Uuid) -> Result<()> {
+        self.backend.forget_unpublished(id).await
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<JobRecord>> {
+        self.backend.get(id).await
+    }
+
+    async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Claim> {
+        match self
+            .worker_writes
+            .submit(WorkerWrite::Claim(OwnedClaim::new(req)))
+            .await?
+        {
+            Written::Claim(c) => Ok(c),
+            Written::Succeeded => Err(mismatched()),
+        }
+    }
+
+    async fn succeed(&self, id: Uuid, owner: &str, result: Option<&str>, now: i64) -> Result<()> {
+        let write = WorkerWrite::Succeed(Success {
+            id,
+            owner: owner.to_owned(),
+            result: result.map(str::to_owned),
+            now,
+        });
+        match self.worker_writes.submit(write).await? {
+            Written::Succeeded => Ok(()),
+            Written::Claim(_) => Err(mismatched()),
+        }
+    }
+
+    async fn retry(&self, id: Uuid, owner: &str, error: &str, next_attempt_at: i64) -> Result<()> {
+        self.backend.retry(id, owner, error, next_attempt_at).await
+    }
+
+    async fn cancel(&self, id: Uuid, now: i64) -> Result<Cancel> {
+        if let Some(r) = self.backend.cancel_row(id, now).await? {
+            return Ok(Cancel::Cancelled(Box::new(r)));
+        }
+        Ok(match self.backend.get(id).await? {
+            Some(r) => Cancel::Conflict(r.status),
+            None => Cancel::NotFound,
+        })
+    }
+
+    async fn dead(&self, id: Uuid, error: &str, now: i64) -> Result<()> {
+        self.backend.dead(id, error, now).await
+    }
+
+    async fn release(&self, id: Uuid, owner: &str) -> Result<()> {
+        self.backend.release(id, owner).await
+    }
+
+    async fn revive(&self, ids: &[Uuid], queue: &str) -> Result<()> {
+        self.backend.revive(ids, queue).await
+    }
+
+    async fn discard(&self, ids: &[Uuid], now: i64) -> Result<()> {
+        self.backend.discard(ids, now).await
+    }
+
+    async fn retrying_counts(&self) -> Result<BTreeMap<String, u64>> {
+        self.backend.retrying_counts().await
+    }
+}
+
+#[async_trait::async_trait]
+impl<B: Backend> Maintenance for SqlStore<B> {
+    async fn ping(&self) -> Result<()> {
+        self.backend.ping().await
+    }
+
+    async fn prune(&self, cutoff: i64) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let started = Instant::now();
+            let n = self.backend.prune_chunk(cutoff, PRUNE_CHUNK).await?;
+            total += n;
+            if n < u64::from(PRUNE_CHUNK) {
+                return Ok(total);
+            }
+            // As long again for everyone else: a long prune takes at most half the store.
+            tokio::time::sleep(started.elapsed()).await;
+        }
+    }
+
+    async fn status(&self) -> Result<StoreStatus> {
+        let (schema_version, binary_schema_version) = self.backend.schema_versions().await?;
+        let mut status = StoreStatus {
+            backend: B::NAME,
+            schema_version,
+            binary_schema_version,
+            oldest_created_at: self.backend.oldest_created_at().await?,
+            ..StoreStatus::default()
+        };
+        for (queue, job_status, n) in self.backend.counts().await? {
+            status.total += n;
+            *status
+                .counts
+                .entry(queue)
+                .or_default()
+                .entry(job_status.as_str().to_owned())
+                .or_default() += n;
+        }
+        Ok(status)
+    }
+
+    async fn export(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<JobRow>> {
+        self.backend.export(after, limit).await
+    }
+
+    async fn import(&self, rows: &[JobRow]) -> Result<u64> {
+        self.backend.import(rows).await
+    }
+}

@@ -1,0 +1,265 @@
+//! What the store keeps and answers: jobs, their statuses, and the answers of its operations.
+//! Times are milliseconds since the Unix epoch.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Accepted and waiting in its work queue (or a delay).
+    Queued,
+    /// Claimed by a worker and running.
+    Running,
+    /// Failed, waiting for its next attempt.
+    Retrying,
+    /// Done; never runs again.
+    Succeeded,
+    /// Out of attempts or failed permanently; its message is in `{queue}.dlq`.
+    Dead,
+    /// Cancelled before it started.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// The lowercase name stored and shown over HTTP.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Retrying => "retrying",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Dead => "dead",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses [`JobStatus::as_str`] output.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => JobStatus::Queued,
+            "running" => JobStatus::Running,
+            "retrying" => JobStatus::Retrying,
+            "succeeded" => JobStatus::Succeeded,
+            "dead" => JobStatus::Dead,
+            "cancelled" => JobStatus::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// True for `succeeded`, `dead` and `cancelled`: a delivery of such a job is acked, not run.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Dead | JobStatus::Cancelled
+        )
+    }
+}
+
+/// A job as the store keeps it; `GET /v1/jobs/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRecord {
+    /// Job id.
+    pub id: Uuid,
+    /// Queue name.
+    pub queue: String,
+    /// Current status.
+    pub status: JobStatus,
+    /// Runs started so far.
+    pub attempts: u32,
+    /// Attempt budget.
+    pub max_attempts: u32,
+    /// The last failure's reason.
+    pub last_error: Option<String>,
+    /// The handler's result (text, truncated to 64 KiB).
+    pub result: Option<String>,
+    /// Correlation id.
+    pub correlation_id: Option<String>,
+    /// The client's idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Accepted at (ms).
+    pub created_at: i64,
+    /// First run started at (ms).
+    pub started_at: Option<i64>,
+    /// Reached a final status at (ms).
+    pub finished_at: Option<i64>,
+    /// Next attempt is due at (ms), while `queued` with a delay or `retrying`.
+    pub next_attempt_at: Option<i64>,
+    /// When its dead letter was purged (ms), for a `dead` job.
+    pub discarded_at: Option<i64>,
+}
+
+/// A job to insert at intake.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Job id.
+    pub id: Uuid,
+    /// Queue name.
+    pub queue: String,
+    /// Attempt budget.
+    pub max_attempts: u32,
+    /// Correlation id.
+    pub correlation_id: Option<String>,
+    /// The client's idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Hash of the request (for idempotency checks).
+    pub request_hash: Option<String>,
+    /// Now (ms).
+    pub created_at: i64,
+    /// When the first attempt is due (ms), for delayed jobs.
+    pub next_attempt_at: Option<i64>,
+}
+
+/// A worker's request to run a delivered job.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest<'a> {
+    /// Job id.
+    pub id: Uuid,
+    /// Queue it was delivered from (used if the store has no row yet).
+    pub queue: &'a str,
+    /// Attempt budget from the message (used if the store has no row yet).
+    pub max_attempts: u32,
+    /// Correlation id from the message (used if the store has no row yet).
+    pub correlation_id: Option<&'a str>,
+    /// Who claims: a worker id unique per process.
+    pub owner: &'a str,
+    /// Now (ms).
+    pub now: i64,
+    /// How long the claim (lease) lasts: the queue's timeout plus a margin.
+    pub lease: Duration,
+}
+
+/// The answer to a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The caller owns the job now and must run it; `attempt` is this run's number (1-based)
+    /// and `max_attempts` the job's budget.
+    Claimed {
+        /// This run's attempt number.
+        attempt: u32,
+        /// The job's attempt budget.
+        max_attempts: u32,
+    },
+    /// The job already reached this final status: ack the delivery, do not run it.
+    Final(JobStatus),
+    /// Another worker holds a live lease until this time (ms).
+    Busy {
+        /// Lease end (ms).
+        until: i64,
+    },
+}
+
+/// The answer to [`Store::insert`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    /// The job is new.
+    New,
+    /// A job with the same idempotency key exists in this queue.
+    Existing {
+        /// That job.
+        record: Box<JobRecord>,
+        /// Its request hash.
+        request_hash: Option<String>,
+        /// False while its publish still awaits the broker's confirm.
+        accepted: bool,
+    },
+}
+
+/// The answer to [`Store::cancel`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancel {
+    /// The job was `queued` or `retrying` and is `cancelled` now.
+    Cancelled(Box<JobRecord>),
+    /// The job is in this status and cannot be cancelled.
+    Conflict(JobStatus),
+    /// No such job.
+    NotFound,
+}
+
+/// A job row with everything the store keeps, for moving jobs between stores
+/// ([`crate::store::Maintenance::export`], [`crate::store::Maintenance::import`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRow {
+    /// The job as it is shown.
+    pub record: JobRecord,
+    /// Hash of the request, for `Idempotency-Key` checks.
+    pub request_hash: Option<String>,
+    /// False while a keyed job's publish awaits its confirm.
+    pub accepted: bool,
+    /// The worker holding its claim.
+    pub lease_owner: Option<String>,
+    /// The claim is live until then (ms).
+    pub lease_until: Option<i64>,
+}
+
+/// What `warren store status` shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StoreStatus {
+    /// `sqlite` or `postgres`.
+    pub backend: &'static str,
+    /// The newest migration applied to the database (`None` before the first).
+    pub schema_version: Option<i64>,
+    /// The newest migration this binary carries.
+    pub binary_schema_version: i64,
+    /// Jobs by queue, then by status name.
+    pub counts: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Jobs in all.
+    pub total: u64,
+    /// The oldest job's `created_at` (ms).
+    pub oldest_created_at: Option<i64>,
+}
+
+/// A claim the store granted in a batch: the job and its attempt numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Claimed {
+    pub(crate) id: Uuid,
+    pub(crate) attempt: u32,
+    pub(crate) max_attempts: u32,
+}
+
+/// A [`ClaimRequest`] that can wait in a queue for a group commit.
+#[derive(Debug, Clone)]
+pub(crate) struct OwnedClaim {
+    pub(crate) id: Uuid,
+    pub(crate) queue: String,
+    pub(crate) max_attempts: u32,
+    pub(crate) correlation_id: Option<String>,
+    pub(crate) owner: String,
+    pub(crate) now: i64,
+    /// `now` + the lease (ms).
+    pub(crate) lease_until: i64,
+}
+
+impl OwnedClaim {
+    pub(crate) fn new(req: &ClaimRequest<'_>) -> Self {
+        Self {
+            id: req.id,
+            queue: req.queue.to_owned(),
+            max_attempts: req.max_attempts,
+            correlation_id: req.correlation_id.map(str::to_owned),
+            owner: req.owner.to_owned(),
+            now: req.now,
+            lease_until: req
+                .now
+                .saturating_add(i64::try_from(req.lease.as_millis()).unwrap_or(i64::MAX)),
+        }
+    }
+}
+
+/// A worker's success, waiting for a group commit.
+#[derive(Debug, Clone)]
+pub(crate) struct Success {
+    pub(crate) id: Uuid,
+    pub(crate) owner: String,
+    pub(crate) result: Option<String>,
+    pub(crate) now: i64,
+}
+
+/// A count stored as a signed integer, as a `u32` (0 when out of range).
+pub(crate) fn to_u32(v: i64) -> u32 {
+    u32::try_from(v).unwrap_or(0)
+}

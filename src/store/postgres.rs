@@ -1,0 +1,618 @@
+//! The PostgreSQL adapter, for warren on many hosts sharing one store (DESIGN §11). Only
+//! PostgreSQL's SQL, type mapping, opening and error classification live here; the store's
+//! logic is [`super::engine`].
+//!
+//! Batches bind one array per column and `unnest` them (one statement, one round trip and
+//! one plan for any batch size). Atomicity across processes comes from the statements
+//! themselves under READ COMMITTED: a claim is one conditional `UPDATE` (a concurrent claim
+//! of the same row waits for the first to commit, then re-checks the condition and finds the
+//! job `running`); an idempotency key is a unique index, and `INSERT … ON CONFLICT DO
+//! NOTHING` waits for a concurrent insert of the same key to commit or roll back
+//! (<https://www.postgresql.org/docs/15/sql-insert.html#SQL-ON-CONFLICT>).
+//!
+//! Migrations run at start-up under sqlx's advisory lock (`pg_advisory_lock`), so processes
+//! starting together do not race.
+
+use std::collections::{BTreeMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::Row;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use uuid::Uuid;
+
+use super::backend::{Backend, migrate_error, newest_migration, parse_status};
+use super::model::{
+    Claimed, Inserted, JobRecord, JobRow, JobStatus, NewJob, OwnedClaim, Success, to_u32,
+};
+use super::{OpenOptions, StoreError, StoreErrorKind};
+use crate::error::{Error, Result};
+
+/// The PostgreSQL adapter (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Postgres {
+    pool: PgPool,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How long a request waits for a pooled connection before the store counts as unavailable
+/// (the intake then answers 503). sqlx keeps trying a refused connection until then.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long the first connection at start-up may take (a host that drops packets).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The SQL of every statement, by name: the adapter runs them, and the index test
+/// (`tests::every_statement_uses_an_index`) explains them on a table of 1,000,000 rows.
+pub(crate) mod sql {
+    /// [`super::Backend::insert_rows`]: rows in order, keys taken skipped.
+    pub(crate) const INSERT_ROWS: &str = "INSERT INTO jobs (id, queue, status, max_attempts, \
+        correlation_id, idempotency_key, request_hash, accepted, created_at, next_attempt_at) \
+        SELECT id, queue, 'queued', max_attempts, correlation_id, idempotency_key, request_hash, \
+               accepted, created_at, next_attempt_at \
+        FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], \
+                    $7::bool[], $8::bigint[], $9::bigint[]) WITH ORDINALITY \
+             AS v(id, queue, max_attempts, correlation_id, idempotency_key, request_hash, \
+                  accepted, created_at, next_attempt_at, n) \
+        ORDER BY n \
+        ON CONFLICT DO NOTHING RETURNING id";
+    /// [`super::Backend::find_by_key`].
+    pub(crate) const FIND_BY_KEY: &str = "SELECT id, queue, status, attempts, max_attempts, \
+        last_error, result, correlation_id, idempotency_key, created_at, started_at, finished_at, \
+        next_attempt_at, discarded_at, request_hash, accepted \
+        FROM jobs WHERE queue = $1 AND idempotency_key = $2";
+    /// [`super::Backend::claim_rows`].
+    pub(crate) const CLAIM_ROWS: &str = "UPDATE jobs SET status = 'running', \
+        attempts = jobs.attempts + 1, started_at = COALESCE(jobs.started_at, v.now), \
+        next_attempt_at = NULL, lease_owner = v.owner, lease_until = v.lease_until \
+        FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bigint[]) AS v(id, now, owner, lease_until) \
+        WHERE jobs.id = v.id AND (jobs.status IN ('queued', 'retrying') \
+          OR (jobs.status = 'running' AND (jobs.lease_until IS NULL OR jobs.lease_until <= v.now))) \
+        RETURNING jobs.id, jobs.attempts, jobs.max_attempts";
+    /// [`super::Backend::claim_state`].
+    pub(crate) const CLAIM_STATE: &str = "SELECT status, lease_until FROM jobs WHERE id = $1";
+    /// [`super::Backend::insert_missing`].
+    pub(crate) const INSERT_MISSING: &str = "INSERT INTO jobs (id, queue, status, max_attempts, \
+        correlation_id, created_at) VALUES ($1, $2, 'queued', $3, $4, $5) ON CONFLICT DO NOTHING";
+    /// [`super::Backend::succeed_rows`].
+    pub(crate) const SUCCEED_ROWS: &str = "UPDATE jobs SET status = 'succeeded', \
+        result = v.result, finished_at = v.now, lease_owner = NULL, lease_until = NULL \
+        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[]) AS v(id, owner, result, now) \
+        WHERE jobs.id = v.id AND jobs.lease_owner = v.owner";
+    /// [`super::Backend::get`].
+    pub(crate) const GET: &str = "SELECT id, queue, status, attempts, max_attempts, last_error, \
+        result, correlation_id, idempotency_key, created_at, started_at, finished_at, \
+        next_attempt_at, discarded_at FROM jobs WHERE id = $1";
+    /// [`super::Backend::mark_accepted`].
+    pub(crate) const MARK_ACCEPTED: &str = "UPDATE jobs SET accepted = TRUE WHERE id = $1";
+    /// [`super::Backend::forget_unpublished`].
+    pub(crate) const FORGET_UNPUBLISHED: &str =
+        "DELETE FROM jobs WHERE id = $1 AND status = 'queued' AND attempts = 0";
+    /// [`super::Backend::retry`].
+    pub(crate) const RETRY: &str = "UPDATE jobs SET status = 'retrying', last_error = $1, \
+        next_attempt_at = $2, lease_owner = NULL, lease_until = NULL \
+        WHERE id = $3 AND lease_owner = $4";
+    /// [`super::Backend::cancel_row`].
+    pub(crate) const CANCEL: &str = "UPDATE jobs SET status = 'cancelled', finished_at = $1, \
+        next_attempt_at = NULL WHERE id = $2 AND status IN ('queued', 'retrying') \
+        RETURNING id, queue, status, attempts, max_attempts, last_error, result, correlation_id, \
+        idempotency_key, created_at, started_at, finished_at, next_attempt_at, discarded_at";
+    /// [`super::Backend::dead`].
+    pub(crate) const DEAD: &str = "UPDATE jobs SET status = 'dead', last_error = $1, \
+        finished_at = $2, next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL \
+        WHERE id = $3 AND status NOT IN ('succeeded', 'cancelled')";
+    /// [`super::Backend::release`].
+    pub(crate) const RELEASE: &str = "UPDATE jobs SET status = 'queued', \
+        attempts = GREATEST(attempts - 1, 0), lease_owner = NULL, lease_until = NULL \
+        WHERE id = $1 AND status = 'running' AND lease_owner = $2";
+    /// [`super::Backend::revive`].
+    pub(crate) const REVIVE: &str = "UPDATE jobs SET status = 'queued', queue = $1, attempts = 0, \
+        finished_at = NULL, next_attempt_at = NULL, discarded_at = NULL \
+        WHERE id = ANY($2) AND status = 'dead'";
+    /// [`super::Backend::discard`].
+    pub(crate) const DISCARD: &str =
+        "UPDATE jobs SET discarded_at = $1 WHERE id = ANY($2) AND status = 'dead'";
+    /// [`super::Backend::retrying_counts`]: the partial index `jobs_retrying`.
+    pub(crate) const RETRYING_COUNTS: &str =
+        "SELECT queue, COUNT(*) FROM jobs WHERE status = 'retrying' GROUP BY queue";
+    /// [`super::Backend::prune_chunk`]: the partial index `jobs_finished`, oldest first; rows
+    /// another transaction holds are left for the next pass.
+    pub(crate) const PRUNE_CHUNK: &str = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
+        WHERE finished_at IS NOT NULL AND finished_at < $1 ORDER BY finished_at LIMIT $2 \
+        FOR UPDATE SKIP LOCKED)";
+    /// [`super::Backend::oldest_created_at`]: UUIDv7 ids sort by creation time.
+    pub(crate) const OLDEST: &str = "SELECT created_at FROM jobs ORDER BY id LIMIT 1";
+    /// [`super::Backend::export`].
+    pub(crate) const EXPORT: &str = "SELECT id, queue, status, attempts, max_attempts, \
+        last_error, result, correlation_id, idempotency_key, created_at, started_at, finished_at, \
+        next_attempt_at, discarded_at, request_hash, accepted, lease_owner, lease_until \
+        FROM jobs WHERE id > $1 ORDER BY id LIMIT $2";
+    /// [`super::Backend::counts`]: a whole-table count by nature (`warren store status`
+    /// only), not on any request's path.
+    pub(crate) const COUNTS: &str =
+        "SELECT queue, status, COUNT(*) FROM jobs GROUP BY queue, status";
+    /// [`super::Backend::import`].
+    pub(crate) const IMPORT: &str = "INSERT INTO jobs (id, queue, status, attempts, max_attempts, \
+        last_error, result, correlation_id, idempotency_key, created_at, started_at, finished_at, \
+        next_attempt_at, discarded_at, request_hash, accepted, lease_owner, lease_until) \
+        SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], \
+            $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::bigint[], \
+            $12::bigint[], $13::bigint[], $14::bigint[], $15::text[], $16::bool[], $17::text[], \
+            $18::bigint[]) \
+        ON CONFLICT (id) DO NOTHING";
+}
+
+/// `host:port/database` of `opts`, for messages (no credentials).
+fn describe(opts: &PgConnectOptions) -> String {
+    format!(
+        "{}:{}/{}",
+        opts.get_host(),
+        opts.get_port(),
+        opts.get_database()
+            .unwrap_or("(the user's default database)")
+    )
+}
+
+impl Postgres {
+    /// Connects to `opts.url` (`postgres://user:password@host:port/database`; sqlx's
+    /// parameters such as `sslmode` and `options` apply), migrates the schema unless
+    /// `opts.migrate` is false, and opens a pool of up to `opts.max_connections` whose
+    /// sessions have `statement_timeout` = `opts.statement_timeout`.
+    ///
+    /// The first connection is made at once and not retried, so that a wrong password, an
+    /// unknown database or an unreachable host stops start-up with a message naming the host
+    /// and database (never the password).
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Store`]: [`StoreErrorKind::Config`] for a bad URL, a refused login
+    /// or an unknown database; [`StoreErrorKind::Unavailable`] when the server cannot be
+    /// reached; [`StoreErrorKind::Schema`] for a database migrated by a newer warren.
+    pub(crate) async fn open(opts: &OpenOptions) -> Result<Self> {
+        let shown = crate::redact::redact(&opts.url);
+        let connect = PgConnectOptions::from_str(&opts.url)
+            .map_err(|e| {
+                Error::store_kind(
+                    StoreErrorKind::Config,
+                    format!(
+                        "invalid store URL `{shown}`: {}",
+                        crate::redact::redact(&e.to_string())
+                    ),
+                )
+            })?
+            .application_name("warren")
+            .options([(
+                "statement_timeout",
+                opts.statement_timeout.as_millis().to_string(),
+            )]);
+        let at = describe(&connect);
+        let failed = |e: &sqlx::Error| {
+            let cause = StoreError::from_sqlx(e, Self::classify);
+            Error::store_kind(
+                cause.kind(),
+                format!("cannot connect to the PostgreSQL store at {at}: {cause}"),
+            )
+        };
+        let mut first = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            <PgConnection as sqlx::Connection>::connect_with(&connect),
+        )
+        .await
+        .map_err(|_| {
+            Error::store_kind(
+                StoreErrorKind::Unavailable,
+                format!(
+                    "cannot connect to the PostgreSQL store at {at}: no answer within {} s",
+                    CONNECT_TIMEOUT.as_secs()
+                ),
+            )
+        })?
+        .map_err(|e| failed(&e))?;
+        if opts.migrate {
+            // Migrations may take longer than a request's statement timeout.
+            sqlx::query("SET statement_timeout = 0")
+                .execute(&mut first)
+                .await
+                .map_err(|e| failed(&e))?;
+            MIGRATOR
+                .run_direct(&mut first)
+                .await
+                .map_err(|e| migrate_error(&e, &MIGRATOR, &at))?;
+        }
+        let _ = <PgConnection as sqlx::Connection>::close(first).await;
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.max_connections.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            // A connection broken while idle (a server restart) fails its first statement,
+            // which the caller retries; sqlx tests every connection as it is returned.
+            .test_before_acquire(false)
+            .connect_lazy_with(connect);
+        tracing::info!(store = %shown, "PostgreSQL store open");
+        Ok(Self { pool })
+    }
+}
+
+fn uuid_text(id: Option<Uuid>) -> Uuid {
+    id.unwrap_or(Uuid::nil())
+}
+
+fn record(row: &PgRow) -> Result<JobRecord> {
+    let get = |e| Postgres::err(e);
+    let status: String = row.try_get("status").map_err(get)?;
+    Ok(JobRecord {
+        id: row.try_get("id").map_err(get)?,
+        queue: row.try_get("queue").map_err(get)?,
+        status: parse_status(&status)?,
+        attempts: to_u32(i64::from(row.try_get::<i32, _>("attempts").map_err(get)?)),
+        max_attempts: to_u32(i64::from(
+            row.try_get::<i32, _>("max_attempts").map_err(get)?,
+        )),
+        last_error: row.try_get("last_error").map_err(get)?,
+        result: row.try_get("result").map_err(get)?,
+        correlation_id: row.try_get("correlation_id").map_err(get)?,
+        idempotency_key: row.try_get("idempotency_key").map_err(get)?,
+        created_at: row.try_get("created_at").map_err(get)?,
+        started_at: row.try_get("started_at").map_err(get)?,
+        finished_at: row.try_get("finished_at").map_err(get)?,
+        next_attempt_at: row.try_get("next_attempt_at").map_err(get)?,
+        discarded_at: row.try_get("discarded_at").map_err(get)?,
+    })
+}
+
+fn to_i32(v: u32) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
+#[async_trait::async_trait]
+impl Backend for Postgres {
+    type Db = sqlx::Postgres;
+    type Writer = PoolConnection<sqlx::Postgres>;
+    const NAME: &'static str = "postgres";
+
+    async fn writer(&self) -> Result<Self::Writer> {
+        self.pool.acquire().await.map_err(Self::err)
+    }
+
+    /// By SQLSTATE (<https://www.postgresql.org/docs/15/errcodes-appendix.html>).
+    fn classify(code: &str) -> StoreErrorKind {
+        match code {
+            // Connection exceptions, insufficient resources (too many connections), a server
+            // shutting down or starting, a database closed to connections, a standby.
+            c if c.starts_with("08") || c.starts_with("53") => StoreErrorKind::Unavailable,
+            "57P01" | "57P02" | "57P03" | "55000" | "25006" => StoreErrorKind::Unavailable,
+            // Serialization failure, deadlock, lock not available, statement timeout.
+            "40001" | "40P01" | "55P03" | "57014" => StoreErrorKind::Conflict,
+            // Invalid authorization, unknown database.
+            c if c.starts_with("28") || c == "3D000" => StoreErrorKind::Config,
+            _ => StoreErrorKind::Other,
+        }
+    }
+
+    async fn insert_rows(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<HashSet<Uuid>> {
+        let rows: Vec<Uuid> = sqlx::query_scalar(sql::INSERT_ROWS)
+            .bind(jobs.iter().map(|j| j.id).collect::<Vec<_>>())
+            .bind(jobs.iter().map(|j| j.queue.clone()).collect::<Vec<_>>())
+            .bind(
+                jobs.iter()
+                    .map(|j| to_i32(j.max_attempts))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                jobs.iter()
+                    .map(|j| j.correlation_id.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                jobs.iter()
+                    .map(|j| j.idempotency_key.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                jobs.iter()
+                    .map(|j| j.request_hash.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                jobs.iter()
+                    .map(|j| j.idempotency_key.is_none())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(jobs.iter().map(|j| j.created_at).collect::<Vec<_>>())
+            .bind(jobs.iter().map(|j| j.next_attempt_at).collect::<Vec<_>>())
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        Ok(rows.into_iter().collect())
+    }
+
+    async fn find_by_key(
+        conn: &mut PgConnection,
+        queue: &str,
+        key: &str,
+    ) -> Result<Option<Inserted>> {
+        let row = sqlx::query(sql::FIND_BY_KEY)
+            .bind(queue)
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        row.map(|row| {
+            Ok(Inserted::Existing {
+                record: Box::new(record(&row)?),
+                request_hash: row.try_get("request_hash").map_err(Self::err)?,
+                accepted: row.try_get("accepted").map_err(Self::err)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn claim_rows(conn: &mut PgConnection, reqs: &[OwnedClaim]) -> Result<Vec<Claimed>> {
+        let rows = sqlx::query_as::<_, (Uuid, i32, i32)>(sql::CLAIM_ROWS)
+            .bind(reqs.iter().map(|r| r.id).collect::<Vec<_>>())
+            .bind(reqs.iter().map(|r| r.now).collect::<Vec<_>>())
+            .bind(reqs.iter().map(|r| r.owner.clone()).collect::<Vec<_>>())
+            .bind(reqs.iter().map(|r| r.lease_until).collect::<Vec<_>>())
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, attempts, max_attempts)| Claimed {
+                id,
+                attempt: to_u32(i64::from(attempts)),
+                max_attempts: to_u32(i64::from(max_attempts)),
+            })
+            .collect())
+    }
+
+    async fn claim_state(
+        conn: &mut PgConnection,
+        id: Uuid,
+    ) -> Result<Option<(JobStatus, Option<i64>)>> {
+        let row = sqlx::query_as::<_, (String, Option<i64>)>(sql::CLAIM_STATE)
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        row.map(|(status, until)| Ok((parse_status(&status)?, until)))
+            .transpose()
+    }
+
+    async fn insert_missing(conn: &mut PgConnection, req: &OwnedClaim) -> Result<()> {
+        sqlx::query(sql::INSERT_MISSING)
+            .bind(req.id)
+            .bind(&req.queue)
+            .bind(to_i32(req.max_attempts.max(1)))
+            .bind(&req.correlation_id)
+            .bind(req.now)
+            .execute(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        Ok(())
+    }
+
+    async fn succeed_rows(conn: &mut PgConnection, reqs: &[Success]) -> Result<()> {
+        sqlx::query(sql::SUCCEED_ROWS)
+            .bind(reqs.iter().map(|s| s.id).collect::<Vec<_>>())
+            .bind(reqs.iter().map(|s| s.owner.clone()).collect::<Vec<_>>())
+            .bind(reqs.iter().map(|s| s.result.clone()).collect::<Vec<_>>())
+            .bind(reqs.iter().map(|s| s.now).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        Ok(())
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<JobRecord>> {
+        let row = sqlx::query(sql::GET)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        row.as_ref().map(record).transpose()
+    }
+
+    async fn mark_accepted(&self, id: Uuid) -> Result<()> {
+        sqlx::query(sql::MARK_ACCEPTED)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        Ok(())
+    }
+
+    async fn forget_unpublished(&self, id: Uuid) -> Result<()> {
+        sqlx::query(sql::FORGET_UNPUBLISHED)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        Ok(())
+    }
+
+    async fn retry(&self, id: Uuid, owner: &str, error: &str, next_attempt_at: i64) -> Result<()> {
+        sqlx::query(sql::RETRY)
+            .bind(error)
+            .bind(next_attempt_at)
+            .bind(id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        Ok(())
+    }
+
+    async fn cancel_row(&self, id: Uuid, now: i64) -> Result<Option<JobRecord>> {
+        let row = sqlx::query(sql::CANCEL)
+            .bind(now)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        row.as_ref().map(record).transpose()
+    }
+
+    async fn dead(&self, id: Uuid, error: &str, now: i64) -> Result<()> {
+        sqlx::query(sql::DEAD)
+            .bind(error)
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        Ok(())
+    }
+
+    async fn release(&self, id: Uuid, owner: &str) -> Result<()> {
+        sqlx::query(sql::RELEASE)
+            .bind(id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        Ok(())
+    }
+
+    async fn revive(&self, ids: &[Uuid], queue: &str) -> Result<()> {
+        sqlx::query(sql::REVIVE)
+            .bind(queue)
+            .bind(ids)
+            .execute(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        Ok(())
+    }
+
+    async fn discard(&self, ids: &[Uuid], now: i64) -> Result<()> {
+        sqlx::query(sql::DISCARD)
+            .bind(now)
+            .bind(ids)
+            .execute(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        Ok(())
+    }
+
+    async fn retrying_counts(&self) -> Result<BTreeMap<String, u64>> {
+        let rows = sqlx::query_as::<_, (String, i64)>(sql::RETRYING_COUNTS)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        Ok(rows
+            .into_iter()
+            .map(|(q, n)| (q, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        Ok(())
+    }
+
+    async fn prune_chunk(&self, cutoff: i64, limit: u32) -> Result<u64> {
+        sqlx::query(sql::PRUNE_CHUNK)
+            .bind(cutoff)
+            .bind(i64::from(limit))
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(Self::err)
+    }
+
+    async fn counts(&self) -> Result<Vec<(String, JobStatus, u64)>> {
+        let rows = sqlx::query_as::<_, (String, String, i64)>(sql::COUNTS)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        rows.into_iter()
+            .map(|(q, s, n)| Ok((q, parse_status(&s)?, u64::try_from(n).unwrap_or(0))))
+            .collect()
+    }
+
+    async fn oldest_created_at(&self) -> Result<Option<i64>> {
+        sqlx::query_scalar(sql::OLDEST)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(Self::err)
+    }
+
+    async fn schema_versions(&self) -> Result<(Option<i64>, i64)> {
+        // No table yet (a database never migrated): no version.
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                .fetch_optional(&self.pool)
+                .await
+                .ok()
+                .flatten()
+                .flatten();
+        Ok((applied, newest_migration(&MIGRATOR)))
+    }
+
+    async fn export(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<JobRow>> {
+        let rows = sqlx::query(sql::EXPORT)
+            .bind(uuid_text(after))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        rows.iter()
+            .map(|row| {
+                Ok(JobRow {
+                    record: record(row)?,
+                    request_hash: row.try_get("request_hash").map_err(Self::err)?,
+                    accepted: row.try_get("accepted").map_err(Self::err)?,
+                    lease_owner: row.try_get("lease_owner").map_err(Self::err)?,
+                    lease_until: row.try_get("lease_until").map_err(Self::err)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn import(&self, rows: &[JobRow]) -> Result<u64> {
+        let col = |f: fn(&JobRow) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
+        let at = |f: fn(&JobRow) -> Option<i64>| rows.iter().map(f).collect::<Vec<_>>();
+        let done = sqlx::query(sql::IMPORT)
+            .bind(rows.iter().map(|r| r.record.id).collect::<Vec<_>>())
+            .bind(
+                rows.iter()
+                    .map(|r| r.record.queue.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                rows.iter()
+                    .map(|r| r.record.status.as_str().to_owned())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                rows.iter()
+                    .map(|r| to_i32(r.record.attempts))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                rows.iter()
+                    .map(|r| to_i32(r.record.max_attempts))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(col(|r| r.record.last_error.clone()))
+            .bind(col(|r| r.record.result.clone()))
+            .bind(col(|r| r.record.correlation_id.clone()))
+            .bind(col(|r| r.record.idempotency_key.clone()))
+            .bind(rows.iter().map(|r| r.record.created_at).collect::<Vec<_>>())
+            .bind(at(|r| r.record.started_at))
+            .bind(at(|r| r.record.finished_at))
+            .bind(at(|r| r.record.next_attempt_at))
+            .bind(at(|r| r.record.discarded_at))
+            .bind(col(|r| r.request_hash.clone()))
+            .bind(rows.iter().map(|r| r.accepted).collect::<Vec<_>>())
+            .bind(col(|r| r.lease_owner.clone()))
+            .bind(at(|r| r.lease_until))
+            .execute(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,111 @@
+//! The store's interface, by capability: [`JobStore`] (what the intake and the workers do to
+//! jobs), [`Maintenance`] (upkeep and operations), and [`Store`], their sum, which the rest of
+//! warren holds as `Arc<dyn Store>`.
+//!
+//! Every adapter gives the same answers: `src/store/conformance.rs` runs one suite of tests
+//! on each.
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+use super::model::{Cancel, Claim, ClaimRequest, Inserted, JobRecord, JobRow, NewJob, StoreStatus};
+use crate::error::Result;
+
+/// Jobs through their life: intake, claims, outcomes, cancels, DLQ moves.
+///
+/// Atomicity, across every process sharing the store: of concurrent claims of one job exactly
+/// one gets [`Claim::Claimed`] while its lease lives; of concurrent inserts with one
+/// idempotency key in one queue exactly one gets [`Inserted::New`].
+///
+/// Every method fails with [`crate::ErrorKind::Store`] when the store cannot be reached or
+/// refuses the write; [`crate::store::StoreError::is_transient`] says whether to try again.
+#[async_trait::async_trait]
+pub trait JobStore: Send + Sync + 'static {
+    /// Records a new job as `queued`. A job with an idempotency key is inserted unless one
+    /// with the same key exists in its queue, which is returned instead. Keyed jobs start
+    /// un-accepted until [`JobStore::mark_accepted`]. Concurrent inserts are group-committed
+    /// (many requests, one statement and one commit).
+    async fn insert(&self, job: &NewJob) -> Result<Inserted>;
+
+    /// [`JobStore::insert`] for many jobs in one transaction: the answers are in the order
+    /// of `jobs`, each as `insert` would give it (a later job with the key of an earlier one
+    /// in the same batch gets [`Inserted::Existing`]). All or nothing: on an error no job of
+    /// the batch is stored.
+    async fn insert_many(&self, jobs: &[NewJob]) -> Result<Vec<Inserted>>;
+
+    /// Marks a keyed job's publish as confirmed, so requests repeating its key replay it.
+    async fn mark_accepted(&self, id: Uuid) -> Result<()>;
+
+    /// Removes a job whose publish failed (the client got a 503, so it was never accepted).
+    /// Only removes it while it is still `queued` and never ran.
+    async fn forget_unpublished(&self, id: Uuid) -> Result<()>;
+
+    /// The job with this id.
+    async fn get(&self, id: Uuid) -> Result<Option<JobRecord>>;
+
+    /// Claims a delivered job for running (see [`Claim`]); creates the row from the message
+    /// when the store has none (a message published by hand or whose row was pruned).
+    /// Group-committed like [`JobStore::insert`].
+    async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Claim>;
+
+    /// Records success for a job claimed by `owner`: `succeeded`, result kept. A success
+    /// whose lease was taken over by another owner changes nothing.
+    async fn succeed(&self, id: Uuid, owner: &str, result: Option<&str>, now: i64) -> Result<()>;
+
+    /// Records a failed attempt of a job claimed by `owner`: `retrying`, with the error and
+    /// when the next attempt is due (ms); the lease is released.
+    async fn retry(&self, id: Uuid, owner: &str, error: &str, next_attempt_at: i64) -> Result<()>;
+
+    /// Cancels a job that has not started (`queued` or `retrying`).
+    async fn cancel(&self, id: Uuid, now: i64) -> Result<Cancel>;
+
+    /// Records a final failure: `dead`, with the error (a job already `succeeded` or
+    /// `cancelled` stays so).
+    async fn dead(&self, id: Uuid, error: &str, now: i64) -> Result<()>;
+
+    /// Gives a claim back without running to completion (shutdown, hand-back): the job returns
+    /// to `queued`, its attempt uncounted, and the next delivery may claim it at once.
+    async fn release(&self, id: Uuid, owner: &str) -> Result<()>;
+
+    /// Brings dead jobs back for a DLQ replay or requeue: `dead` → `queued` in `queue`,
+    /// attempts reset to 0, `discarded_at` cleared. Other statuses are left alone (a job that
+    /// succeeded stays succeeded, so a replayed copy is skipped); unknown ids are fine (the
+    /// worker creates their row).
+    async fn revive(&self, ids: &[Uuid], queue: &str) -> Result<()>;
+
+    /// Marks dead jobs whose dead letters were purged: `discarded_at` = `now` (ms).
+    async fn discard(&self, ids: &[Uuid], now: i64) -> Result<()>;
+
+    /// Jobs now `retrying` (failed at least once, next attempt waiting in the delay levels),
+    /// by queue name; queues without any are absent. For `GET /v1/queues` and `warren queues`.
+    async fn retrying_counts(&self) -> Result<BTreeMap<String, u64>>;
+}
+
+/// Upkeep and operations: health, retention, status, moving jobs between stores.
+#[async_trait::async_trait]
+pub trait Maintenance: Send + Sync + 'static {
+    /// Checks the store answers (for `/readyz`).
+    async fn ping(&self) -> Result<()>;
+
+    /// Deletes finished jobs (and so their idempotency keys) that finished before `cutoff`
+    /// (ms), in bounded chunks with pauses between them, so that neither SQLite's write lock
+    /// nor PostgreSQL's row locks and WAL are held long; returns how many.
+    async fn prune(&self, cutoff: i64) -> Result<u64>;
+
+    /// Schema version, jobs by queue and status, the oldest job (`warren store status`).
+    async fn status(&self) -> Result<StoreStatus>;
+
+    /// Up to `limit` whole rows with ids greater than `after` (all when `None`), in id order:
+    /// keyset pages for `warren store copy` (UUIDv7 ids sort by creation time).
+    async fn export(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<JobRow>>;
+
+    /// Stores whole rows as they are, in one transaction; a row whose id is present is
+    /// skipped (so a copy can be resumed). Returns how many were new.
+    async fn import(&self, rows: &[JobRow]) -> Result<u64>;
+}
+
+/// The whole store: what `Arc<dyn Store>` offers.
+pub trait Store: JobStore + Maintenance {}
+
+impl<T: JobStore + Maintenance> Store for T {}
