@@ -277,6 +277,8 @@ impl App {
                     uuid::Uuid::now_v7().simple()
                 ),
                 shutdown_grace: self.config.worker.shutdown_grace,
+                store_gate: crate::store_gate::StoreGate::new(self.store.clone()),
+                stop: stop.clone(),
             });
             for name in worker_queues {
                 let (Some(q), Some(h)) = (self.config.queue(&name), self.handlers.get(&name))

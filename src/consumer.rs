@@ -54,6 +54,10 @@ pub(crate) struct WorkerContext {
     pub(crate) owner: String,
     /// How long in-flight jobs may finish after shutdown starts.
     pub(crate) shutdown_grace: Duration,
+    /// Closed while the store cannot be reached: no new deliveries are taken.
+    pub(crate) store_gate: Arc<crate::store_gate::StoreGate>,
+    /// The process's stop signal (ends a store probe).
+    pub(crate) stop: CancellationToken,
 }
 
 /// One queue's consumer, supervised: runs until `shutdown`, reconnecting after broker
@@ -155,6 +159,14 @@ async fn session(
                 Err(_) => break Ok(()),
             },
         };
+        if !ctx.store_gate.is_open() {
+            // The store cannot be reached: prefetched deliveries wait here untouched rather
+            // than fail one after the other (see `store_gate`).
+            tokio::select! {
+                () = shutdown.cancelled() => break Ok(()),
+                () = ctx.store_gate.wait_open() => {}
+            }
+        }
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break Ok(()),
@@ -251,9 +263,8 @@ async fn process(
     };
     let span = info_span!("job", job_id = %msg.id, queue = %queue.name, attempt = tracing::field::Empty, correlation_id = msg.correlation_id.as_deref().unwrap_or(""));
     async {
-        let claim = ctx
-            .store
-            .claim(&ClaimRequest {
+        let claim = || async {
+            ctx.store.claim(&ClaimRequest {
                 id: msg.id,
                 queue: &queue.name,
                 max_attempts: if msg.max_attempts > 0 { msg.max_attempts } else { queue.max_attempts },
@@ -262,7 +273,9 @@ async fn process(
                 now: now_ms(),
                 lease: queue.timeout + LEASE_MARGIN,
             })
-            .await;
+            .await
+        };
+        let claim = claim.retry(store_backoff()).when(Error::is_transient).await;
         let (attempt, max_attempts) = match claim {
             Ok(Claim::Claimed { attempt, max_attempts }) => (attempt, max_attempts),
             Ok(Claim::Final(status)) => {
@@ -292,6 +305,7 @@ async fn process(
             }
             Err(e) => {
                 warn!(error = %e, "cannot claim job; handing it back");
+                store_failed(ctx, &e);
                 ticket.requeue();
                 return;
             }
@@ -340,7 +354,7 @@ async fn process(
         match decision {
             Decision::Succeed { result } => {
                 let write = || ctx.store.succeed(msg.id, &ctx.owner, result.as_deref(), now_ms());
-                match write.retry(store_backoff()).await {
+                match write.retry(store_backoff()).when(Error::is_transient).await {
                     Ok(()) => {
                         debug!(elapsed_ms, "job succeeded");
                         telemetry::count(telemetry::JOBS_SUCCEEDED, &queue.name);
@@ -348,6 +362,7 @@ async fn process(
                     }
                     Err(e) => {
                         error!(error = %e, "job succeeded but the store cannot record it; handing back (it may run again)");
+                        store_failed(ctx, &e);
                         ticket.requeue();
                     }
                 }
@@ -381,8 +396,9 @@ async fn retry(
     let wait_ms = crate::delay::delay_seconds(delay) * 1000;
     let due = now_ms().saturating_add(i64::try_from(wait_ms).unwrap_or(i64::MAX));
     let write = || ctx.store.retry(msg.id, &ctx.owner, error, due);
-    if let Err(e) = write.retry(store_backoff()).await {
+    if let Err(e) = write.retry(store_backoff()).when(Error::is_transient).await {
         warn!(error = %e, "cannot record the failed attempt; handing the job back");
+        store_failed(ctx, &e);
         ticket.requeue();
         return;
     }
@@ -430,7 +446,7 @@ async fn bury(
         return;
     }
     let write = || ctx.store.dead(msg.id, error, now_ms());
-    if let Err(e) = write.retry(store_backoff()).await {
+    if let Err(e) = write.retry(store_backoff()).when(Error::is_transient).await {
         warn!(error = %e, "dead letter published but the store cannot record `dead`");
     }
     warn!(last_error = %error, "job dead-lettered");
@@ -438,6 +454,16 @@ async fn bury(
     ticket.ack();
 }
 
+/// After a store write failed for good: a transient failure (the store cannot be reached)
+/// closes the store gate, so the consumers stop taking deliveries until it answers.
+fn store_failed(ctx: &WorkerContext, e: &Error) {
+    if e.is_transient() {
+        ctx.store_gate.close(&ctx.stop);
+    }
+}
+
+/// Store writes are tried 6 times over about 4 s (50 ms doubling to 2 s, jittered), when
+/// the error is transient.
 fn store_backoff() -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(50))

@@ -46,7 +46,7 @@ pub enum ErrorKind {
     /// The status store failed (SQLite or PostgreSQL); [`crate::store::StoreError::is_transient`]
     /// says whether trying again may help.
     #[error("store error: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(crate::store::StoreError),
     /// A file could not be read or written.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),

@@ -33,6 +33,7 @@ mod redact;
 pub mod retry;
 mod settle;
 pub mod store;
+mod store_gate;
 pub mod telemetry;
 pub mod topology;
 pub mod view;

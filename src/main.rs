@@ -9,6 +9,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use warren::{App, Config, Role};
 
+#[path = "cli/store.rs"]
+mod store_cli;
+
 /// warren: HTTP job intake → durable RabbitMQ messages → prefetch-limited workers.
 #[derive(Parser, Debug)]
 #[command(name = "warren", version, about, long_about = None)]
@@ -63,6 +66,11 @@ enum Command {
     Dlq {
         #[command(subcommand)]
         action: DlqAction,
+    },
+    /// The status store: schema and counts, migrations, copying jobs to another store.
+    Store {
+        #[command(subcommand)]
+        action: store_cli::StoreAction,
     },
 }
 
@@ -187,6 +195,12 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Store {
+        action: store_cli::StoreAction::Copy { from, to, page },
+    } = &cli.command
+    {
+        return store_cli::copy(from, to, *page).await;
+    }
     let mut config = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Run(args) => {
@@ -202,6 +216,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Queues { json } => queues(config, json).await,
         Command::Job { id } => job(config, &id).await,
         Command::Dlq { action } => dlq(config, action).await,
+        Command::Store { action } => store_cli::run(&config, action).await,
     }
 }
 

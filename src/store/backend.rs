@@ -108,6 +108,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn schema_versions(&self) -> Result<(Option<i64>, i64)>;
     /// See [`super::Maintenance::export`].
     async fn export(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<JobRow>>;
+    /// See [`super::Maintenance::last_id`].
+    async fn last_id(&self) -> Result<Option<Uuid>>;
     /// See [`super::Maintenance::import`].
     async fn import(&self, rows: &[JobRow]) -> Result<u64>;
 }

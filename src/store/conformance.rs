@@ -822,6 +822,59 @@ async fn export_then_import_copies_rows_unchanged(a: Adapter) {
     );
 }
 
+/// A copy stopped after its first page resumes where it stopped, and ends with both stores
+/// holding the same jobs by queue and status.
+async fn a_stopped_copy_resumes_and_ends_checked(a: Adapter) {
+    struct StopAfterFirstPage(tokio_util::sync::CancellationToken);
+    impl crate::dlq::Progress for StopAfterFirstPage {
+        fn start(&self, _: u64) {}
+        fn advance(&self, n: u64) {
+            if n > 0 {
+                self.0.cancel();
+            }
+        }
+    }
+    let from_db = TestDb::new(a).await;
+    let to_db = TestDb::new(a).await;
+    let (from, to) = (from_db.open().await, to_db.open().await);
+    let jobs: Vec<NewJob> = (0..250).map(|_| new_job("q")).collect();
+    from.insert_many(&jobs).await.expect("insert_many");
+    from.dead(jobs[3].id, "boom", 5).await.expect("dead");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let first = super::copy::copy(&*from, &*to, 100, &StopAfterFirstPage(stop.clone()), &stop)
+        .await
+        .expect("copy");
+    assert!(first.stopped && !first.complete(), "{first:?}");
+    assert_eq!((first.read, first.inserted), (100, 100));
+    let second = super::copy::copy(
+        &*from,
+        &*to,
+        100,
+        &(),
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect("copy");
+    assert!(second.resumed && second.complete(), "{second:?}");
+    assert_eq!((second.read, second.inserted), (150, 150));
+    assert_eq!(
+        to.get(jobs[3].id).await.expect("get").expect("row").status,
+        JobStatus::Dead
+    );
+    // A destination holding other jobs is reported, not hidden.
+    to.insert(&new_job("stray")).await.expect("insert");
+    let third = super::copy::copy(
+        &*from,
+        &*to,
+        100,
+        &(),
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect("copy");
+    assert_eq!(third.mismatches["stray"]["queued"], (0, 1), "{third:?}");
+}
+
 /// A database migrated by a newer warren is refused, with that said.
 async fn a_store_with_a_newer_schema_is_refused(a: Adapter) {
     let db = TestDb::new(a).await;
@@ -906,6 +959,7 @@ conformance!(
     prune_removes_only_old_finished_jobs,
     status_counts_jobs_by_queue_and_status,
     export_then_import_copies_rows_unchanged,
+    a_stopped_copy_resumes_and_ends_checked,
     a_store_with_a_newer_schema_is_refused,
     stores_opened_together_on_a_new_database_all_open,
 );

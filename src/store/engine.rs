@@ -451,6 +451,10 @@ impl<B: Backend> Maintenance for SqlStore<B> {
         self.backend.export(after, limit).await
     }
 
+    async fn last_id(&self) -> Result<Option<Uuid>> {
+        self.backend.last_id().await
+    }
+
     async fn import(&self, rows: &[JobRow]) -> Result<u64> {
         self.backend.import(rows).await
     }

@@ -11,6 +11,7 @@
 mod backend;
 #[cfg(test)]
 mod conformance;
+pub mod copy;
 mod engine;
 mod error;
 mod group_commit;

@@ -129,6 +129,8 @@ pub(crate) mod sql {
         last_error, result, correlation_id, idempotency_key, created_at, started_at, finished_at, \
         next_attempt_at, discarded_at, request_hash, accepted, lease_owner, lease_until \
         FROM jobs WHERE id > $1 ORDER BY id LIMIT $2";
+    /// [`super::Backend::last_id`].
+    pub(crate) const LAST_ID: &str = "SELECT id FROM jobs ORDER BY id DESC LIMIT 1";
     /// [`super::Backend::counts`]: a whole-table count by nature (`warren store status`
     /// only), not on any request's path.
     pub(crate) const COUNTS: &str =
@@ -572,6 +574,13 @@ impl Backend for Postgres {
             .collect()
     }
 
+    async fn last_id(&self) -> Result<Option<Uuid>> {
+        sqlx::query_scalar(sql::LAST_ID)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(Self::err)
+    }
+
     async fn import(&self, rows: &[JobRow]) -> Result<u64> {
         let col = |f: fn(&JobRow) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
         let at = |f: fn(&JobRow) -> Option<i64>| rows.iter().map(f).collect::<Vec<_>>();
@@ -614,5 +623,173 @@ impl Backend for Postgres {
             .await
             .map_err(Self::err)?;
         Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection as _;
+    use uuid::Uuid;
+
+    use super::sql;
+    use crate::store::conformance::test_pg;
+    use crate::store::{OpenOptions, open};
+
+    /// Every statement the adapter runs on a request's or a worker's path, and the periodic
+    /// ones, is served by an index on a table of 1,000,000 jobs: its plan never reads the
+    /// whole `jobs` table (no `Seq Scan` on it). `COUNTS` (`warren store status`) counts the
+    /// whole table by nature and is left out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_statement_uses_an_index() {
+        let db = test_pg::Database::create().await;
+        drop(open(&OpenOptions::new(&db.url)).await.expect("migrate"));
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+        // 1,000,000 jobs, mostly finished, as a store a week into production holds them.
+        sqlx::query(
+            "INSERT INTO jobs (id, queue, status, attempts, max_attempts, created_at, \
+               started_at, finished_at, next_attempt_at, idempotency_key, lease_owner, lease_until) \
+             SELECT gen_random_uuid(), 'q' || (i % 10), \
+               CASE WHEN i % 100 = 0 THEN 'retrying' WHEN i % 100 = 1 THEN 'queued' \
+                    WHEN i % 100 = 2 THEN 'running' WHEN i % 100 = 3 THEN 'dead' ELSE 'succeeded' END, \
+               1, 5, i, i, CASE WHEN i % 100 > 2 THEN i + 10 END, \
+               CASE WHEN i % 100 = 0 THEN i + 1000 END, \
+               CASE WHEN i % 3 = 0 THEN 'key-' || i END, \
+               CASE WHEN i % 100 = 2 THEN 'w' END, CASE WHEN i % 100 = 2 THEN i + 60000 END \
+             FROM generate_series(1, 1000000) AS i",
+        )
+        .execute(&mut conn)
+        .await
+        .expect("seed");
+        sqlx::query("ANALYZE jobs")
+            .execute(&mut conn)
+            .await
+            .expect("analyze");
+        let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM jobs LIMIT 50")
+            .fetch_all(&mut conn)
+            .await
+            .expect("ids");
+        let id = ids[0];
+        let texts = |n: usize, s: &str| vec![Some(s.to_owned()); n];
+        let longs = |n: usize, v: i64| vec![v; n];
+        let n = ids.len();
+
+        let mut plans = Vec::new();
+        macro_rules! explain {
+            ($name:literal, $sql:expr $(, $bind:expr)*) => {{
+                let plan: serde_json::Value = sqlx::query_scalar(&format!("EXPLAIN (FORMAT JSON) {}", $sql))
+                    $(.bind($bind))*
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap_or_else(|e| panic!("EXPLAIN {}: {e}", $name));
+                plans.push(($name, plan));
+            }};
+        }
+        let fresh: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
+        explain!(
+            "INSERT_ROWS",
+            sql::INSERT_ROWS,
+            &fresh,
+            vec!["q0".to_owned(); n],
+            vec![5_i32; n],
+            texts(n, "c"),
+            texts(n, "k"),
+            texts(n, "h"),
+            vec![false; n],
+            longs(n, 1),
+            vec![None::<i64>; n]
+        );
+        explain!("FIND_BY_KEY", sql::FIND_BY_KEY, "q0", "key-30");
+        explain!(
+            "CLAIM_ROWS",
+            sql::CLAIM_ROWS,
+            &ids,
+            longs(n, 5),
+            vec!["w".to_owned(); n],
+            longs(n, 9)
+        );
+        explain!("CLAIM_STATE", sql::CLAIM_STATE, id);
+        explain!(
+            "INSERT_MISSING",
+            sql::INSERT_MISSING,
+            Uuid::now_v7(),
+            "q0",
+            5_i32,
+            "c",
+            1_i64
+        );
+        explain!(
+            "SUCCEED_ROWS",
+            sql::SUCCEED_ROWS,
+            &ids,
+            vec!["w".to_owned(); n],
+            texts(n, "r"),
+            longs(n, 5)
+        );
+        explain!("GET", sql::GET, id);
+        explain!("MARK_ACCEPTED", sql::MARK_ACCEPTED, id);
+        explain!("FORGET_UNPUBLISHED", sql::FORGET_UNPUBLISHED, id);
+        explain!("RETRY", sql::RETRY, "e", 5_i64, id, "w");
+        explain!("CANCEL", sql::CANCEL, 5_i64, id);
+        explain!("DEAD", sql::DEAD, "e", 5_i64, id);
+        explain!("RELEASE", sql::RELEASE, id, "w");
+        explain!("REVIVE", sql::REVIVE, "q0", &ids);
+        explain!("DISCARD", sql::DISCARD, 5_i64, &ids);
+        explain!("RETRYING_COUNTS", sql::RETRYING_COUNTS);
+        explain!("PRUNE_CHUNK", sql::PRUNE_CHUNK, 500_000_i64, 2_000_i64);
+        explain!("OLDEST", sql::OLDEST);
+        explain!("EXPORT", sql::EXPORT, id, 1_000_i64);
+        explain!("LAST_ID", sql::LAST_ID);
+        explain!(
+            "IMPORT",
+            sql::IMPORT,
+            &fresh,
+            vec!["q0".to_owned(); n],
+            vec!["queued".to_owned(); n],
+            vec![0_i32; n],
+            vec![5_i32; n],
+            texts(n, "e"),
+            texts(n, "r"),
+            texts(n, "c"),
+            texts(n, "k2"),
+            longs(n, 1),
+            vec![None::<i64>; n],
+            vec![None::<i64>; n],
+            vec![None::<i64>; n],
+            vec![None::<i64>; n],
+            texts(n, "h"),
+            vec![true; n],
+            texts(n, "w"),
+            vec![None::<i64>; n]
+        );
+
+        for (name, plan) in &plans {
+            let text = plan.to_string();
+            assert!(
+                !seq_scan_on_jobs(plan),
+                "{name} reads the whole jobs table: {}",
+                serde_json::to_string_pretty(plan).unwrap_or(text)
+            );
+        }
+        assert_eq!(plans.len(), 21, "every statement but COUNTS is explained");
+        // The check sees a whole-table read where there is one.
+        let counts: serde_json::Value =
+            sqlx::query_scalar(&format!("EXPLAIN (FORMAT JSON) {}", sql::COUNTS))
+                .fetch_one(&mut conn)
+                .await
+                .expect("EXPLAIN COUNTS");
+        assert!(seq_scan_on_jobs(&counts), "{counts}");
+    }
+
+    /// True when a plan (EXPLAIN's JSON) has a sequential scan of `jobs`.
+    fn seq_scan_on_jobs(node: &serde_json::Value) -> bool {
+        match node {
+            serde_json::Value::Object(o) => {
+                (o.get("Node Type").and_then(|v| v.as_str()) == Some("Seq Scan")
+                    && o.get("Relation Name").and_then(|v| v.as_str()) == Some("jobs"))
+                    || o.values().any(seq_scan_on_jobs)
+            }
+            serde_json::Value::Array(a) => a.iter().any(seq_scan_on_jobs),
+            _ => false,
+        }
     }
 }

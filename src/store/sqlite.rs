@@ -700,6 +700,22 @@ impl Backend for Sqlite {
             .collect()
     }
 
+    async fn last_id(&self) -> Result<Option<Uuid>> {
+        let id: Option<String> = sqlx::query_scalar("SELECT id FROM jobs ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        id.map(|id| {
+            Uuid::parse_str(&id).map_err(|e| {
+                Error::store_kind(
+                    StoreErrorKind::Data,
+                    format!("bad job id `{id}` in store: {e}"),
+                )
+            })
+        })
+        .transpose()
+    }
+
     async fn import(&self, rows: &[JobRow]) -> Result<u64> {
         let mut conn = self.writer().await?;
         let mut tx = sqlx::Connection::begin(&mut *conn)

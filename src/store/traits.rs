@@ -100,6 +100,9 @@ pub trait Maintenance: Send + Sync + 'static {
     /// keyset pages for `warren store copy` (UUIDv7 ids sort by creation time).
     async fn export(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<JobRow>>;
 
+    /// The greatest job id (UUIDv7: the newest job), where a resumed copy goes on.
+    async fn last_id(&self) -> Result<Option<Uuid>>;
+
     /// Stores whole rows as they are, in one transaction; a row whose id is present is
     /// skipped (so a copy can be resumed). Returns how many were new.
     async fn import(&self, rows: &[JobRow]) -> Result<u64>;
