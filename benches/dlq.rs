@@ -8,6 +8,9 @@
 //! Writes `target/bench/dlq.json` (or `BENCH_DLQ_OUT`). The target (issue 4): drain and
 //! requeue ≥ 5,000 messages/s on the 2-core CI machine.
 
+#[path = "support/broker.rs"]
+mod broker;
+
 use std::path::Path;
 use std::time::Instant;
 
@@ -23,14 +26,9 @@ use warren::config::EnvOverrides;
 use warren::message::{H_ATTEMPTS, H_FAILED_AT, H_LAST_ERROR, H_ORIGINAL_QUEUE, long_value};
 use warren::{App, Config};
 
-const WINDOW: usize = 500;
+use crate::broker::{amqp_url, unique};
 
-fn amqp_url() -> String {
-    std::env::var("WARREN_TEST_AMQP_URL")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
-}
+const WINDOW: usize = 500;
 
 /// Publishes `n` dead letters to `queue` (default exchange), `WINDOW` confirms in flight.
 async fn preload(ch: &Channel, queue: &str, original: &str, n: usize) {
@@ -192,7 +190,7 @@ async fn main() {
     );
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let q = format!("b-dlq-{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let q = unique("dlq");
     let raw_a = format!("{q}-raw-a");
     let raw_b = format!("{q}-raw-b");
     let config = Config::parse(

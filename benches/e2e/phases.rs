@@ -1,0 +1,14 @@
+//! The phases of the bench, each a function that `run` calls when `BENCH_PHASES` names it and
+//! that leaves its figures in [`Figures`](crate::report::Figures).
+
+mod drain;
+mod intake;
+mod latency;
+mod raw;
+mod soak;
+
+pub(crate) use drain::{phase_backlog, phase_drain};
+pub(crate) use intake::{Beside, phase_ab, phase_intake};
+pub(crate) use latency::phase_run;
+pub(crate) use raw::phase_raw;
+pub(crate) use soak::phase_soak;

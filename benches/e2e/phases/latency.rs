@@ -1,0 +1,217 @@
+//! End to end and latency, on one `warren run`: closed-loop POSTs while its workers run the
+//! jobs, then open-loop POSTs at a fixed rate for POST→202 and accepted→started.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use lapin::Connection;
+use serde_json::json;
+
+use crate::Params;
+use crate::broker::unique;
+use crate::child::{Cleanup, Warren};
+use crate::load::{closed_loop, connect, get, open_loop, single_accepted, single_bodies};
+use crate::procfs::{CpuMeter, CpuTotals, RssWatch, wait_quiet};
+use crate::report::{Figures, median, report_load, round};
+use crate::store::{StoreReader, open_store, started_at, wait_succeeded};
+
+/// End to end and latency, on one `warren run`.
+pub(crate) async fn phase_run(
+    p: &Params,
+    dir: &Path,
+    conn: &Connection,
+    cleanup: &Cleanup,
+    f: &mut Figures,
+) {
+    let (e2e, lat) = (unique("e2e"), unique("lat"));
+    for q in [&e2e, &lat] {
+        cleanup.add(q);
+        cleanup.add(&format!("{q}.dlq"));
+    }
+    let mut w = Warren::start(dir, "run", "run", &[&e2e, &lat], p.prefetch).await;
+    let rss = RssWatch::start(w.pid);
+    let store = open_store(dir).await;
+    if p.runs("e2e") {
+        println!(
+            "end to end: warren run; {} POSTs from C={} clients while its workers run them, in {} rounds",
+            p.e2e_n, p.clients, p.repeat
+        );
+        if p.perf {
+            w.profile("e2e");
+        }
+        let per_round = p.e2e_n.div_ceil(p.repeat).max(1);
+        let mut rates = Vec::new();
+        let mut totals = CpuTotals::default();
+        let mut done = 0;
+        for round in 1..=p.repeat {
+            wait_quiet().await;
+            let cpu = CpuMeter::start(Some(w.pid));
+            let load = closed_loop(
+                w.addr,
+                &format!("/v1/queues/{e2e}/jobs"),
+                single_bodies(per_round),
+                p.clients,
+                single_accepted,
+                1,
+            )
+            .await;
+            report_load(&format!("posts round {round}"), &load);
+            done += load.accepted;
+            let (n, _, last_finish) =
+                wait_succeeded(conn, &store, &e2e, done, Duration::from_secs(300)).await;
+            cpu.stop(&mut totals, load.accepted);
+            let secs = (last_finish as f64 - load.start_ms) / 1000.0;
+            let rate = load.accepted as f64 / secs.max(1e-3);
+            println!(
+                "  round {round}: {} jobs from first POST to last `succeeded` in {secs:.2} s = {rate:.0} jobs/s ({n} succeeded in all)",
+                load.accepted
+            );
+            rates.push(rate);
+        }
+        w.stop_profile();
+        println!("  {}", totals.line());
+        f.note("cpu_e2e", totals.json());
+        f.note("e2e_rounds", json!(rates));
+        f.set("e2e_per_s", median(rates));
+        let peak = rss.peak_mb();
+        println!("  RSS under end-to-end load: {peak:.1} MB");
+        f.note("rss_e2e_mb", json!(round(peak, 1)));
+        f.set("rss_load_mb", f.get("rss_load_mb").unwrap_or(0.0).max(peak));
+    }
+    if p.runs("latency") {
+        latency(p, &mut w, conn, &store, &lat, &rss, f).await;
+    }
+    store.close().await;
+    drop(rss);
+    w.stop().await;
+}
+
+/// How the broker's publisher confirms to `queue` were spread, from warren's
+/// `warren_publish_confirm_seconds` histogram: "1 ms: 40.1%, 2.5 ms: …", or `None` when
+/// `/metrics` does not answer. It tells whether a POST→202 tail is the broker's.
+async fn confirm_shares(addr: SocketAddr, queue: &str) -> Option<String> {
+    let mut c = connect(addr).await.ok()?;
+    let (200, text) = get(&mut c, "/metrics").await.ok()? else {
+        return None;
+    };
+    let text = String::from_utf8_lossy(&text).into_owned();
+    let series = format!("warren_publish_confirm_seconds_bucket{{queue=\"{queue}\",le=\"");
+    let buckets: Vec<(String, f64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(series.as_str()))
+        .filter_map(|rest| {
+            let (le, count) = rest.split_once("\"} ")?;
+            Some((le.to_owned(), count.trim().parse().ok()?))
+        })
+        .collect();
+    let total = buckets.iter().find(|(le, _)| le == "+Inf")?.1.max(1.0);
+    Some(
+        buckets
+            .iter()
+            .filter(|(le, _)| ["0.001", "0.0025", "0.005", "0.01", "0.025"].contains(&le.as_str()))
+            .map(|(le, n)| {
+                let ms = le.parse::<f64>().unwrap_or(0.0) * 1000.0;
+                format!("{ms} ms: {:.1}%", n / total * 100.0)
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
+}
+
+/// Latency: [`open_loop`] at `lat_rate` POST/s for `lat_secs` over 64 connections; prints
+/// POST→202 and accepted→started, and the dispatcher's own lateness apart.
+async fn latency(
+    p: &Params,
+    w: &mut Warren,
+    conn: &Connection,
+    store: &StoreReader,
+    queue: &str,
+    rss: &RssWatch,
+    f: &mut Figures,
+) {
+    let n = p.lat_rate * p.lat_secs as usize;
+    println!(
+        "latency: open loop at {} POST/s for {} s ({n} jobs) on warren run",
+        p.lat_rate, p.lat_secs
+    );
+    if p.perf {
+        w.profile("latency");
+    }
+    let bodies = single_bodies(n);
+    wait_quiet().await;
+    let cpu = CpuMeter::start(Some(w.pid));
+    let (answers, dispatch_h) = open_loop(
+        w.addr,
+        &format!("/v1/queues/{queue}/jobs"),
+        64,
+        n,
+        p.lat_rate,
+        move |i| bodies[i].clone(),
+        |_| {},
+    )
+    .await;
+    let mut post_h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut accepted: Vec<(String, f64)> = Vec::with_capacity(n);
+    let mut failed = 0;
+    for a in answers {
+        match a.id {
+            Some(id) => {
+                post_h.saturating_record(a.took_us.max(1));
+                accepted.push((id, a.at_ms));
+            }
+            None => failed += 1,
+        }
+    }
+    w.stop_profile();
+    let (done, _, _) =
+        wait_succeeded(conn, store, queue, accepted.len(), Duration::from_secs(120)).await;
+    let mut totals = CpuTotals::default();
+    cpu.stop(&mut totals, n);
+    println!("  {}", totals.line());
+    f.note("cpu_latency", totals.json());
+    let started = started_at(store, queue).await;
+    let mut start_h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut before_202 = 0;
+    for (id, accepted_ms) in &accepted {
+        if let Some(s) = started.get(id) {
+            // started_at has whole-ms resolution: take the middle of its millisecond.
+            let d = *s as f64 + 0.5 - accepted_ms;
+            if d < 0.0 {
+                before_202 += 1;
+            }
+            start_h.saturating_record((d.max(0.0) * 1000.0) as u64 + 1);
+        }
+    }
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "  {} accepted ({failed} refused), {done} succeeded; POST→202 p50 {:.2} ms p99 {:.2} ms max {:.2} ms",
+        accepted.len(),
+        ms(&post_h, 0.5),
+        ms(&post_h, 0.99),
+        ms(&post_h, 1.0)
+    );
+    println!(
+        "  the dispatcher handed requests over after their scheduled time by p50 {:.2} ms p99 {:.2} ms (not counted)",
+        ms(&dispatch_h, 0.5),
+        ms(&dispatch_h, 0.99)
+    );
+    println!(
+        "  accepted→started p50 {:.2} ms p99 {:.2} ms max {:.2} ms ({before_202} jobs started before their 202 arrived, counted as 0)",
+        ms(&start_h, 0.5),
+        ms(&start_h, 0.99),
+        ms(&start_h, 1.0)
+    );
+    if let Some(shares) = confirm_shares(w.addr, queue).await {
+        println!("  of these, the broker's publisher confirm came within {shares}");
+    }
+    f.set("post_p50_ms", ms(&post_h, 0.5));
+    f.set("post_p99_ms", ms(&post_h, 0.99));
+    f.set("start_p50_ms", ms(&start_h, 0.5));
+    f.set("start_p99_ms", ms(&start_h, 0.99));
+    f.note("latency_refused", json!(failed));
+    f.note("latency_started_before_202", json!(before_202));
+    let peak = rss.peak_mb();
+    f.set("rss_load_mb", f.get("rss_load_mb").unwrap_or(0.0).max(peak));
+}
