@@ -45,9 +45,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
     // --- statements a batch runs on its connection --------------------------------------
 
     /// Inserts `jobs` as `queued` (any number; the adapter chunks), skipping a job whose id
-    /// or whose (queue, idempotency key) is taken; each statement is atomic. Returns the
-    /// ids that have their row now: every job inserted, and may include keyless jobs whose
-    /// id was already present.
+    /// or whose (queue, idempotency key) is taken; atomic as a whole (an error stores none
+    /// of `jobs`). Returns the ids that have their row now: every job inserted, and may
+    /// include keyless jobs whose id was already present.
     async fn insert_rows(conn: &mut Conn<Self>, jobs: &[NewJob]) -> Result<HashSet<Uuid>>;
 
     /// The job holding `key` in `queue`, as [`Inserted::Existing`].

@@ -126,7 +126,9 @@ async fn insert_batch<B: Backend>(b: &B, jobs: Vec<NewJob>) -> Vec<Result<Insert
         insert_or_find::<B>(&mut conn, &jobs).await
     };
     match whole.await {
-        Ok(answers) => answers.into_iter().map(Ok).collect(),
+        Ok(answers) => answers,
+        // The multi-row insert stored nothing: one at a time, so that whatever failed fails
+        // only its own request.
         Err(e) if jobs.len() > 1 && worth_one_by_one(&e) => {
             tracing::debug!(error = %e, jobs = jobs.len(), "group insert failed; inserting one by one");
             let mut out = Vec::with_capacity(jobs.len());
@@ -145,14 +147,22 @@ async fn insert_batch<B: Backend>(b: &B, jobs: Vec<NewJob>) -> Vec<Result<Insert
 
 /// Inserts `jobs` on `conn` and answers for each in order: a job whose idempotency key is
 /// taken (by an earlier job, maybe of this batch) gets that job.
-async fn insert_or_find<B: Backend>(conn: &mut Conn<B>, jobs: &[NewJob]) -> Result<Vec<Inserted>> {
+///
+/// `Err` when the insert itself failed, which stores none of `jobs`. Once it succeeded, the
+/// jobs it stored are answered [`Inserted::New`] whatever happens next, and a job whose key
+/// was taken gets its own answer (an error only for itself): a stored job is never reported
+/// as refused.
+async fn insert_or_find<B: Backend>(
+    conn: &mut Conn<B>,
+    jobs: &[NewJob],
+) -> Result<Vec<Result<Inserted>>> {
     let present = B::insert_rows(conn, jobs).await?;
     let mut out = Vec::with_capacity(jobs.len());
     for job in jobs {
         out.push(if present.contains(&job.id) {
-            Inserted::New
+            Ok(Inserted::New)
         } else {
-            insert_or_find_one::<B>(conn, job, true).await?
+            insert_or_find_one::<B>(conn, job, true).await
         });
     }
     Ok(out)
@@ -330,7 +340,11 @@ impl<B: Backend> JobStore for SqlStore<B> {
     async fn insert_many(&self, jobs: &[NewJob]) -> Result<Vec<Inserted>> {
         let mut conn = self.backend.writer().await?;
         let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(B::err)?;
-        let out = insert_or_find::<B>(&mut tx, jobs).await?;
+        // All or nothing: any job's error rolls the whole batch back (the dropped `tx`).
+        let out = insert_or_find::<B>(&mut tx, jobs)
+            .await?
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
         tx.commit().await.map_err(B::err)?;
         Ok(out)
     }

@@ -388,10 +388,19 @@ impl Backend for Sqlite {
     }
 
     async fn insert_rows(conn: &mut SqliteConnection, jobs: &[NewJob]) -> Result<HashSet<Uuid>> {
+        // One statement is atomic on its own; several share a transaction (a savepoint
+        // inside the caller's), so that an error stores none of `jobs`.
+        if jobs.len() <= CHUNK && jobs.len().is_power_of_two() {
+            return insert_chunk(conn, jobs).await;
+        }
+        let mut tx = sqlx::Connection::begin(&mut *conn)
+            .await
+            .map_err(Self::err)?;
         let mut present = HashSet::with_capacity(jobs.len());
         for chunk in chunks(jobs) {
-            present.extend(insert_chunk(conn, chunk).await?);
+            present.extend(insert_chunk(&mut tx, chunk).await?);
         }
+        tx.commit().await.map_err(Self::err)?;
         Ok(present)
     }
 
