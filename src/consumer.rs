@@ -275,7 +275,7 @@ async fn process(
             })
             .await
         };
-        let claim = claim.retry(store_backoff()).when(Error::is_transient).await;
+        let claim = claim.retry(store_backoff()).when(|e| worth_retrying(ctx, e)).await;
         let (attempt, max_attempts) = match claim {
             Ok(Claim::Claimed { attempt, max_attempts }) => (attempt, max_attempts),
             Ok(Claim::Final(status)) => {
@@ -354,7 +354,7 @@ async fn process(
         match decision {
             Decision::Succeed { result } => {
                 let write = || ctx.store.succeed(msg.id, &ctx.owner, result.as_deref(), now_ms());
-                match write.retry(store_backoff()).when(Error::is_transient).await {
+                match write.retry(store_backoff()).when(|e| worth_retrying(ctx, e)).await {
                     Ok(()) => {
                         debug!(elapsed_ms, "job succeeded");
                         telemetry::count(telemetry::JOBS_SUCCEEDED, &queue.name);
@@ -396,7 +396,11 @@ async fn retry(
     let wait_ms = crate::delay::delay_seconds(delay) * 1000;
     let due = now_ms().saturating_add(i64::try_from(wait_ms).unwrap_or(i64::MAX));
     let write = || ctx.store.retry(msg.id, &ctx.owner, error, due);
-    if let Err(e) = write.retry(store_backoff()).when(Error::is_transient).await {
+    if let Err(e) = write
+        .retry(store_backoff())
+        .when(|e| worth_retrying(ctx, e))
+        .await
+    {
         warn!(error = %e, "cannot record the failed attempt; handing the job back");
         store_failed(ctx, &e);
         ticket.requeue();
@@ -446,12 +450,23 @@ async fn bury(
         return;
     }
     let write = || ctx.store.dead(msg.id, error, now_ms());
-    if let Err(e) = write.retry(store_backoff()).when(Error::is_transient).await {
+    if let Err(e) = write
+        .retry(store_backoff())
+        .when(|e| worth_retrying(ctx, e))
+        .await
+    {
         warn!(error = %e, "dead letter published but the store cannot record `dead`");
     }
     warn!(last_error = %error, "job dead-lettered");
     telemetry::count(telemetry::JOBS_DEAD_LETTERED, &queue.name);
     ticket.ack();
+}
+
+/// True when a failed store write is worth trying again: the error is transient, and the
+/// store gate is open (once another job found the store down, each write tried again would
+/// only wait out the same outage before its delivery is handed back).
+fn worth_retrying(ctx: &WorkerContext, e: &Error) -> bool {
+    e.is_transient() && ctx.store_gate.is_open()
 }
 
 /// After a store write failed for good: a transient failure (the store cannot be reached)

@@ -431,6 +431,6 @@ fn fuzzed_requests_get_202_or_a_problem_and_only_202s_are_published() {
         Some(accepted),
         "exactly the accepted jobs were published"
     );
-    assert_eq!(rt.block_on(w.stored_jobs()), i64::from(accepted));
+    assert_eq!(rt.block_on(w.stored_jobs()), u64::from(accepted));
     rt.block_on(w.stop()).expect("clean stop");
 }

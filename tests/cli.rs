@@ -7,10 +7,12 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{QueueCleanup, Raw, unique};
+use common::{QueueCleanup, Raw, TestStore, unique};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 
+/// Runs `warren args` in `dir` (store: the default, `warren.db` beside the config; the
+/// commands run with it never write it).
 fn warren(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_warren"))
         .args(args)
@@ -21,6 +23,19 @@ fn warren(dir: &Path, args: &[&str]) -> Output {
         .env_remove("WARREN_BIND")
         .output()
         .expect("run warren")
+}
+
+/// `warren job ID` on `store`: the job as JSON, read from the store directly.
+fn warren_job(dir: &Path, store: &TestStore, id: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["job", id])
+        .current_dir(dir)
+        .env("WARREN_AMQP_URL", common::amqp_url())
+        .env("WARREN_STORE_URL", store.url())
+        .env_remove("WARREN_CONFIG")
+        .env_remove("WARREN_BIND")
+        .output()
+        .expect("run warren job")
 }
 
 fn text(b: &[u8]) -> String {
@@ -173,8 +188,8 @@ async fn topology_mismatch_says_which_argument_differs() {
     assert!(err.contains("To migrate"), "says how to migrate: {err}");
 }
 
-/// Starts `warren run` on a free port; returns the child and the base URL.
-fn spawn_run(dir: &Path) -> (std::process::Child, String) {
+/// Starts `warren run` on `store` and a free port; returns the child and the base URL.
+fn spawn_run(dir: &Path, store: &TestStore) -> (std::process::Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
@@ -184,8 +199,8 @@ fn spawn_run(dir: &Path) -> (std::process::Child, String) {
         .current_dir(dir)
         .env("WARREN_AMQP_URL", common::amqp_url())
         .env("WARREN_BIND", format!("127.0.0.1:{port}"))
+        .env("WARREN_STORE_URL", store.url())
         .env_remove("WARREN_CONFIG")
-        .env_remove("WARREN_STORE_URL")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -241,7 +256,8 @@ async fn sigterm_lets_the_running_job_finish_then_exits_zero() {
         format!("[worker]\nshutdown_grace = \"20s\"\n[queues.{q}]\nhandler = {{ exec = [\"slow.sh\"] }}\n"),
     )
     .expect("write");
-    let (mut child, base) = spawn_run(dir.path());
+    let store = TestStore::new(dir.path()).await;
+    let (mut child, base) = spawn_run(dir.path(), &store);
     let _reaper = common::KillOnDrop {
         pid: child.id(),
         group: false,
@@ -272,7 +288,7 @@ async fn sigterm_lets_the_running_job_finish_then_exits_zero() {
     assert!(status.success(), "warren exits 0 after SIGTERM: {status:?}");
 
     // The job finished inside the grace period: `warren job` reads the store directly.
-    let out = warren(dir.path(), &["job", &id]);
+    let out = warren_job(dir.path(), &store, &id);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let job: serde_json::Value = serde_json::from_slice(&out.stdout).expect("job json");
     assert_eq!(job["status"], "succeeded", "{job}");
@@ -290,7 +306,8 @@ async fn sigterm_hands_back_a_job_that_outlives_the_grace_period() {
         format!("[worker]\nshutdown_grace = \"300ms\"\n[queues.{q}]\nhandler = {{ exec = [\"slow.sh\"] }}\ntimeout = \"60s\"\n"),
     )
     .expect("write");
-    let (mut child, base) = spawn_run(dir.path());
+    let store = TestStore::new(dir.path()).await;
+    let (mut child, base) = spawn_run(dir.path(), &store);
     let _reaper = common::KillOnDrop {
         pid: child.id(),
         group: false,
@@ -319,7 +336,7 @@ async fn sigterm_hands_back_a_job_that_outlives_the_grace_period() {
         .expect("wait");
     assert!(status.success(), "{status:?}");
     // Handed back: queued again, its message back in the work queue, nothing lost.
-    let out = warren(dir.path(), &["job", &id]);
+    let out = warren_job(dir.path(), &store, &id);
     let job: serde_json::Value = serde_json::from_slice(&out.stdout).expect("job json");
     assert_eq!(job["status"], "queued", "{job}");
     assert_eq!(Raw::connect().await.depth(&q).await, Some(1));

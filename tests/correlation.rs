@@ -189,14 +189,15 @@ async fn every_json_log_line_about_a_job_names_it_its_queue_attempt_and_correlat
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
+    let store = common::TestStore::new(dir.path()).await;
     let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
         .args(["--log-format", "json", "run"])
         .current_dir(dir.path())
         .env("WARREN_AMQP_URL", common::amqp_url())
         .env("WARREN_BIND", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "info,warren=debug")
+        .env("WARREN_STORE_URL", store.url())
         .env_remove("WARREN_CONFIG")
-        .env_remove("WARREN_STORE_URL")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

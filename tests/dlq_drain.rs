@@ -100,13 +100,14 @@ async fn a_drain_killed_midway_loses_no_dead_letter() {
         format!("[queues.{q}]\nhandler = \"noop\"\n"),
     )
     .expect("config");
+    let store = common::TestStore::new(dir.path()).await;
     let warren = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_warren"))
             .args(args)
             .current_dir(dir.path())
             .env("WARREN_AMQP_URL", common::amqp_url())
+            .env("WARREN_STORE_URL", store.url())
             .env_remove("WARREN_CONFIG")
-            .env_remove("WARREN_STORE_URL")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

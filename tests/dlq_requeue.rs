@@ -199,13 +199,14 @@ async fn cli_purge_needs_yes_and_list_shows_depth() {
         format!("[queues.{q}]\nhandler = \"noop\"\n"),
     )
     .expect("config");
+    let store = common::TestStore::new(dir.path()).await;
     let warren = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_warren"))
             .args(args)
             .current_dir(dir.path())
             .env("WARREN_AMQP_URL", common::amqp_url())
+            .env("WARREN_STORE_URL", store.url())
             .env_remove("WARREN_CONFIG")
-            .env_remove("WARREN_STORE_URL")
             .output()
             .expect("run warren")
     };

@@ -9,21 +9,23 @@
 //! flight at a SIGKILL, which may run twice; no request sent while the broker was stopped got
 //! a 202; every 503 carried `Retry-After`; after each outage the intake accepted again within
 //! 5 s of the broker. The figures are printed and written to `target/faults.json`
-//! (RELIABILITY.md holds a run's numbers).
+//! (`target/faults-postgres.json` on PostgreSQL; RELIABILITY.md holds a run's numbers).
 //!
 //! Alone in its test binary, bounded to 8 minutes: it stops and restarts the shared broker,
-//! which must be a local one that `rabbitmqctl` controls.
+//! which must be a local one that `rabbitmqctl` controls. The store is the one
+//! `WARREN_TEST_STORE` picks (SQLite, or a PostgreSQL database of the test's own), read
+//! through warren's store trait.
 
 mod common;
 
 use std::collections::HashMap;
-use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{QueueCleanup, unique};
+use common::process::{Children, signal_group, spawn_warren};
+use common::{QueueCleanup, TestStore, unique};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -115,56 +117,9 @@ fn rabbitmqctl(args: &[&str]) {
     );
 }
 
-/// A `warren` child in a process group of its own (SIGKILL takes its handler children too,
-/// like a machine dying), logging to `log`.
-fn spawn(dir: &Path, args: &[&str], port: u16, log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log file");
-    Command::new(env!("CARGO_BIN_EXE_warren"))
-        .args(args)
-        .current_dir(dir)
-        .env("WARREN_AMQP_URL", common::amqp_url())
-        .env("WARREN_BIND", format!("127.0.0.1:{port}"))
-        .env(
-            "WARREN_STORE_URL",
-            format!("sqlite://{}", dir.join("warren.db").display()),
-        )
-        .env("EXEC_LOG", dir.join("executions.log"))
-        .env_remove("WARREN_CONFIG")
-        .env_remove("WARREN_API_TOKENS")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .expect("spawn warren")
-}
-
-fn signal_group(child: &Child, signal: &str) {
-    let _ = Command::new("kill")
-        .args([&format!("-{signal}"), "--", &format!("-{}", child.id())])
-        .status();
-}
-
-/// Kills every process group it holds when dropped (a failing test leaves nothing running).
-#[derive(Default)]
-struct Children(Vec<u32>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for pid in &self.0 {
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pid}")])
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-}
-
 struct Scenario {
     dir: PathBuf,
+    store: TestStore,
     port: u16,
     samples: Samples,
     events: Vec<(String, Duration)>,
@@ -244,7 +199,7 @@ impl Scenario {
     }
 
     fn spawn(&mut self, args: &[&str], log: &str) -> Child {
-        let child = spawn(&self.dir, args, self.port, &self.dir.join(log));
+        let child = spawn_warren(&self.dir, self.store.url(), args, self.port, log, &[]);
         self.children.0.push(child.id());
         child
     }
@@ -327,6 +282,7 @@ async fn scenario() {
     };
     let mut s = Scenario {
         dir: dir.clone(),
+        store: TestStore::new(&dir).await,
         port,
         samples: Samples::default(),
         events: Vec::new(),
@@ -379,7 +335,7 @@ async fn scenario() {
     s.wait_accepted(300, "after the full restart").await;
 
     for i in 1..=KILLS {
-        signal_group(&worker, "KILL");
+        signal_group(worker.id(), "KILL");
         let _ = worker.wait();
         s.note(&format!("worker SIGKILLed #{i}; restarting it"));
         worker = s.spawn(&["work"], "worker.log");
@@ -387,7 +343,7 @@ async fn scenario() {
     }
 
     s.note("intake SIGTERM");
-    signal_group(&intake, "TERM");
+    signal_group(intake.id(), "TERM");
     let status = tokio::task::spawn_blocking(move || intake.wait())
         .await
         .expect("join")
@@ -411,10 +367,10 @@ async fn scenario() {
             _ => None,
         })
         .collect();
-    let statuses = wait_all_finished(&dir, &accepted).await;
+    let statuses = wait_all_finished(&s.store, &accepted).await;
     s.note("every accepted job finished");
-    signal_group(&worker, "TERM");
-    signal_group(&intake, "TERM");
+    signal_group(worker.id(), "TERM");
+    signal_group(intake.id(), "TERM");
     let _ = worker.wait();
     let _ = intake.wait();
 
@@ -464,7 +420,9 @@ async fn scenario() {
         .filter(|x| matches!(x.outcome, Outcome::NoAnswer))
         .count();
 
+    let backend = s.store.backend().name();
     let report = json!({
+        "store": backend,
         "rate_per_s": RATE,
         "duration_s": s.start.elapsed().as_secs_f64(),
         "sent": samples.len(),
@@ -482,7 +440,11 @@ async fn scenario() {
         "recovery_ms": s.recoveries.iter().map(|(w, d)| json!({"after": w, "ms": d.as_millis()})).collect::<Vec<_>>(),
         "events": s.events.iter().map(|(w, t)| json!({"at_s": t.as_secs_f64(), "what": w})).collect::<Vec<_>>(),
     });
-    let out = common::repo().join("target/faults.json");
+    // target/faults.json on SQLite (RELIABILITY.md's figures), faults-postgres.json beside it.
+    let out = common::repo().join(match s.store.backend() {
+        common::store::Backend::Sqlite => "target/faults.json",
+        common::store::Backend::Postgres => "target/faults-postgres.json",
+    });
     let _ = std::fs::write(&out, serde_json::to_vec_pretty(&report).unwrap_or_default());
     println!(
         "{}",
@@ -522,19 +484,15 @@ async fn scenario() {
 /// Polls the store until every id in `ids` is `succeeded`, `dead` or `cancelled` (at most
 /// 3 minutes: a job in flight at a SIGKILL waits out its lease first) and returns the
 /// statuses.
-async fn wait_all_finished(dir: &Path, ids: &[String]) -> HashMap<String, String> {
-    use sqlx::Connection as _;
-    let url = format!("sqlite://{}", dir.join("warren.db").display());
-    let mut conn = sqlx::SqliteConnection::connect(&url)
-        .await
-        .expect("open store");
+async fn wait_all_finished(store: &TestStore, ids: &[String]) -> HashMap<String, String> {
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        let rows: Vec<(String, String)> = sqlx::query_as("SELECT id, status FROM jobs")
-            .fetch_all(&mut conn)
+        let statuses: HashMap<String, String> = store
+            .statuses()
             .await
-            .expect("read store");
-        let statuses: HashMap<String, String> = rows.into_iter().collect();
+            .into_iter()
+            .map(|(id, status)| (id, status.as_str().to_owned()))
+            .collect();
         let open = ids
             .iter()
             .filter(|id| {

@@ -76,23 +76,16 @@ async fn broker_unreachable_gets_503_with_retry_after_and_nothing_is_kept() {
 
 #[tokio::test]
 async fn store_unwritable_gets_503_and_nothing_is_published() {
-    use sqlx::Connection as _;
     let w = Setup::new()
         .queue("in", "handler = \"noop\"")
         .role(warren::Role::Intake)
         .start()
         .await;
     let raw = common::Raw::connect().await;
-    // Another process holds the store's write lock (as root, a read-only file would not stop
-    // warren; a held lock does): warren's insert waits out its 5 s busy timeout, then gives up.
-    let url = format!("sqlite://{}", w.dir().join("warren.db").display());
-    let mut locker = sqlx::SqliteConnection::connect(&url)
-        .await
-        .expect("open store");
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut locker)
-        .await
-        .expect("take the write lock");
+    // The store goes away (SQLite: another process holds its write lock, and warren's insert
+    // waits out its 5 s busy timeout; PostgreSQL: the server ends warren's sessions and
+    // refuses new ones, as in a restart).
+    let outage = w.store_down().await;
     let resp = w.post("in", &serde_json::json!({"payload": 1})).await;
     assert_eq!(resp.status(), 503);
     assert!(resp.headers().contains_key("retry-after"));
@@ -103,13 +96,11 @@ async fn store_unwritable_gets_503_and_nothing_is_published() {
     );
     assert_eq!(raw.depth(&w.q("in")).await, Some(0), "nothing published");
 
-    // Once the lock is gone the same request is accepted.
-    sqlx::query("ROLLBACK")
-        .execute(&mut locker)
-        .await
-        .expect("release");
+    // Once the store is back the same request is accepted.
+    outage.end().await;
     let resp = w.post("in", &serde_json::json!({"payload": 1})).await;
-    assert_eq!(resp.status(), 202);
+    assert_eq!(resp.status(), 202, "accepted once the store is back");
     assert_eq!(raw.depth(&w.q("in")).await, Some(1));
+    assert_eq!(w.stored_jobs().await, 1, "only the accepted job is stored");
     w.stop().await.expect("clean stop");
 }

@@ -43,8 +43,8 @@ async fn ready_and_dead_counts_match_what_is_in_the_queues_over_http_and_the_cli
     std::fs::write(
         &config,
         format!(
-            "[store]\nurl = \"sqlite://{}\"\n[queues.\"{q}\"]\nhandler = \"noop\"\n",
-            w.dir().join("warren.db").display()
+            "[store]\nurl = \"{}\"\n[queues.\"{q}\"]\nhandler = \"noop\"\n",
+            w.store().url()
         ),
     )
     .expect("write config");

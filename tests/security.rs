@@ -9,21 +9,18 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{KillOnDrop, QueueCleanup, unique};
+use common::{KillOnDrop, QueueCleanup, TestStore, unique};
 
 /// A broker password and an API token that must never be printed.
 const PASSWORD: &str = "pw-7d1e5c0b9a4f";
 const TOKEN: &str = "tok-93b8e1f04c2d7a6e5b1f0c9d8e7a6b5c";
 
-fn warren(dir: &Path, args: &[&str]) -> Command {
+fn warren(dir: &Path, store: &TestStore, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_warren"));
     cmd.args(args)
         .current_dir(dir)
         .env("WARREN_AMQP_URL", common::amqp_url())
-        .env(
-            "WARREN_STORE_URL",
-            format!("sqlite://{}", dir.join("w.db").display()),
-        )
+        .env("WARREN_STORE_URL", store.url())
         .env_remove("WARREN_CONFIG")
         .env_remove("WARREN_BIND")
         .env_remove("WARREN_API_TOKENS")
@@ -111,8 +108,9 @@ impl Running {
 fn a_public_bind_without_tokens_refuses_to_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let _cleanup = config(dir.path());
+    let store = TestStore::new_blocking(dir.path());
 
-    let out = warren(dir.path(), &["serve"])
+    let out = warren(dir.path(), &store, &["serve"])
         .env("WARREN_BIND", "0.0.0.0:0")
         .output()
         .expect("run warren");
@@ -125,7 +123,7 @@ fn a_public_bind_without_tokens_refuses_to_start() {
 
     // With tokens, or with the explicit flag (and a warning), it serves.
     for (flag, tokens) in [(None, Some(TOKEN)), (Some("--insecure-no-auth"), None)] {
-        let mut cmd = warren(dir.path(), &["serve"]);
+        let mut cmd = warren(dir.path(), &store, &["serve"]);
         cmd.env("WARREN_BIND", "0.0.0.0:0");
         if let Some(f) = flag {
             cmd.arg(f);
@@ -146,6 +144,7 @@ fn a_public_bind_without_tokens_refuses_to_start() {
 async fn credentials_never_appear_in_logs_errors_help_or_readyz() {
     let dir = tempfile::tempdir().expect("tempdir");
     let _cleanup = config(dir.path());
+    let store = TestStore::new(dir.path()).await;
     let bad_url = format!("amqp://guest:{PASSWORD}@127.0.0.1:5672/%2f");
     let mut seen = String::new();
 
@@ -155,7 +154,7 @@ async fn credentials_never_appear_in_logs_errors_help_or_readyz() {
         &["run", "--help"],
         &["dlq", "drain", "--help"],
     ] {
-        let out = warren(dir.path(), args)
+        let out = warren(dir.path(), &store, args)
             .env("WARREN_AMQP_URL", &bad_url)
             .env("WARREN_API_TOKENS", TOKEN)
             .output()
@@ -166,7 +165,7 @@ async fn credentials_never_appear_in_logs_errors_help_or_readyz() {
 
     // A CLI command that fails on the broker (the password is wrong): the error names the
     // broker without the password.
-    let out = warren(dir.path(), &["topology", "apply"])
+    let out = warren(dir.path(), &store, &["topology", "apply"])
         .env("WARREN_AMQP_URL", &bad_url)
         .output()
         .expect("topology apply");
@@ -177,7 +176,7 @@ async fn credentials_never_appear_in_logs_errors_help_or_readyz() {
 
     // `warren run` against the same broker, debug logs in JSON: /readyz reports the broker
     // down, the logs tell why, neither shows a secret.
-    let mut cmd = warren(dir.path(), &["--log-format", "json", "run"]);
+    let mut cmd = warren(dir.path(), &store, &["--log-format", "json", "run"]);
     cmd.env("WARREN_AMQP_URL", &bad_url)
         .env("WARREN_API_TOKENS", format!("admin:{TOKEN}"))
         .env("RUST_LOG", "debug");

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{KillOnDrop, QueueCleanup, unique};
+use common::{KillOnDrop, QueueCleanup, TestStore, unique};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{Value, json};
@@ -72,6 +72,7 @@ async fn tls_tunnel() -> (u16, String, Arc<AtomicUsize>) {
 /// the HTTP address it listens on.
 fn start(
     dir: &Path,
+    store: &TestStore,
     amqp_url: &str,
     env: &[(&str, String)],
 ) -> (std::process::Child, KillOnDrop, String) {
@@ -79,10 +80,7 @@ fn start(
     cmd.args(["run"])
         .current_dir(dir)
         .env("WARREN_AMQP_URL", amqp_url)
-        .env(
-            "WARREN_STORE_URL",
-            format!("sqlite://{}", dir.join("w.db").display()),
-        )
+        .env("WARREN_STORE_URL", store.url())
         .env("WARREN_BIND", "127.0.0.1:0")
         .env_remove("WARREN_CONFIG")
         .env_remove("WARREN_API_TOKENS")
@@ -151,12 +149,13 @@ async fn amqps_runs_jobs_through_tls_and_refuses_an_unknown_ca() {
     .expect("config");
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, &ca_pem).expect("ca file");
+    let store = TestStore::new(dir.path()).await;
     let url = format!("amqps://guest:guest@localhost:{port}/%2f");
     let http = reqwest::Client::new();
 
     // Without the CA the broker's certificate is not trusted: not ready, and it says why.
     {
-        let (mut child, _guard, addr) = start(dir.path(), &url, &[]);
+        let (mut child, _guard, addr) = start(dir.path(), &store, &url, &[]);
         let (status, body) = readyz_until(&http, &addr, |s, b| {
             s == 200 || b.to_lowercase().contains("certificate")
         })
@@ -178,6 +177,7 @@ async fn amqps_runs_jobs_through_tls_and_refuses_an_unknown_ca() {
     // With it, jobs run end to end over TLS.
     let (mut child, _guard, addr) = start(
         dir.path(),
+        &store,
         &url,
         &[("SSL_CERT_FILE", ca_file.display().to_string())],
     );

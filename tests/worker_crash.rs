@@ -8,18 +8,18 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{QueueCleanup, unique};
+use common::{QueueCleanup, TestStore, unique};
 
-/// Starts `warren run` in a process group of its own (so SIGKILL takes its children too, like
-/// a machine dying).
-fn start(dir: &Path, port: u16) -> Child {
+/// Starts `warren run` on `store` in a process group of its own (so SIGKILL takes its
+/// children too, like a machine dying).
+fn start(dir: &Path, store: &TestStore, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_warren"))
         .arg("run")
         .current_dir(dir)
         .env("WARREN_AMQP_URL", common::amqp_url())
         .env("WARREN_BIND", format!("127.0.0.1:{port}"))
+        .env("WARREN_STORE_URL", store.url())
         .env_remove("WARREN_CONFIG")
-        .env_remove("WARREN_STORE_URL")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0)
@@ -94,7 +94,8 @@ async fn a_job_in_flight_at_a_sigkill_runs_again_after_its_lease_and_succeeds_on
         .port();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let mut first = start(dir.path(), port);
+    let store = TestStore::new(dir.path()).await;
+    let mut first = start(dir.path(), &store, port);
     let _reap_first = common::KillOnDrop {
         pid: first.id(),
         group: true,
@@ -127,7 +128,7 @@ async fn a_job_in_flight_at_a_sigkill_runs_again_after_its_lease_and_succeeds_on
     kill_group(&mut first);
     let killed_at = Instant::now();
 
-    let mut second = start(dir.path(), port);
+    let mut second = start(dir.path(), &store, port);
     let _reap_second = common::KillOnDrop {
         pid: second.id(),
         group: true,

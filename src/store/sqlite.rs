@@ -93,7 +93,7 @@ impl Sqlite {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
+            .busy_timeout(BUSY_TIMEOUT)
             // Checkpoints run in the background (see `checkpoints`), not inside a commit.
             .pragma("wal_autocheckpoint", "0");
         // Processes started together (an intake and a worker on one file) meet at the first
@@ -188,6 +188,14 @@ async fn open_and_migrate(
     }
     Ok(pool)
 }
+
+/// How long a statement waits for another process's write lock before it fails
+/// (SQLITE_BUSY, <https://sqlite.org/c3ref/busy_timeout.html>).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long [`Backend::ping`] waits for the write lock: longer than any of warren's own
+/// batches holds it, short enough for a readiness probe.
+const PING_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How often the background task checkpoints the WAL while it is written (see the module
 /// docs).
@@ -633,11 +641,31 @@ impl Backend for Sqlite {
             .collect())
     }
 
+    /// Takes the write lock and gives it back (`BEGIN IMMEDIATE; ROLLBACK`), waiting up to
+    /// [`PING_BUSY_TIMEOUT`] for it: a store another process holds locked, or a read-only
+    /// file, cannot take jobs, though a `SELECT` would still answer.
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
+        let mut conn = self.pool.acquire().await.map_err(Self::err)?;
+        let set_busy = |ms: u128| format!("PRAGMA busy_timeout = {ms}");
+        sqlx::query(&set_busy(PING_BUSY_TIMEOUT.as_millis()))
+            .execute(&mut *conn)
             .await
             .map_err(Self::err)?;
+        let probe = async {
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+            sqlx::query("ROLLBACK").execute(&mut *conn).await
+        }
+        .await;
+        // The pool's connections keep their usual busy timeout, whatever the probe found.
+        let restored = sqlx::query(&set_busy(BUSY_TIMEOUT.as_millis()))
+            .execute(&mut *conn)
+            .await;
+        if probe.is_err() || restored.is_err() {
+            // Not returned to the pool half-way (in a transaction, or with the short timeout).
+            conn.close_on_drop();
+        }
+        probe.map_err(Self::err)?;
+        restored.map_err(Self::err)?;
         Ok(())
     }
 

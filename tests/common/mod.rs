@@ -1,10 +1,15 @@
 //! Test harness: an in-process warren on the real broker, with queue names of its own.
 //!
-//! Every test gets unique queue names (`t-<tag>-<uuid>`), its own SQLite file and port, and
+//! Every test gets unique queue names (`t-<tag>-<uuid>`), its own store and port, and
 //! deletes the queues it declared when it ends (also when it panics). The broker comes from
 //! `WARREN_TEST_AMQP_URL` (default the local guest account); a missing broker fails the test.
+//! The store is the one `WARREN_TEST_STORE` picks (`sqlite`, the default, or `postgres`):
+//! see [`store`]. A missing PostgreSQL server fails the test too.
 
 #![allow(dead_code)]
+
+pub mod process;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 use warren::config::EnvOverrides;
 use warren::workers::Handler;
 use warren::{App, Config, Role};
+
+pub use store::{StoreOutage, TestStore};
 
 /// The broker tests run against.
 pub fn amqp_url() -> String {
@@ -364,6 +371,7 @@ impl Setup {
     /// topology is declared.
     pub async fn start(self) -> TestWarren {
         let dir = tempfile::tempdir().expect("tempdir");
+        let store = TestStore::new(dir.path()).await;
         let names: BTreeMap<String, String> = self
             .queues
             .keys()
@@ -376,10 +384,7 @@ impl Setup {
         let env = EnvOverrides {
             amqp_url: Some(self.amqp_url.clone()),
             bind: None,
-            store_url: Some(format!(
-                "sqlite://{}",
-                dir.path().join("warren.db").display()
-            )),
+            store_url: Some(store.url().to_owned()),
             api_tokens: self.tokens.clone(),
         };
         let config =
@@ -416,6 +421,7 @@ impl Setup {
             http: reqwest::Client::new(),
             _cleanup: QueueCleanup(cleanup),
             dir,
+            store,
             serves_http,
         };
         if self.amqp_url == amqp_url() {
@@ -450,6 +456,7 @@ pub struct TestWarren {
     pub http: reqwest::Client,
     _cleanup: QueueCleanup,
     dir: tempfile::TempDir,
+    store: TestStore,
     serves_http: bool,
 }
 
@@ -459,9 +466,20 @@ impl TestWarren {
         self.names[alias].clone()
     }
 
-    /// The temp directory holding the store.
+    /// The test's temp directory (it holds the store when that is SQLite).
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The store this warren runs on.
+    pub fn store(&self) -> &TestStore {
+        &self.store
+    }
+
+    /// Makes the store unreachable until the returned outage is ended (see
+    /// [`TestStore::down`]).
+    pub async fn store_down(&self) -> StoreOutage {
+        self.store.down().await
     }
 
     /// The app.
@@ -469,17 +487,10 @@ impl TestWarren {
         &self.app
     }
 
-    /// Rows in the store's `jobs` table, read through a connection of the test's own.
-    pub async fn stored_jobs(&self) -> i64 {
-        use sqlx::Connection as _;
-        let url = format!("sqlite://{}", self.dir().join("warren.db").display());
-        let mut conn = sqlx::SqliteConnection::connect(&url)
-            .await
-            .expect("open store");
-        sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
-            .fetch_one(&mut conn)
-            .await
-            .expect("count")
+    /// Jobs the store holds, read through the store's public trait by an opener of the
+    /// test's own.
+    pub async fn stored_jobs(&self) -> u64 {
+        self.store.total().await
     }
 
     /// Waits until `/readyz` says the broker, the store and the topology are ready.
