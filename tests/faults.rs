@@ -24,7 +24,9 @@ use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::process::{Children, signal_group, spawn_warren};
+use common::process::{
+    Children, executions, signal_group, spawn_warren, wait_ready, write_recording_queue,
+};
 use common::{QueueCleanup, TestStore, unique};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -178,24 +180,12 @@ impl Scenario {
     }
 
     async fn wait_ready(&self) {
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = http
-                .get(format!("http://127.0.0.1:{}/readyz", self.port))
-                .send()
-                .await
-                && r.status() == 200
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "intake not ready within 60 s; its log:\n{}",
-                std::fs::read_to_string(self.dir.join("intake.log")).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_ready(
+            &format!("http://127.0.0.1:{}", self.port),
+            &self.dir,
+            "intake.log",
+        )
+        .await;
     }
 
     fn spawn(&mut self, args: &[&str], log: &str) -> Child {
@@ -257,25 +247,7 @@ async fn scenario() {
     let dir = tmp.path().to_path_buf();
     let q = unique("faults");
     let _cleanup = QueueCleanup(vec![q.clone(), format!("{q}.dlq")]);
-    std::fs::write(
-        dir.join("record.sh"),
-        "#!/bin/sh\nprintf '%s\\n' \"$WARREN_JOB_ID\" >> \"$EXEC_LOG\"\n",
-    )
-    .expect("script");
-    std::fs::set_permissions(
-        dir.join("record.sh"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
-    std::fs::write(
-        dir.join("queues.toml"),
-        format!(
-            "[worker]\nshutdown_grace = \"5s\"\n\n[queues.{q}]\nhandler = {{ exec = [\"record.sh\"] }}\n\
-             prefetch = 16\nconcurrency = {CONCURRENCY}\ntimeout = \"5s\"\nmax_attempts = 10\n\
-             backoff = {{ base = \"200ms\", max = \"2s\" }}\n"
-        ),
-    )
-    .expect("config");
+    write_recording_queue(&dir, &q, CONCURRENCY);
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
@@ -376,11 +348,8 @@ async fn scenario() {
 
     // Executions per job id, from the handler's own record.
     let mut runs: HashMap<String, u32> = HashMap::new();
-    for line in std::fs::read_to_string(dir.join("executions.log"))
-        .unwrap_or_default()
-        .lines()
-    {
-        *runs.entry(line.to_owned()).or_default() += 1;
+    for (id, _) in executions(&dir) {
+        *runs.entry(id).or_default() += 1;
     }
     let lost: Vec<&String> = accepted
         .iter()

@@ -17,12 +17,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::process::{Children, free_port, signal_group, spawn_warren};
+use common::process::{
+    Children, executions, free_port, signal_group, spawn_warren, wait_ready, write_recording_queue,
+};
 use common::{QueueCleanup, Raw, TestStore, unique};
 use serde_json::{Value, json};
 use warren::store::JobStatus;
@@ -35,23 +36,6 @@ const CLIENTS: usize = 16;
 const CONCURRENCY: usize = 8;
 /// Accepted jobs before the SIGKILL.
 const KILL_AFTER: usize = 2_000;
-
-async fn wait_ready(http: &reqwest::Client, base: &str, dir: &Path, log: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
-            && r.status() == 200
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{base} not ready within 60 s; its log:\n{}",
-            std::fs::read_to_string(dir.join(log)).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn wait_consumers(raw: &Raw, queue: &str, n: u32) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -76,25 +60,7 @@ async fn scenario() {
     let dir = tmp.path().to_path_buf();
     let q = unique("many");
     let _cleanup = QueueCleanup(vec![q.clone(), format!("{q}.dlq")]);
-    std::fs::write(
-        dir.join("record.sh"),
-        "#!/bin/sh\nprintf '%s %s\\n' \"$WARREN_JOB_ID\" \"$WORKER_NAME\" >> \"$EXEC_LOG\"\n",
-    )
-    .expect("script");
-    std::fs::set_permissions(
-        dir.join("record.sh"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
-    std::fs::write(
-        dir.join("queues.toml"),
-        format!(
-            "[worker]\nshutdown_grace = \"5s\"\n\n[queues.{q}]\nhandler = {{ exec = [\"record.sh\"] }}\n\
-             prefetch = 16\nconcurrency = {CONCURRENCY}\ntimeout = \"5s\"\nmax_attempts = 10\n\
-             backoff = {{ base = \"200ms\", max = \"2s\" }}\n"
-        ),
-    )
-    .expect("config");
+    write_recording_queue(&dir, &q, CONCURRENCY);
     let store = TestStore::new(&dir).await;
     eprintln!("store: {}", store.backend().name());
     let mut children = Children::default();
@@ -116,25 +82,25 @@ async fn scenario() {
             .id(),
         );
     }
-    for name in ["w1", "w2"] {
-        children.0.push(
-            spawn_warren(
-                &dir,
-                store.url(),
-                &["work"],
-                free_port(),
-                &format!("{name}.log"),
-                &[("WORKER_NAME", name)],
-            )
-            .id(),
-        );
-    }
+    let worker = |name: &str| {
+        spawn_warren(
+            &dir,
+            store.url(),
+            &["work"],
+            free_port(),
+            &format!("{name}.log"),
+            &[("WORKER_NAME", name)],
+        )
+        .id()
+    };
+    children.0.push(worker("w1"));
+    children.0.push(worker("w2"));
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .expect("client");
-    wait_ready(&http, &intakes[0], &dir, "intake-a.log").await;
-    wait_ready(&http, &intakes[1], &dir, "intake-b.log").await;
+    wait_ready(&intakes[0], &dir, "intake-a.log").await;
+    wait_ready(&intakes[1], &dir, "intake-b.log").await;
     let raw = Raw::connect().await;
     wait_consumers(&raw, &q, 2).await;
 
@@ -244,17 +210,7 @@ async fn scenario() {
         assert!(Instant::now() < deadline, "load stalled after the kill");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    children.0.push(
-        spawn_warren(
-            &dir,
-            store.url(),
-            &["work"],
-            free_port(),
-            "w1.log",
-            &[("WORKER_NAME", "w1")],
-        )
-        .id(),
-    );
+    children.0.push(worker("w1"));
     eprintln!("worker w1 started again after {} accepted jobs", count());
     let mut refused = 0;
     for c in clients {
@@ -291,11 +247,10 @@ async fn scenario() {
     );
 
     // Each ran once, but jobs in flight at the kill; all on the two worker processes.
-    let log = std::fs::read_to_string(dir.join("executions.log")).expect("executions");
+    let log = executions(&dir);
     let mut runs: HashMap<&str, usize> = HashMap::new();
     let mut by_worker: HashMap<&str, usize> = HashMap::new();
-    for line in log.lines() {
-        let (id, worker) = line.split_once(' ').expect("`id worker` lines");
+    for (id, worker) in &log {
         *runs.entry(id).or_default() += 1;
         *by_worker.entry(worker).or_default() += 1;
     }
@@ -310,7 +265,7 @@ async fn scenario() {
         "accepted {}, succeeded {}, executions {}, ran twice {twice}, by worker {by_worker:?}",
         accepted.len(),
         statuses.len(),
-        log.lines().count()
+        log.len()
     );
     assert_eq!(more, 0, "no job ran more than twice");
     assert!(

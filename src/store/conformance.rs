@@ -173,7 +173,8 @@ pub(crate) mod test_pg {
     }
 }
 
-fn new_job(queue: &str) -> NewJob {
+/// A new keyless job in `queue`, created now.
+pub(crate) fn new_job(queue: &str) -> NewJob {
     NewJob {
         id: Uuid::now_v7(),
         queue: queue.into(),
@@ -844,17 +845,20 @@ async fn a_stopped_copy_resumes_and_ends_checked(a: Adapter) {
     let first = super::copy::copy(&*from, &*to, 100, &StopAfterFirstPage(stop.clone()), &stop)
         .await
         .expect("copy");
+    let copy_all = || async {
+        super::copy::copy(
+            &*from,
+            &*to,
+            100,
+            &(),
+            &tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .expect("copy")
+    };
     assert!(first.stopped && !first.complete(), "{first:?}");
     assert_eq!((first.read, first.inserted), (100, 100));
-    let second = super::copy::copy(
-        &*from,
-        &*to,
-        100,
-        &(),
-        &tokio_util::sync::CancellationToken::new(),
-    )
-    .await
-    .expect("copy");
+    let second = copy_all().await;
     assert!(second.resumed && second.complete(), "{second:?}");
     assert_eq!((second.read, second.inserted), (150, 150));
     assert_eq!(
@@ -863,15 +867,7 @@ async fn a_stopped_copy_resumes_and_ends_checked(a: Adapter) {
     );
     // A destination holding other jobs is reported, not hidden.
     to.insert(&new_job("stray")).await.expect("insert");
-    let third = super::copy::copy(
-        &*from,
-        &*to,
-        100,
-        &(),
-        &tokio_util::sync::CancellationToken::new(),
-    )
-    .await
-    .expect("copy");
+    let third = copy_all().await;
     assert_eq!(third.mismatches["stray"]["queued"], (0, 1), "{third:?}");
 }
 

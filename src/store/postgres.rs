@@ -292,6 +292,7 @@ impl Backend for Postgres {
     }
 
     async fn insert_rows(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<HashSet<Uuid>> {
+        let col = |f: fn(&NewJob) -> Option<String>| jobs.iter().map(f).collect::<Vec<_>>();
         let rows: Vec<Uuid> = sqlx::query_scalar(sql::INSERT_ROWS)
             .bind(jobs.iter().map(|j| j.id).collect::<Vec<_>>())
             .bind(jobs.iter().map(|j| j.queue.clone()).collect::<Vec<_>>())
@@ -300,21 +301,9 @@ impl Backend for Postgres {
                     .map(|j| to_i32(j.max_attempts))
                     .collect::<Vec<_>>(),
             )
-            .bind(
-                jobs.iter()
-                    .map(|j| j.correlation_id.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                jobs.iter()
-                    .map(|j| j.idempotency_key.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                jobs.iter()
-                    .map(|j| j.request_hash.clone())
-                    .collect::<Vec<_>>(),
-            )
+            .bind(col(|j| j.correlation_id.clone()))
+            .bind(col(|j| j.idempotency_key.clone()))
+            .bind(col(|j| j.request_hash.clone()))
             .bind(
                 jobs.iter()
                     .map(|j| j.idempotency_key.is_none())

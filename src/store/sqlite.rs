@@ -804,25 +804,13 @@ impl Backend for Sqlite {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{JobStore, now_ms};
+    use crate::store::JobStore;
+    use crate::store::conformance::new_job;
 
     async fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         (dir, SqliteStore::open(&url).await.expect("open"))
-    }
-
-    fn new_job(id: Uuid) -> NewJob {
-        NewJob {
-            id,
-            queue: "q".into(),
-            max_attempts: 3,
-            correlation_id: Some("c".into()),
-            idempotency_key: None,
-            request_hash: None,
-            created_at: now_ms(),
-            next_attempt_at: None,
-        }
     }
 
     #[tokio::test]
@@ -845,7 +833,7 @@ mod tests {
         let file = dir.path().join("t.db");
         let size = || std::fs::metadata(&file).map_or(0, |m| m.len());
         let before = size();
-        let jobs: Vec<NewJob> = (0..2_000).map(|_| new_job(Uuid::now_v7())).collect();
+        let jobs: Vec<NewJob> = (0..2_000).map(|_| new_job("q")).collect();
         s.insert_many(&jobs).await.expect("insert_many");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while size() < before + 100_000 {
@@ -886,9 +874,9 @@ mod tests {
     #[tokio::test]
     async fn a_keyless_batch_whose_row_count_falls_short_reads_back_which_rows_exist() {
         let (_d, s) = store().await;
-        let stored = new_job(Uuid::now_v7());
+        let stored = new_job("q");
         s.insert(&stored).await.expect("insert");
-        let fresh = new_job(Uuid::now_v7());
+        let fresh = new_job("q");
         let answers = s
             .insert_many(&[stored.clone(), fresh.clone()])
             .await

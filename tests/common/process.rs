@@ -65,3 +65,61 @@ impl Drop for Children {
         }
     }
 }
+
+/// Writes `dir/queues.toml` with one queue `queue` whose `exec` handler, `dir/record.sh`,
+/// appends a line `JOB_ID WORKER` to `$EXEC_LOG` for every execution (`WORKER` is the
+/// process's `WORKER_NAME`, else `worker`): prefetch 16, `concurrency`, a 5 s timeout (so a
+/// lease lasts 10 s), 10 attempts with a short backoff, a 5 s shutdown grace.
+pub fn write_recording_queue(dir: &Path, queue: &str, concurrency: usize) {
+    std::fs::write(
+        dir.join("record.sh"),
+        "#!/bin/sh\nprintf '%s %s\\n' \"$WARREN_JOB_ID\" \"${WORKER_NAME:-worker}\" >> \"$EXEC_LOG\"\n",
+    )
+    .expect("script");
+    std::fs::set_permissions(
+        dir.join("record.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    std::fs::write(
+        dir.join("queues.toml"),
+        format!(
+            "[worker]\nshutdown_grace = \"5s\"\n\n[queues.{queue}]\nhandler = {{ exec = [\"record.sh\"] }}\n\
+             prefetch = 16\nconcurrency = {concurrency}\ntimeout = \"5s\"\nmax_attempts = 10\n\
+             backoff = {{ base = \"200ms\", max = \"2s\" }}\n"
+        ),
+    )
+    .expect("config");
+}
+
+/// Executions recorded by [`write_recording_queue`]'s handler in `dir`: (job id, worker)
+/// per line, in order.
+pub fn executions(dir: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(dir.join("executions.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            let (id, worker) = line.split_once(' ').unwrap_or((line, ""));
+            (id.to_owned(), worker.to_owned())
+        })
+        .collect()
+}
+
+/// Waits until `base/readyz` answers 200 (60 s at most; then fails showing `dir/log`).
+pub async fn wait_ready(base: &str, dir: &Path, log: &str) {
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{base} not ready within 60 s; its log:\n{}",
+            std::fs::read_to_string(dir.join(log)).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
