@@ -402,32 +402,24 @@ impl Config {
                 .bind
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
         };
+        // The store URL, from the environment or the file (whose line an error names).
+        let (store_url, store_url_span) = match (&env.store_url, &raw.store.url) {
+            (Some(url), _) => (url.clone(), None),
+            (None, Some(url)) => (url.get_ref().clone(), Some(url.span())),
+            (None, None) => ("sqlite://warren.db".to_owned(), None),
+        };
+        if crate::store::backend_of(&store_url).is_none() {
+            let msg = format!(
+                "must start with sqlite:, postgres:// or postgresql://, got {}",
+                crate::redact::redact(&store_url)
+            );
+            return Err(match store_url_span {
+                Some(span) => at(span, "store.url", msg),
+                None => Error::config(format!("WARREN_STORE_URL {msg}")),
+            });
+        }
         let store = StoreConfig {
-            url: match (&env.store_url, &raw.store.url) {
-                (Some(url), _) => {
-                    if crate::store::backend_of(url).is_none() {
-                        return Err(Error::config(format!(
-                            "WARREN_STORE_URL must start with sqlite:, postgres:// or postgresql://, got {}",
-                            crate::redact::redact(url)
-                        )));
-                    }
-                    url.clone()
-                }
-                (None, Some(url)) => {
-                    if crate::store::backend_of(url.get_ref()).is_none() {
-                        return Err(at(
-                            url.span(),
-                            "store.url",
-                            format!(
-                                "must start with sqlite:, postgres:// or postgresql://, got {}",
-                                crate::redact::redact(url.get_ref())
-                            ),
-                        ));
-                    }
-                    url.get_ref().clone()
-                }
-                (None, None) => "sqlite://warren.db".to_owned(),
-            },
+            url: store_url,
             retention: raw
                 .store
                 .retention
@@ -797,6 +789,57 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(c.resolved_store_url(), "sqlite:///etc/warren/warren.db");
+    }
+
+    #[test]
+    fn store_settings_are_read_and_checked_naming_the_line() {
+        let c = parse(
+            "[store]\nurl = \"postgres://w:secret@db:5432/warren\"\nmax_connections = 4\nstatement_timeout = \"3s\"\n[queues.a]\nhandler = \"noop\"\n",
+        )
+        .expect("valid");
+        let opts = c.store_options();
+        assert_eq!(opts.url, "postgres://w:secret@db:5432/warren");
+        assert_eq!(
+            (opts.max_connections, opts.statement_timeout),
+            (4, Duration::from_secs(3))
+        );
+        let defaults = parse("[queues.a]\nhandler = \"noop\"\n")
+            .expect("valid")
+            .store_options();
+        assert_eq!(
+            (defaults.max_connections, defaults.statement_timeout),
+            (16, Duration::from_secs(10))
+        );
+        for (text, key, line) in [
+            (
+                "[queues.a]\nhandler = \"noop\"\n[store]\nurl = \"mysql://u:secret@h/db\"\n",
+                "store.url",
+                4,
+            ),
+            (
+                "[store]\nmax_connections = 0\n[queues.a]\nhandler = \"noop\"\n",
+                "store.max_connections",
+                2,
+            ),
+        ] {
+            let err = Config::parse(text, Path::new("q.toml"), &EnvOverrides::default())
+                .expect_err("refused")
+                .to_string();
+            assert!(err.contains(&format!("line {line}: `{key}`")), "{err}");
+            assert!(!err.contains("secret"), "{err}");
+        }
+        let env = EnvOverrides {
+            store_url: Some("redis://x".into()),
+            ..EnvOverrides::default()
+        };
+        let err = Config::parse(
+            "[queues.a]\nhandler = \"noop\"\n",
+            Path::new("q.toml"),
+            &env,
+        )
+        .expect_err("refused")
+        .to_string();
+        assert!(err.contains("WARREN_STORE_URL must start with"), "{err}");
     }
 
     #[test]
