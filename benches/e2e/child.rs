@@ -1,9 +1,9 @@
 //! The bench's child processes and queues: a `warren` child process (its binary, its config,
-//! its `perf` profile), and [`Cleanup`]. Queues are deleted and child processes killed, also
-//! when the bench panics.
+//! its `perf` profile), and [`Cleanup`]. Queues are deleted, PostgreSQL databases dropped and
+//! child processes killed, also when the bench panics.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -11,14 +11,18 @@ use std::time::{Duration, Instant};
 use lapin::options::QueueDeleteOptions;
 use lapin::{Connection, ConnectionProperties};
 
-use crate::broker::amqp_url;
+use crate::broker::{amqp_url, unique};
 use crate::load::{connect, get};
 use crate::repo;
+use crate::store::{Space, drop_databases};
 
-/// Deletes the registered queues on drop, from a thread with a runtime of its own.
+/// Deletes the registered queues and drops the registered databases (those a
+/// [`Space`] has not dropped already) on drop, from threads with a runtime of their own.
 #[derive(Default)]
 pub(crate) struct Cleanup {
     queues: Mutex<Vec<String>>,
+    /// (admin URL, database name)
+    databases: Mutex<Vec<(String, String)>>,
 }
 
 impl Cleanup {
@@ -27,10 +31,43 @@ impl Cleanup {
             q.push(name.to_owned());
         }
     }
+
+    /// A fresh name for a work queue of warren's (`b-<name>-<random>`), registered with its
+    /// dead-letter queue.
+    pub(crate) fn work_queue(&self, name: &str) -> String {
+        let q = unique(name);
+        self.add(&q);
+        self.add(&format!("{q}.dlq"));
+        q
+    }
+
+    /// Registers a database to drop at the end, should its [`Space`] not have dropped it.
+    pub(crate) fn add_database(&self, admin_url: &str, name: &str) {
+        if let Ok(mut d) = self.databases.lock() {
+            d.push((admin_url.to_owned(), name.to_owned()));
+        }
+    }
+
+    fn drop_databases(&self) {
+        let all = self
+            .databases
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default();
+        let Some((admin_url, _)) = all.first() else {
+            return;
+        };
+        let n = drop_databases(admin_url, all.iter().map(|(_, n)| n.clone()).collect());
+        eprintln!(
+            "bench: DROP DATABASE IF EXISTS done for {n} of the {} databases it made",
+            all.len()
+        );
+    }
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
+        self.drop_databases();
         let names = self
             .queues
             .lock()
@@ -103,25 +140,42 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// How a child starts: its binary and its store's retention.
+pub(crate) struct Launch<'a> {
+    /// The `warren` binary ([`warren_bin`] by default).
+    pub(crate) bin: PathBuf,
+    /// `store.retention` (warren's default, 7 days, when `None`).
+    pub(crate) retention: Option<&'a str>,
+}
+
+impl Default for Launch<'_> {
+    fn default() -> Self {
+        Self {
+            bin: warren_bin(),
+            retention: None,
+        }
+    }
+}
+
 impl Warren {
-    /// Writes `queues-<tag>.toml` in `dir` (store `dir/warren.db`, shared by every process
-    /// of the run) with `queues` (noop handler, prefetch `prefetch`) and starts
+    /// Writes `queues-<tag>.toml` in the space's dir (its store, shared by every process
+    /// started on the space) with `queues` (noop handler, prefetch `prefetch`) and starts
     /// `warren <command>` with it, logging to `target/bench/warren-<tag>.log`; returns once
     /// `/readyz` answers 200.
     pub(crate) async fn start(
-        dir: &Path,
+        space: &Space,
         tag: &str,
         command: &str,
         queues: &[&str],
         prefetch: usize,
     ) -> Self {
-        Self::start_bin(&warren_bin(), dir, tag, command, queues, prefetch).await
+        Self::launch(&Launch::default(), space, tag, command, queues, prefetch).await
     }
 
-    /// [`Warren::start`] with the binary `bin`.
-    pub(crate) async fn start_bin(
-        bin: &Path,
-        dir: &Path,
+    /// [`Warren::start`] as `how` says.
+    pub(crate) async fn launch(
+        how: &Launch<'_>,
+        space: &Space,
         tag: &str,
         command: &str,
         queues: &[&str],
@@ -129,10 +183,14 @@ impl Warren {
     ) -> Self {
         let port = free_port();
         let mut toml = format!(
-            "[broker]\nurl = \"{}\"\n{}\n[http]\nbind = \"127.0.0.1:{port}\"\n\n[store]\nurl = \"sqlite://warren.db\"\n",
+            "[broker]\nurl = \"{}\"\n{}\n[http]\nbind = \"127.0.0.1:{port}\"\n\n[store]\nurl = \"{}\"\n{}",
             amqp_url(),
             std::env::var("BENCH_PUBLISH_CHANNELS")
                 .map(|n| format!("publish_channels = {n}\n"))
+                .unwrap_or_default(),
+            space.config_url(),
+            how.retention
+                .map(|r| format!("retention = \"{r}\"\n"))
                 .unwrap_or_default()
         );
         for q in queues {
@@ -140,13 +198,13 @@ impl Warren {
                 "\n[queues.\"{q}\"]\nhandler = \"noop\"\nprefetch = {prefetch}\n"
             ));
         }
-        let config = dir.join(format!("queues-{tag}.toml"));
+        let config = space.dir().join(format!("queues-{tag}.toml"));
         std::fs::write(&config, toml).expect("write the bench config");
         let log_dir = repo().join("target/bench");
         std::fs::create_dir_all(&log_dir).expect("create target/bench");
         let log = std::fs::File::create(log_dir.join(format!("warren-{tag}.log")))
             .expect("create the warren log");
-        let child = Command::new(bin)
+        let child = Command::new(&how.bin)
             .arg("--config")
             .arg(&config)
             .arg(command)

@@ -5,7 +5,7 @@
 //! taken from them. Each client task owns its socket and writes the request and reads the
 //! answer in place (`httparse` reads the head): no connection task to hand each request to and
 //! each answer back from, as a `hyper` client connection has (the client's CPU per single POST
-//! went from 23-25 to 16-18 µs; BENCHMARKS.md).
+//! went from 23-25 to 16-18 µs, 2026-11-21; BENCHMARKS.md in git history).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -118,6 +118,29 @@ struct BatchAnswer {
 #[derive(Deserialize)]
 struct BatchItem {
     status: u16,
+    job: Option<Created>,
+}
+
+/// Requests at the end of a closed-loop run whose answers give their job ids to
+/// [`LoadResult::tail_ids`].
+const TAIL: usize = 8;
+
+/// The job ids of an answer (a single POST's, or the last two of a batch's).
+fn answer_ids(body: &[u8]) -> Vec<uuid::Uuid> {
+    let ids: Vec<String> = if let Ok(c) = serde_json::from_slice::<Created>(body) {
+        vec![c.id]
+    } else if let Ok(b) = serde_json::from_slice::<BatchAnswer>(body) {
+        let all: Vec<String> = b
+            .results
+            .into_iter()
+            .filter_map(|r| r.job)
+            .map(|j| j.id)
+            .collect();
+        all[all.len().saturating_sub(2)..].to_vec()
+    } else {
+        Vec::new()
+    };
+    ids.iter().filter_map(|s| s.parse().ok()).collect()
 }
 
 /// What a closed-loop load run did.
@@ -133,6 +156,8 @@ pub(crate) struct LoadResult {
     pub(crate) elapsed: Duration,
     /// Wall clock (ms since the epoch) of the first request.
     pub(crate) start_ms: f64,
+    /// Job ids answered to the last few requests: a sample of the last jobs accepted.
+    pub(crate) tail_ids: Vec<uuid::Uuid>,
 }
 
 impl LoadResult {
@@ -166,19 +191,20 @@ pub(crate) async fn closed_loop(
             let mut conn = connect(addr).await.expect("connect to warren");
             barrier.wait().await;
             let (mut ok, mut failed, mut first_error) = (0, 0, None);
+            let mut tail = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(body) = bodies.get(i) else { break };
                 match post(&mut conn, &path, body.clone()).await {
                     Ok((status, answer)) => {
+                        if i + TAIL >= bodies.len() {
+                            tail.extend(answer_ids(&answer));
+                        }
                         let n = jobs_in(status, &answer, jobs_per_body);
                         ok += n;
                         failed += jobs_per_body - n;
                         if n < jobs_per_body && first_error.is_none() {
-                            first_error = Some(format!(
-                                "HTTP {status}: {}",
-                                String::from_utf8_lossy(&answer[..answer.len().min(300)])
-                            ));
+                            first_error = Some(refusal(status, &answer));
                         }
                     }
                     Err(e) => {
@@ -188,7 +214,7 @@ pub(crate) async fn closed_loop(
                     }
                 }
             }
-            (ok, failed, first_error)
+            (ok, failed, first_error, tail)
         }));
     }
     barrier.wait().await;
@@ -199,7 +225,8 @@ pub(crate) async fn closed_loop(
         ..LoadResult::default()
     };
     for t in tasks {
-        let (ok, failed, err) = t.await.expect("client task");
+        let (ok, failed, err, tail) = t.await.expect("client task");
+        out.tail_ids.extend(tail);
         out.accepted += ok;
         out.failed += failed;
         if out.first_error.is_none() {
@@ -208,6 +235,26 @@ pub(crate) async fn closed_loop(
     }
     out.elapsed = t0.elapsed();
     out
+}
+
+/// What a refused answer said: a batch's first refused item, or the start of the body.
+fn refusal(status: u16, answer: &[u8]) -> String {
+    let item = serde_json::from_slice::<serde_json::Value>(answer)
+        .ok()
+        .and_then(|v| {
+            v.get("results")?
+                .as_array()?
+                .iter()
+                .find(|r| r.get("status").and_then(serde_json::Value::as_u64) != Some(202))
+                .cloned()
+        });
+    match item {
+        Some(item) => format!("HTTP {status}, a batch item refused: {item}"),
+        None => format!(
+            "HTTP {status}: {}",
+            String::from_utf8_lossy(&answer[..answer.len().min(300)])
+        ),
+    }
 }
 
 pub(crate) fn single_accepted(status: u16, _: &[u8], _: usize) -> usize {

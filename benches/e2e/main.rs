@@ -14,21 +14,37 @@
 //! 5. latency: open-loop 1,000 POST/s for 10 s: POST→202 and accepted→started;
 //! 6. memory: peak RSS of the warren process idle, under load and with the backlog.
 //!
-//! warren runs as the release binary in child processes with a temp dir of their own
-//! (`queues.toml`, SQLite store). It prints a table and writes the figures as JSON to
-//! `BENCH_OUT` (default `target/bench/e2e.json`). Every queue it declares (`b-<name>-<rand>`)
-//! is deleted at the end, also on a panic. Knobs (environment, defaults in [`Params`]):
+//! warren runs as the release binary in child processes; the children of a phase share one
+//! store ([`store::Space`]): with `BENCH_STORE=sqlite` (the default) `warren.db` in a temp
+//! dir of their own, with `BENCH_STORE=postgres` a database of their own (`bench_<random>`,
+//! created through the `WARREN_PG_URL` that `scripts/ensure-postgres` prints, which the
+//! bench runs first, and dropped `WITH (FORCE)` when the phase is done, also on a panic).
+//! The raw baseline has no store and is the same on both. The bench reads the store only
+//! through warren's `Store` trait (`benches/e2e/store.rs`). It prints a table (targets by
+//! store) and writes the figures as JSON to `BENCH_OUT` (default `target/bench/e2e.json`).
+//! Every queue it declares (`b-<name>-<rand>`) is deleted at the end, also on a panic.
+//!
+//! Knobs (environment, defaults in [`Params`]): `BENCH_STORE` (`sqlite` or `postgres`),
 //! `BENCH_RAW_N`, `BENCH_INFLIGHT`, `BENCH_RAW_CHANNELS`, `BENCH_PREFETCH`, `BENCH_CLIENTS`,
 //! `BENCH_INTAKE_N`, `BENCH_BATCH_N`, `BENCH_BATCH_SIZE`, `BENCH_BATCH_CLIENTS`,
-//! `BENCH_E2E_N`, `BENCH_PUBLISH_CHANNELS` (warren's `broker.publish_channels`), `BENCH_LAT_RATE`, `BENCH_LAT_SECS`, `BENCH_REPEAT` (rounds of each
-//! throughput phase but the drain; the median is reported), `BENCH_PHASES` (a comma list of
-//! `raw,intake,drain,e2e,latency`, plus the long `backlog` and `soak` phases and the `ab`
-//! comparison of two builds, which run only when named), `BENCH_SOAK_RATE`,
-//! `BENCH_SOAK_SECS`, `BENCH_BACKLOG_N`, `BENCH_QUIET_WAIT` (seconds to wait for a quiet
+//! `BENCH_E2E_N`, `BENCH_PUBLISH_CHANNELS` (warren's `broker.publish_channels`),
+//! `BENCH_LAT_RATE`, `BENCH_LAT_SECS`, `BENCH_REPEAT` (rounds of each throughput phase but
+//! the drain; the median is reported), `BENCH_PHASES` (a comma list of
+//! `raw,intake,drain,e2e,latency`, plus the long `backlog`, `soak` and `growth` phases and
+//! the `ab` comparison of two builds, which run only when named), `BENCH_SOAK_RATE`,
+//! `BENCH_SOAK_SECS`, `BENCH_BACKLOG_N`, `BENCH_GROWTH_ROWS` (finished jobs the growth phase
+//! seeds, default 5,000,000), `BENCH_GROWTH_PRUNE_WAIT` (seconds the growth phase waits for
+//! its prune to end, default 3,600), `BENCH_QUIET_WAIT` (seconds to wait for a quiet
 //! machine before each round, default 120), `BENCH_PERF=1` (record a `perf` profile of the
 //! warren process in each warren phase to `target/bench/perf-<phase>.data`),
 //! `BENCH_WARREN_BIN` (run another `warren` build) and `BENCH_WARREN_BIN_B` (the second
 //! build of `ab`).
+//!
+//! The growth phase ([`phases::phase_growth`]): single POST and drain on an empty store and
+//! on one seeded with `BENCH_GROWTH_ROWS` finished jobs (ratios seeded/empty), then
+//! POST→202 at `BENCH_LAT_RATE` on the seeded store without and with warren pruning the
+//! seed (ratio of the p99s), with how many jobs the prune deleted in the window and how long
+//! it took.
 //!
 //! Exits 0 whether targets pass or not: it is a measurement; FAIL rows say what missed.
 
@@ -48,13 +64,14 @@ use std::time::{Duration, Instant};
 
 use lapin::{Connection, ConnectionProperties};
 
-use crate::broker::{amqp_url, unique};
-use crate::child::{Cleanup, Warren};
-use crate::load::{batch_accepted, batch_bodies, closed_loop};
+use crate::broker::amqp_url;
+use crate::child::Cleanup;
 use crate::phases::{
-    Beside, phase_ab, phase_backlog, phase_drain, phase_intake, phase_raw, phase_run, phase_soak,
+    Beside, load_backlog, phase_ab, phase_backlog, phase_drain, phase_growth, phase_intake,
+    phase_raw, phase_run, phase_soak,
 };
 use crate::report::{Figures, report};
+use crate::store::{Space, StoreKind};
 
 /// The workload, from the environment (`BENCH_*`) or these defaults (sized for 2 cores: the
 /// whole run takes a few minutes).
@@ -75,7 +92,7 @@ struct Params {
     /// Jobs through the single POST in the intake phase. 60,000: rounds of 20,000 last about a
     /// second, as the raw publisher's do; in rounds of 10,000 (0.6 s) each round's cold start
     /// after the quiet wait weighed more (median rates 14,100–19,100 jobs/s in them against
-    /// 18,600–21,000 in rounds of 20,000 or 30,000, 2026-11-22; BENCHMARKS.md).
+    /// 18,600–21,000 in rounds of 20,000 or 30,000, 2026-11-22; BENCHMARKS.md in git history).
     intake_n: usize,
     /// Jobs through the batch endpoint in the intake phase; with `intake_n` they make the
     /// drain's 100,000-job backlog.
@@ -102,6 +119,12 @@ struct Params {
     soak_secs: u64,
     /// Jobs in the large-backlog phase.
     backlog_n: usize,
+    /// The store the warren children run on (`BENCH_STORE`).
+    store: StoreKind,
+    /// Finished jobs the growth phase seeds.
+    growth_rows: usize,
+    /// Seconds the growth phase waits for its prune to end.
+    growth_prune_wait: u64,
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -137,6 +160,9 @@ impl Params {
             soak_rate: env_usize("BENCH_SOAK_RATE", 200).max(1),
             soak_secs: env_usize("BENCH_SOAK_SECS", 600).max(60) as u64,
             backlog_n: env_usize("BENCH_BACKLOG_N", 1_000_000).max(1),
+            store: StoreKind::from_env(),
+            growth_rows: env_usize("BENCH_GROWTH_ROWS", 5_000_000).max(1),
+            growth_prune_wait: env_usize("BENCH_GROWTH_PRUNE_WAIT", 3_600).max(60) as u64,
         }
     }
 
@@ -169,58 +195,50 @@ async fn run(p: &Params, cleanup: &Cleanup) -> Figures {
             warren::redact(&amqp_url())
         )
     });
-    let dir = tempfile::tempdir().expect("tempdir");
     if p.runs("raw") {
         phase_raw(p, &conn, cleanup, &mut f).await;
     }
-    let bk = unique("backlog");
-    cleanup.add(&bk);
-    cleanup.add(&format!("{bk}.dlq"));
-    let backlog = if p.runs("intake") {
-        let beside = Beside::new(&conn, cleanup).await;
-        let accepted = phase_intake(p, dir.path(), &bk, &beside, &mut f).await;
-        beside.delete().await;
-        accepted
-    } else if p.runs("drain") {
-        // No intake phase: load the backlog untimed through the batch endpoint.
-        let w = Warren::start(dir.path(), "load", "serve", &[&bk], p.prefetch).await;
-        let r = closed_loop(
-            w.addr,
-            &format!("/v1/queues/{bk}/jobs/batch"),
-            batch_bodies(p.intake_n + p.batch_n, 1000),
-            2,
-            batch_accepted,
-            1000,
-        )
-        .await;
-        w.stop().await;
-        r.accepted
+    let main_phases = ["intake", "drain", "e2e", "latency"];
+    // The store the intake, drain, end-to-end and latency phases share.
+    let space = if main_phases.iter().any(|ph| p.runs(ph)) {
+        Some(Space::new(&p.store, cleanup).await)
     } else {
-        0
+        None
     };
-    if p.runs("drain") {
-        phase_drain(
-            p,
-            dir.path(),
-            &conn,
-            &bk,
-            backlog,
-            &mut f,
-            ("drain_per_s", "rss_backlog_mb"),
-        )
-        .await;
+    if let Some(space) = &space {
+        let bk = cleanup.work_queue("backlog");
+        let backlog = if p.runs("intake") {
+            let beside = Beside::new(&conn, cleanup).await;
+            let jobs = phase_intake(p, space, &bk, &beside, &mut f).await;
+            beside.delete().await;
+            Some(jobs)
+        } else if p.runs("drain") {
+            // No intake phase: load the backlog untimed through the batch endpoint.
+            let n = p.intake_n + p.batch_n;
+            Some(load_backlog(p, space, &bk, n, "load", false).await.0)
+        } else {
+            None
+        };
+        if let (true, Some(jobs)) = (p.runs("drain"), &backlog) {
+            let keys = ("drain_per_s", "rss_backlog_mb");
+            phase_drain(p, space, &conn, &bk, jobs, &mut f, keys).await;
+        }
+        if p.runs("e2e") || p.runs("latency") {
+            phase_run(p, space, &conn, cleanup, &mut f).await;
+        }
     }
-    if p.runs("e2e") || p.runs("latency") {
-        phase_run(p, dir.path(), &conn, cleanup, &mut f).await;
-    }
+    drop(space);
     if p.runs("ab") {
-        phase_ab(p, dir.path(), &conn, cleanup, &mut f).await;
+        phase_ab(p, &conn, cleanup, &mut f).await;
     }
     if p.runs("backlog") {
         phase_backlog(p, &conn, cleanup, &mut f).await;
     }
     if p.runs("soak") {
         phase_soak(p, &conn, cleanup, &mut f).await;
+    }
+    if p.runs("growth") {
+        phase_growth(p, &conn, cleanup, &mut f).await;
     }
     let _ = conn.close(200, "bench done".into()).await;
     f
@@ -238,6 +256,10 @@ fn main() {
         "{} failed ({status}); the benchmark needs RabbitMQ",
         ensure.display()
     );
+    if matches!(p.store, StoreKind::Postgres { .. }) {
+        procfs::track_postgres();
+    }
+    println!("store: {}", p.store.name());
     let cleanup = Cleanup::default();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

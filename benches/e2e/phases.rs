@@ -2,12 +2,14 @@
 //! that leaves its figures in [`Figures`](crate::report::Figures).
 
 mod drain;
+mod growth;
 mod intake;
 mod latency;
 mod raw;
 mod soak;
 
-pub(crate) use drain::{phase_backlog, phase_drain};
+pub(crate) use drain::{load_backlog, phase_backlog, phase_drain};
+pub(crate) use growth::phase_growth;
 pub(crate) use intake::{Beside, phase_ab, phase_intake};
 pub(crate) use latency::phase_run;
 pub(crate) use raw::phase_raw;

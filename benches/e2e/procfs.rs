@@ -1,8 +1,9 @@
-//! /proc readings: RSS and CPU time of warren, the broker and the bench, and of the machine
-//! as a whole, which tells when other processes make the figures unreliable; and the wait for
-//! a quiet machine before each round.
+//! /proc readings: RSS and CPU time of warren, the broker, PostgreSQL (with
+//! `BENCH_STORE=postgres`) and the bench, and of the machine as a whole, which tells when
+//! other processes make the figures unreliable; and the wait for a quiet machine before each
+//! round.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -44,6 +45,43 @@ fn broker_pid() -> Option<u32> {
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
         (comm.trim() == "beam.smp").then_some(pid)
     })
+}
+
+/// Whether [`CpuMeter`]s of warren phases count PostgreSQL's processes apart
+/// (`BENCH_STORE=postgres`).
+static TRACK_POSTGRES: AtomicBool = AtomicBool::new(false);
+
+/// Makes the [`CpuMeter`]s of warren phases count PostgreSQL's processes as `postgres`.
+pub(crate) fn track_postgres() {
+    TRACK_POSTGRES.store(true, Ordering::Relaxed);
+}
+
+/// The PostgreSQL server's processes that work for the bench, and their CPU time (s): the
+/// backends of the bench's databases (`bench_*`) and the server's own processes (postmaster,
+/// WAL writer, checkpointer, background writer, …), which serve every database. Backends of
+/// other databases (tests running next door) are left to "other". A backend's title is
+/// `postgres: <cluster>: <user> <database> <host(port)> <state>`.
+fn postgres_cpu() -> HashMap<u32, f64> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return HashMap::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            if comm.trim() != "postgres" {
+                return None;
+            }
+            let title = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let title = String::from_utf8_lossy(&title).replace('\0', " ");
+            let words: Vec<&str> = title.split_whitespace().collect();
+            let backend = words
+                .get(4)
+                .is_some_and(|w| w.ends_with(')') && w.contains('('));
+            let ours = !backend || words.get(3).is_some_and(|db| db.starts_with("bench_"));
+            ours.then(|| (pid, cpu_seconds(pid)))
+        })
+        .collect()
 }
 
 /// Samples a process's VmRSS every 20 ms and keeps the peak since the last reset.
@@ -116,6 +154,8 @@ fn machine_busy_seconds() -> (f64, f64) {
 pub(crate) struct CpuMeter {
     pids: Vec<(&'static str, u32)>,
     start: Vec<f64>,
+    /// PostgreSQL's processes at the start, when counted (see [`postgres_cpu`]).
+    postgres: Option<HashMap<u32, f64>>,
     busy: (f64, f64),
     wall: Instant,
 }
@@ -129,7 +169,8 @@ pub(crate) struct CpuTotals {
 
 impl CpuTotals {
     /// `{"wall_s", "<kind>_s", "<kind>_us_per_job"}`, kinds `bench`, `broker`, `warren`,
-    /// `other` (other processes), and `stolen_s` (by the hypervisor).
+    /// `postgres` (on PostgreSQL), `other` (other processes), and `stolen_s` (by the
+    /// hypervisor).
     pub(crate) fn json(&self) -> Value {
         let mut out = serde_json::Map::new();
         out.insert("jobs".into(), json!(self.jobs));
@@ -145,6 +186,14 @@ impl CpuTotals {
         Value::Object(out)
     }
 
+    /// Adds `other`'s seconds and jobs to these.
+    pub(crate) fn add(&mut self, other: &CpuTotals) {
+        self.jobs += other.jobs;
+        for (k, v) in &other.seconds {
+            *self.seconds.entry(k.clone()).or_default() += v;
+        }
+    }
+
     /// One line: CPU per job of each kind, and the other processes' share.
     pub(crate) fn line(&self) -> String {
         let per = |k: &str| {
@@ -155,8 +204,13 @@ impl CpuTotals {
         let wall = self.seconds.get("wall").copied().unwrap_or(0.0).max(1e-9);
         let other = self.seconds.get("other").copied().unwrap_or(0.0);
         let stolen = self.seconds.get("stolen").copied().unwrap_or(0.0);
+        let postgres = if self.seconds.contains_key("postgres") {
+            format!(", PostgreSQL {}", per("postgres"))
+        } else {
+            String::new()
+        };
         format!(
-            "CPU per job: warren {}, broker {}, load generator {}; other processes {:.0}% of a core, stolen by the hypervisor {:.0}%{}",
+            "CPU per job: warren {}, broker {}{postgres}, load generator {}; other processes {:.0}% of a core, stolen by the hypervisor {:.0}%{}",
             per("warren"),
             per("broker"),
             per("bench"),
@@ -172,6 +226,8 @@ impl CpuTotals {
 }
 
 impl CpuMeter {
+    /// Counts the bench, the broker and, when given, warren (and then, with
+    /// `BENCH_STORE=postgres`, PostgreSQL's processes).
     pub(crate) fn start(warren: Option<u32>) -> Self {
         let mut pids = vec![("bench", std::process::id())];
         if let Some(b) = broker_pid() {
@@ -181,9 +237,12 @@ impl CpuMeter {
             pids.push(("warren", w));
         }
         let start = pids.iter().map(|(_, p)| cpu_seconds(*p)).collect();
+        let postgres =
+            (warren.is_some() && TRACK_POSTGRES.load(Ordering::Relaxed)).then(postgres_cpu);
         Self {
             pids,
             start,
+            postgres,
             busy: machine_busy_seconds(),
             wall: Instant::now(),
         }
@@ -198,6 +257,15 @@ impl CpuMeter {
             let spent = cpu_seconds(*pid) - before;
             tracked += spent;
             *totals.seconds.entry((*name).to_owned()).or_default() += spent;
+        }
+        if let Some(before) = &self.postgres {
+            // Backends opened since the start count whole; those closed since are lost.
+            let spent: f64 = postgres_cpu()
+                .into_iter()
+                .map(|(pid, now)| now - before.get(&pid).copied().unwrap_or(0.0))
+                .sum();
+            tracked += spent;
+            *totals.seconds.entry("postgres".into()).or_default() += spent;
         }
         let (busy, stolen) = machine_busy_seconds();
         let other = (busy - self.busy.0 - tracked).max(0.0);

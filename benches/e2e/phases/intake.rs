@@ -1,7 +1,7 @@
 //! The intake phases on `warren serve`: single and batch POSTs in closed-loop rounds, each
 //! paired with a raw publish round beside it, and the A/B of two warren builds.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,17 +11,18 @@ use serde_json::json;
 
 use crate::Params;
 use crate::broker::unique;
-use crate::child::{Cleanup, Warren, warren_bin};
+use crate::child::{Cleanup, Launch, Warren, warren_bin};
 use crate::load::{
     LoadResult, batch_accepted, batch_bodies, closed_loop, single_accepted, single_bodies,
 };
 use crate::procfs::{CpuMeter, CpuTotals, RssWatch, wait_quiet};
 use crate::raw::{declare_like_warren, raw_publish_round};
 use crate::report::{Figures, median, report_load, round};
+use crate::store::{Jobs, Space, id_floor};
 
 /// One closed-loop round (see [`closed_loop`]) against `w`, started once the machine is quiet;
 /// the CPU it took is added to `cpu_all`.
-async fn measured_round(
+pub(crate) async fn measured_round(
     w: &Warren,
     path: &str,
     bodies: Vec<Bytes>,
@@ -55,7 +56,7 @@ impl<'a> Beside<'a> {
 
     /// One raw publish round of `n` messages (the raw phase's, [`raw_publish_round`]),
     /// started once the machine is quiet: msg/s. Its CPU is added to `cpu_all`.
-    async fn round(&self, p: &Params, n: usize, cpu_all: &mut CpuTotals) -> f64 {
+    pub(crate) async fn round(&self, p: &Params, n: usize, cpu_all: &mut CpuTotals) -> f64 {
         wait_quiet().await;
         raw_publish_round(self.conn, &self.queue, p, n, cpu_all).await
     }
@@ -71,12 +72,13 @@ impl<'a> Beside<'a> {
     }
 }
 
-/// What [`rounds`] measured: the median rate, the jobs accepted in all, and the medians of
-/// the pairs' warren/raw ratios and of the raw rates beside.
+/// What [`rounds`] measured: the median rate, the jobs accepted in all, the medians of the
+/// pairs' warren/raw ratios and of the raw rates beside, and ids of the last jobs accepted.
 struct Rounds {
     rate: f64,
     accepted: usize,
     paired: (f64, f64),
+    tail_ids: Vec<uuid::Uuid>,
 }
 
 /// `p.repeat` closed-loop rounds splitting `bodies` (of `jobs_per_body` jobs each) between
@@ -100,7 +102,7 @@ async fn rounds(
     let per_round = bodies.len().div_ceil(p.repeat).max(1);
     let mut rates = Vec::new();
     let (mut raw_rates, mut ratios) = (Vec::new(), Vec::new());
-    let mut accepted = 0;
+    let (mut accepted, mut tail_ids) = (0, Vec::new());
     let (mut cpu_all, mut cpu_raw) = (CpuTotals::default(), CpuTotals::default());
     if p.perf {
         w.profile(name);
@@ -139,6 +141,7 @@ async fn rounds(
         ratios.push(r.per_s() / raw);
         rates.push(r.per_s());
         accepted += r.accepted;
+        tail_ids = r.tail_ids;
     }
     w.stop_profile();
     let key = name.replace('-', "_");
@@ -153,6 +156,7 @@ async fn rounds(
         rate: median(rates),
         accepted,
         paired: (median(ratios), median(raw_rates)),
+        tail_ids,
     }
 }
 
@@ -162,16 +166,16 @@ async fn rounds(
 /// are the medians of those pairs' ratios.
 pub(crate) async fn phase_intake(
     p: &Params,
-    dir: &Path,
+    space: &Space,
     bk: &str,
     beside: &Beside<'_>,
     f: &mut Figures,
-) -> usize {
+) -> Jobs {
     println!(
         "intake: warren serve; {} single POSTs from C={} clients, then {} jobs in batches of {} from {} clients, each in {} rounds, each round beside a raw publish round of as many messages",
         p.intake_n, p.clients, p.batch_n, p.batch_size, p.batch_clients, p.repeat
     );
-    let mut w = Warren::start(dir, "serve", "serve", &[bk], p.prefetch).await;
+    let mut w = Warren::start(space, "serve", "serve", &[bk], p.prefetch).await;
     let rss = RssWatch::start(w.pid);
     // Idle: the first two seconds after it is ready.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -181,6 +185,7 @@ pub(crate) async fn phase_intake(
     rss.reset();
 
     let path = format!("/v1/queues/{bk}/jobs");
+    let from = id_floor();
     let single = rounds(
         p,
         "intake",
@@ -217,7 +222,11 @@ pub(crate) async fn phase_intake(
     f.set("rss_load_mb", load);
     drop(rss);
     w.stop().await;
-    single.accepted + batch.accepted
+    Jobs {
+        n: single.accepted + batch.accepted,
+        from,
+        sample: batch.tail_ids,
+    }
 }
 
 /// A/B of two warren builds (`BENCH_PHASES=ab`): `BENCH_WARREN_BIN` (default: this tree's)
@@ -226,13 +235,7 @@ pub(crate) async fn phase_intake(
 /// a pair see the same machine; `BENCH_REPEAT` pairs. Prints each pair's B/A and the median:
 /// on these machines the rate moves ±20 % from minute to minute, far more than most changes
 /// are worth, and only paired rounds show them.
-pub(crate) async fn phase_ab(
-    p: &Params,
-    dir: &Path,
-    conn: &Connection,
-    cleanup: &Cleanup,
-    f: &mut Figures,
-) {
+pub(crate) async fn phase_ab(p: &Params, conn: &Connection, cleanup: &Cleanup, f: &mut Figures) {
     let Some(bin_b) = std::env::var_os("BENCH_WARREN_BIN_B").map(PathBuf::from) else {
         panic!("BENCH_PHASES=ab compares two builds: set BENCH_WARREN_BIN_B to the second");
     };
@@ -246,14 +249,17 @@ pub(crate) async fn phase_ab(
         p.clients
     );
     let mut sides = Vec::new();
+    let mut spaces = Vec::new();
     for (tag, bin) in [("ab-a", &bin_a), ("ab-b", &bin_b)] {
-        let q = unique(tag);
-        cleanup.add(&q);
-        cleanup.add(&format!("{q}.dlq"));
-        let d = dir.join(tag);
-        std::fs::create_dir_all(&d).expect("create the A/B store dir");
-        let w = Warren::start_bin(bin, &d, tag, "serve", &[&q], p.prefetch).await;
+        let q = cleanup.work_queue(tag);
+        let space = Space::new(&p.store, cleanup).await;
+        let how = Launch {
+            bin: bin.clone(),
+            ..Launch::default()
+        };
+        let w = Warren::launch(&how, &space, tag, "serve", &[&q], p.prefetch).await;
         sides.push((w, q, CpuTotals::default(), Vec::new()));
+        spaces.push(space);
     }
     let mut ratios = Vec::new();
     for pair in 0..p.repeat {
@@ -296,4 +302,5 @@ pub(crate) async fn phase_ab(
     for (w, _, _, _) in sides {
         w.stop().await;
     }
+    drop(spaces);
 }

@@ -2,37 +2,30 @@
 //! jobs, then open-loop POSTs at a fixed rate for POST→202 and accepted→started.
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use lapin::Connection;
 use serde_json::json;
 
 use crate::Params;
-use crate::broker::unique;
 use crate::child::{Cleanup, Warren};
 use crate::load::{closed_loop, connect, get, open_loop, single_accepted, single_bodies};
 use crate::procfs::{CpuMeter, CpuTotals, RssWatch, wait_quiet};
 use crate::report::{Figures, median, report_load, round};
-use crate::store::{StoreReader, open_store, started_at, wait_succeeded};
+use crate::store::{Jobs, Space, collect, id_floor, wait_drained};
 
 /// End to end and latency, on one `warren run`.
 pub(crate) async fn phase_run(
     p: &Params,
-    dir: &Path,
+    space: &Space,
     conn: &Connection,
     cleanup: &Cleanup,
     f: &mut Figures,
 ) {
-    let (e2e, lat) = (unique("e2e"), unique("lat"));
-    for q in [&e2e, &lat] {
-        cleanup.add(q);
-        cleanup.add(&format!("{q}.dlq"));
-    }
-    let mut w = Warren::start(dir, "run", "run", &[&e2e, &lat], p.prefetch).await;
+    let (e2e, lat) = (cleanup.work_queue("e2e"), cleanup.work_queue("lat"));
+    let mut w = Warren::start(space, "run", "run", &[&e2e, &lat], p.prefetch).await;
     let rss = RssWatch::start(w.pid);
-    let store = open_store(dir).await;
     if p.runs("e2e") {
         println!(
             "end to end: warren run; {} POSTs from C={} clients while its workers run them, in {} rounds",
@@ -47,6 +40,7 @@ pub(crate) async fn phase_run(
         let mut done = 0;
         for round in 1..=p.repeat {
             wait_quiet().await;
+            let from = id_floor();
             let cpu = CpuMeter::start(Some(w.pid));
             let load = closed_loop(
                 w.addr,
@@ -58,10 +52,17 @@ pub(crate) async fn phase_run(
             )
             .await;
             report_load(&format!("posts round {round}"), &load);
-            done += load.accepted;
-            let (n, _, last_finish) =
-                wait_succeeded(conn, &store, &e2e, done, Duration::from_secs(300)).await;
+            assert!(
+                load.accepted > 0,
+                "end to end: no POST accepted in round {round} (is the broker up?)"
+            );
+            let deadline = Instant::now() + Duration::from_secs(300);
+            let store = wait_drained(conn, space, &e2e, &load.tail_ids, deadline).await;
             cpu.stop(&mut totals, load.accepted);
+            let round_done = collect(&*store, &e2e, from, load.accepted, false, deadline).await;
+            drop(store);
+            done += round_done.succeeded;
+            let (n, last_finish) = (done, round_done.last_finish);
             let secs = (last_finish as f64 - load.start_ms) / 1000.0;
             let rate = load.accepted as f64 / secs.max(1e-3);
             println!(
@@ -81,11 +82,32 @@ pub(crate) async fn phase_run(
         f.set("rss_load_mb", f.get("rss_load_mb").unwrap_or(0.0).max(peak));
     }
     if p.runs("latency") {
-        latency(p, &mut w, conn, &store, &lat, &rss, f).await;
+        let l = latency(p, &mut w, conn, space, &lat, true).await;
+        f.note("cpu_latency", l.cpu.json());
+        f.set("post_p50_ms", l.post_p50);
+        f.set("post_p99_ms", l.post_p99);
+        f.set("start_p50_ms", l.start_p50);
+        f.set("start_p99_ms", l.start_p99);
+        f.note("latency_refused", json!(l.refused));
+        f.note("latency_started_before_202", json!(l.before_202));
+        let peak = rss.peak_mb();
+        f.set("rss_load_mb", f.get("rss_load_mb").unwrap_or(0.0).max(peak));
     }
-    store.close().await;
     drop(rss);
     w.stop().await;
+}
+
+/// What [`latency`] measured (ms).
+pub(crate) struct Lat {
+    pub(crate) post_p50: f64,
+    pub(crate) post_p99: f64,
+    pub(crate) post_max: f64,
+    pub(crate) start_p50: f64,
+    pub(crate) start_p99: f64,
+    pub(crate) accepted: usize,
+    pub(crate) refused: usize,
+    pub(crate) before_202: usize,
+    pub(crate) cpu: CpuTotals,
 }
 
 /// How the broker's publisher confirms to `queue` were spread, from warren's
@@ -120,17 +142,17 @@ async fn confirm_shares(addr: SocketAddr, queue: &str) -> Option<String> {
     )
 }
 
-/// Latency: [`open_loop`] at `lat_rate` POST/s for `lat_secs` over 64 connections; prints
-/// POST→202 and accepted→started, and the dispatcher's own lateness apart.
-async fn latency(
+/// Latency: [`open_loop`] at `lat_rate` POST/s for `lat_secs` over 64 connections (once the
+/// machine is quiet, when `quiet_first`); prints POST→202 and accepted→started, and the
+/// dispatcher's own lateness apart.
+pub(crate) async fn latency(
     p: &Params,
     w: &mut Warren,
     conn: &Connection,
-    store: &StoreReader,
+    space: &Space,
     queue: &str,
-    rss: &RssWatch,
-    f: &mut Figures,
-) {
+    quiet_first: bool,
+) -> Lat {
     let n = p.lat_rate * p.lat_secs as usize;
     println!(
         "latency: open loop at {} POST/s for {} s ({n} jobs) on warren run",
@@ -140,7 +162,10 @@ async fn latency(
         w.profile("latency");
     }
     let bodies = single_bodies(n);
-    wait_quiet().await;
+    if quiet_first {
+        wait_quiet().await;
+    }
+    let from = id_floor();
     let cpu = CpuMeter::start(Some(w.pid));
     let (answers, dispatch_h) = open_loop(
         w.addr,
@@ -153,10 +178,10 @@ async fn latency(
     )
     .await;
     let mut post_h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
-    let mut accepted: Vec<(String, f64)> = Vec::with_capacity(n);
+    let mut accepted: Vec<(uuid::Uuid, f64)> = Vec::with_capacity(n);
     let mut failed = 0;
     for a in answers {
-        match a.id {
+        match a.id.and_then(|id| id.parse().ok()) {
             Some(id) => {
                 post_h.saturating_record(a.took_us.max(1));
                 accepted.push((id, a.at_ms));
@@ -165,13 +190,22 @@ async fn latency(
         }
     }
     w.stop_profile();
-    let (done, _, _) =
-        wait_succeeded(conn, store, queue, accepted.len(), Duration::from_secs(120)).await;
+    // The last ids answered, by schedule: a sample of the last jobs accepted.
+    let mut by_time = accepted.clone();
+    by_time.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let jobs = Jobs {
+        n: accepted.len(),
+        from,
+        sample: by_time.iter().rev().take(8).map(|(id, _)| *id).collect(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let store = wait_drained(conn, space, queue, &jobs.sample, deadline).await;
     let mut totals = CpuTotals::default();
     cpu.stop(&mut totals, n);
     println!("  {}", totals.line());
-    f.note("cpu_latency", totals.json());
-    let started = started_at(store, queue).await;
+    let finished = collect(&*store, queue, from, jobs.n, true, deadline).await;
+    drop(store);
+    let (done, started) = (finished.succeeded, finished.started);
     let mut start_h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
     let mut before_202 = 0;
     for (id, accepted_ms) in &accepted {
@@ -206,12 +240,15 @@ async fn latency(
     if let Some(shares) = confirm_shares(w.addr, queue).await {
         println!("  of these, the broker's publisher confirm came within {shares}");
     }
-    f.set("post_p50_ms", ms(&post_h, 0.5));
-    f.set("post_p99_ms", ms(&post_h, 0.99));
-    f.set("start_p50_ms", ms(&start_h, 0.5));
-    f.set("start_p99_ms", ms(&start_h, 0.99));
-    f.note("latency_refused", json!(failed));
-    f.note("latency_started_before_202", json!(before_202));
-    let peak = rss.peak_mb();
-    f.set("rss_load_mb", f.get("rss_load_mb").unwrap_or(0.0).max(peak));
+    Lat {
+        post_p50: ms(&post_h, 0.5),
+        post_p99: ms(&post_h, 0.99),
+        post_max: ms(&post_h, 1.0),
+        start_p50: ms(&start_h, 0.5),
+        start_p99: ms(&start_h, 0.99),
+        accepted: accepted.len(),
+        refused: failed,
+        before_202,
+        cpu: totals,
+    }
 }

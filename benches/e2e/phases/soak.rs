@@ -9,12 +9,11 @@ use hdrhistogram::Histogram;
 use lapin::Connection;
 use serde_json::json;
 
-use crate::broker::unique;
 use crate::child::{Cleanup, Warren};
 use crate::load::open_loop;
 use crate::procfs::status_kb;
 use crate::report::{Figures, round};
-use crate::store::{open_store, wait_succeeded};
+use crate::store::{Jobs, Space, id_floor, wait_succeeded};
 use crate::{Params, payload};
 
 /// Soak: `warren run` at a fixed open-loop rate (`BENCH_SOAK_RATE`, default 200 POST/s) for
@@ -22,16 +21,15 @@ use crate::{Params, payload};
 /// After a 2-minute warm-up, RSS must stay flat (growth under 10 %), no request may fail
 /// and p99 must stay stable.
 pub(crate) async fn phase_soak(p: &Params, conn: &Connection, cleanup: &Cleanup, f: &mut Figures) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let q = unique("soak");
-    cleanup.add(&q);
-    cleanup.add(&format!("{q}.dlq"));
+    let space = Space::new(&p.store, cleanup).await;
+    let q = cleanup.work_queue("soak");
     println!(
         "soak: warren run at {} POST/s for {} s",
         p.soak_rate, p.soak_secs
     );
-    let w = Warren::start(dir.path(), "soak", "run", &[&q], p.prefetch).await;
+    let w = Warren::start(&space, "soak", "run", &[&q], p.prefetch).await;
     let pid = w.pid;
+    let from = id_floor();
     let n = p.soak_rate * p.soak_secs as usize;
     let mut rss_by_minute: BTreeMap<u64, u64> = BTreeMap::new();
     let rate = p.soak_rate;
@@ -53,6 +51,12 @@ pub(crate) async fn phase_soak(p: &Params, conn: &Connection, cleanup: &Cleanup,
     )
     .await;
     let mut by_minute: BTreeMap<u64, (Histogram<u64>, usize)> = BTreeMap::new();
+    let mut last: Vec<(usize, uuid::Uuid)> = answers
+        .iter()
+        .filter_map(|a| Some((a.i, a.id.as_deref()?.parse().ok()?)))
+        .collect();
+    last.sort_unstable();
+    let sample = last.iter().rev().take(8).map(|(_, id)| *id).collect();
     for a in answers {
         let minute = (a.i / rate / 60) as u64;
         let e = by_minute.entry(minute).or_insert_with(|| {
@@ -67,17 +71,15 @@ pub(crate) async fn phase_soak(p: &Params, conn: &Connection, cleanup: &Cleanup,
             e.1 += 1;
         }
     }
-    let store = open_store(dir.path()).await;
     let accepted: u64 = by_minute.values().map(|(h, _)| h.len()).sum();
-    let (done, _, _) = wait_succeeded(
-        conn,
-        &store,
-        &q,
-        accepted as usize,
-        Duration::from_secs(300),
-    )
-    .await;
-    store.close().await;
+    let jobs = Jobs {
+        n: accepted as usize,
+        from,
+        sample,
+    };
+    let done = wait_succeeded(conn, &space, &q, &jobs, false, Duration::from_secs(300))
+        .await
+        .succeeded;
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let mut minutes = Vec::new();
     println!("  minute  accepted  errors  p50 ms  p99 ms  RSS MB");
