@@ -26,6 +26,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// `sqlite` or `postgres` (for `warren store status`).
     const NAME: &'static str;
 
+    /// Most rows one prune statement deletes: what the adapter can delete while the
+    /// intake's writes wait no more than a few ms.
+    const PRUNE_CHUNK: u32;
+
     /// A connection for batched writes, held while the batch runs.
     type Writer: std::ops::DerefMut<Target = Conn<Self>> + Send;
 
@@ -98,8 +102,11 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn retrying_counts(&self) -> Result<BTreeMap<String, u64>>;
     /// A trivial query.
     async fn ping(&self) -> Result<()>;
-    /// Deletes up to `limit` jobs that finished before `cutoff` (ms), oldest first; how many.
-    async fn prune_chunk(&self, cutoff: i64, limit: u32) -> Result<u64>;
+    /// Deletes up to `limit` jobs that finished at or after `from` and before `cutoff` (ms),
+    /// oldest first. Returns how many, and the latest `finished_at` among them: the next
+    /// chunk starts there, so that its index scan does not step again over the entries of
+    /// rows already deleted (PostgreSQL keeps them until a vacuum).
+    async fn prune_chunk(&self, from: i64, cutoff: i64, limit: u32) -> Result<(u64, Option<i64>)>;
     /// Jobs by queue and status.
     async fn counts(&self) -> Result<Vec<(String, JobStatus, u64)>>;
     /// The oldest job's `created_at` (ms).

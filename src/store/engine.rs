@@ -13,8 +13,9 @@
 //! - **Claim classification.** A claim not granted by the batched `UPDATE` is looked at
 //!   alone: a final job is [`Claim::Final`], a live lease [`Claim::Busy`], a missing row is
 //!   created from the message and claimed.
-//! - **Chunked pruning.** Bounded deletes with a pause as long as each took, so a prune of
-//!   millions of rows never holds a lock for long or takes more than half the store's time.
+//! - **Chunked pruning.** Bounded deletes, oldest first, each starting where the last one
+//!   ended, with a pause as long as each took, so a prune of millions of rows never holds a
+//!   lock for long or takes more than half the store's time.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,9 +32,6 @@ use super::model::{
 use super::traits::{JobStore, Maintenance};
 use super::{StoreError, StoreErrorKind};
 use crate::error::{Error, ErrorKind, Result};
-
-/// Most rows one prune statement deletes.
-const PRUNE_CHUNK: u32 = 2_000;
 
 /// Most times an insert-or-find or a claim goes round when the row keeps changing under it
 /// (another process deleting or releasing it between two statements).
@@ -428,13 +426,18 @@ impl<B: Backend> Maintenance for SqlStore<B> {
 
     async fn prune(&self, cutoff: i64) -> Result<u64> {
         let mut total = 0;
+        let mut from = i64::MIN;
         loop {
             let started = Instant::now();
-            let n = self.backend.prune_chunk(cutoff, PRUNE_CHUNK).await?;
+            let (n, last) = self
+                .backend
+                .prune_chunk(from, cutoff, B::PRUNE_CHUNK)
+                .await?;
             total += n;
-            if n < u64::from(PRUNE_CHUNK) {
+            if n < u64::from(B::PRUNE_CHUNK) {
                 return Ok(total);
             }
+            from = last.unwrap_or(from);
             // As long again for everyone else: a long prune takes at most half the store.
             tokio::time::sleep(started.elapsed()).await;
         }

@@ -117,11 +117,12 @@ pub(crate) mod sql {
     /// [`super::Backend::retrying_counts`]: the partial index `jobs_retrying`.
     pub(crate) const RETRYING_COUNTS: &str =
         "SELECT queue, COUNT(*) FROM jobs WHERE status = 'retrying' GROUP BY queue";
-    /// [`super::Backend::prune_chunk`]: the partial index `jobs_finished`, oldest first; rows
-    /// another transaction holds are left for the next pass.
-    pub(crate) const PRUNE_CHUNK: &str = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
-        WHERE finished_at IS NOT NULL AND finished_at < $1 ORDER BY finished_at LIMIT $2 \
-        FOR UPDATE SKIP LOCKED)";
+    /// [`super::Backend::prune_chunk`]: the partial index `jobs_finished`, oldest first from
+    /// `$1`; rows another transaction holds are left for the next pass.
+    pub(crate) const PRUNE_CHUNK: &str = "WITH gone AS (DELETE FROM jobs WHERE id IN \
+        (SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at >= $1 \
+         AND finished_at < $2 ORDER BY finished_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+        RETURNING finished_at) SELECT COUNT(*), MAX(finished_at) FROM gone";
     /// [`super::Backend::oldest_created_at`]: UUIDv7 ids sort by creation time.
     pub(crate) const OLDEST: &str = "SELECT created_at FROM jobs ORDER BY id LIMIT 1";
     /// [`super::Backend::export`].
@@ -184,10 +185,18 @@ impl Postgres {
                 )
             })?
             .application_name("warren")
-            .options([(
-                "statement_timeout",
-                opts.statement_timeout.as_millis().to_string(),
-            )]);
+            .options([
+                (
+                    "statement_timeout",
+                    opts.statement_timeout.as_millis().to_string(),
+                ),
+                // Plan each statement for its own parameters. A prepared statement may
+                // otherwise switch to one generic plan, and one made while `jobs` was small
+                // joins a batch's `unnest` by scanning the whole table, and keeps doing so as
+                // the table grows (seen in the bench: 5.8 million rows read for 9,239 jobs).
+                // A custom plan of these statements costs about 0.1 ms to make.
+                ("plan_cache_mode", "force_custom_plan".to_owned()),
+            ]);
         let at = describe(&connect);
         let failed = |e: &sqlx::Error| {
             let cause = StoreError::from_sqlx(e, Self::classify);
@@ -271,6 +280,7 @@ impl Backend for Postgres {
     type Db = sqlx::Postgres;
     type Writer = PoolConnection<sqlx::Postgres>;
     const NAME: &'static str = "postgres";
+    const PRUNE_CHUNK: u32 = 2_000;
 
     async fn writer(&self) -> Result<Self::Writer> {
         self.pool.acquire().await.map_err(Self::err)
@@ -504,14 +514,15 @@ impl Backend for Postgres {
         Ok(())
     }
 
-    async fn prune_chunk(&self, cutoff: i64, limit: u32) -> Result<u64> {
-        sqlx::query(sql::PRUNE_CHUNK)
+    async fn prune_chunk(&self, from: i64, cutoff: i64, limit: u32) -> Result<(u64, Option<i64>)> {
+        let (n, last) = sqlx::query_as::<_, (i64, Option<i64>)>(sql::PRUNE_CHUNK)
+            .bind(from)
             .bind(cutoff)
             .bind(i64::from(limit))
-            .execute(&self.pool)
+            .fetch_one(&self.pool)
             .await
-            .map(|r| r.rows_affected())
-            .map_err(Self::err)
+            .map_err(Self::err)?;
+        Ok((u64::try_from(n).unwrap_or(0), last))
     }
 
     async fn counts(&self) -> Result<Vec<(String, JobStatus, u64)>> {
@@ -724,7 +735,13 @@ mod tests {
         explain!("REVIVE", sql::REVIVE, "q0", &ids);
         explain!("DISCARD", sql::DISCARD, 5_i64, &ids);
         explain!("RETRYING_COUNTS", sql::RETRYING_COUNTS);
-        explain!("PRUNE_CHUNK", sql::PRUNE_CHUNK, 500_000_i64, 2_000_i64);
+        explain!(
+            "PRUNE_CHUNK",
+            sql::PRUNE_CHUNK,
+            400_000_i64,
+            500_000_i64,
+            2_000_i64
+        );
         explain!("OLDEST", sql::OLDEST);
         explain!("EXPORT", sql::EXPORT, id, 1_000_i64);
         explain!("LAST_ID", sql::LAST_ID);

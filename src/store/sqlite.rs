@@ -377,6 +377,7 @@ impl Backend for Sqlite {
     type Db = sqlx::Sqlite;
     type Writer = OwnedMutexGuard<SqliteConnection>;
     const NAME: &'static str = "sqlite";
+    const PRUNE_CHUNK: u32 = 500;
 
     async fn writer(&self) -> Result<Self::Writer> {
         Ok(self.writer.clone().lock_owned().await)
@@ -669,18 +670,24 @@ impl Backend for Sqlite {
         Ok(())
     }
 
-    async fn prune_chunk(&self, cutoff: i64, limit: u32) -> Result<u64> {
+    /// On the writer connection, in turn with the group commits: a chunk delays them by
+    /// its own few ms instead of making them sleep in SQLite's busy handler (1, 2, 5… ms
+    /// between tries) while it holds the write lock.
+    async fn prune_chunk(&self, from: i64, cutoff: i64, limit: u32) -> Result<(u64, Option<i64>)> {
+        let mut conn = self.writer().await?;
         // Served by the partial index `jobs_finished`.
-        sqlx::query(
+        let finished: Vec<i64> = sqlx::query_scalar(
             "DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs \
-             WHERE finished_at IS NOT NULL AND finished_at < ? ORDER BY finished_at LIMIT ?)",
+             WHERE finished_at IS NOT NULL AND finished_at >= ? AND finished_at < ? \
+             ORDER BY finished_at LIMIT ?) RETURNING finished_at",
         )
+        .bind(from)
         .bind(cutoff)
         .bind(i64::from(limit))
-        .execute(&self.pool)
+        .fetch_all(&mut *conn)
         .await
-        .map(|r| r.rows_affected())
-        .map_err(Self::err)
+        .map_err(Self::err)?;
+        Ok((finished.len() as u64, finished.into_iter().max()))
     }
 
     async fn counts(&self) -> Result<Vec<(String, JobStatus, u64)>> {
