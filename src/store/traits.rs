@@ -90,7 +90,8 @@ pub trait Maintenance: Send + Sync + 'static {
 
     /// Deletes finished jobs (and so their idempotency keys) that finished before `cutoff`
     /// (ms), in bounded chunks with pauses between them, so that neither SQLite's write lock
-    /// nor PostgreSQL's row locks and WAL are held long; returns how many.
+    /// nor PostgreSQL's row locks and WAL are held long, and a large prune takes at most a
+    /// quarter of the store's time; returns how many.
     async fn prune(&self, cutoff: i64) -> Result<u64>;
 
     /// Schema version, jobs by queue and status, the oldest job (`warren store status`).
