@@ -60,8 +60,14 @@ pub(crate) struct WorkerContext {
     pub(crate) stop: CancellationToken,
 }
 
+/// The longest wait between two reconnection attempts of a consumer: a broker that is back
+/// is consumed from again within about this long. The RabbitMQ Java client's default
+/// automatic-recovery interval is the same 5 s (RabbitMQ docs, "Java Client API Guide:
+/// Automatic Recovery From Network Failures").
+const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
+
 /// One queue's consumer, supervised: runs until `shutdown`, reconnecting after broker
-/// failures with exponential backoff and jitter (100 ms up to 30 s).
+/// failures with exponential backoff and jitter (100 ms up to [`RECONNECT_MAX_DELAY`]).
 pub(crate) async fn run(
     ctx: Arc<WorkerContext>,
     queue: QueueConfig,
@@ -74,7 +80,7 @@ pub(crate) async fn run(
     let backoff = || {
         ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(30))
+            .with_max_delay(RECONNECT_MAX_DELAY)
             .with_jitter()
             .without_max_times()
             .build()
@@ -88,7 +94,7 @@ pub(crate) async fn run(
                 if started.elapsed() > Duration::from_secs(30) {
                     delays = backoff();
                 }
-                let delay = delays.next().unwrap_or(Duration::from_secs(30));
+                let delay = delays.next().unwrap_or(RECONNECT_MAX_DELAY);
                 warn!(queue = %queue.name, error = %e, retry_in_ms = delay.as_millis() as u64, "consumer stopped; reconnecting");
                 tokio::select! {
                     () = shutdown.cancelled() => break,

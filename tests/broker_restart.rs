@@ -25,6 +25,30 @@ fn rabbitmqctl(args: &[&str]) {
     );
 }
 
+/// `rabbitmqctl list_queues` lines of the queues that hold messages: where a missing retry
+/// waits (a delay level, the work queue), for the failure message.
+fn queues_holding_messages() -> String {
+    let out = Command::new("rabbitmqctl")
+        .args([
+            "list_queues",
+            "-q",
+            "--no-table-headers",
+            "name",
+            "messages",
+            "messages_ready",
+            "messages_unacknowledged",
+        ])
+        .output();
+    match out {
+        Ok(out) => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1).is_some_and(|n| n != "0"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(e) => format!("(rabbitmqctl list_queues failed: {e})"),
+    }
+}
+
 #[tokio::test]
 async fn a_waiting_retry_survives_a_broker_restart() {
     // A restart is the one place a broker may stop answering mid-call: bound the whole test.
@@ -63,9 +87,17 @@ async fn scenario() {
     rabbitmqctl(&["start_app"]);
     rabbitmqctl(&["await_startup"]);
 
-    let job = w
-        .wait_status(&id, "succeeded", Duration::from_secs(60))
-        .await;
+    let job = match w
+        .try_wait_status(&id, "succeeded", Duration::from_secs(60))
+        .await
+    {
+        Ok(job) => job,
+        Err(last) => panic!(
+            "the retry did not come back within 60 s of the restart; last seen: {last}\n\
+             where the broker holds messages (name, total, ready, unacked):\n{}",
+            queues_holding_messages()
+        ),
+    };
     assert_eq!(job["attempts"], 2, "{job}");
     assert_eq!(job["result"], "made it");
 

@@ -320,7 +320,17 @@ pub struct Setup {
 
 impl Setup {
     /// Starts an empty setup (role `run`: intake and workers).
+    ///
+    /// warren's log lines (info and up, or `RUST_LOG`) go to the test's captured output, so
+    /// a failing test shows what the workers did.
     pub fn new() -> Self {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warren=info"));
+        // Already set by an earlier test of this binary: keep that one.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
         Self {
             queues: BTreeMap::new(),
             handlers: Vec::new(),
@@ -556,6 +566,22 @@ impl TestWarren {
     /// Polls the job until its status is `status` (or fails after `timeout`). A job the store
     /// does not know yet (404) counts as "not there yet".
     pub async fn wait_status(&self, id: &str, status: &str, timeout: Duration) -> Value {
+        match self.try_wait_status(id, status, timeout).await {
+            Ok(job) => job,
+            Err(last) => {
+                panic!("job {id} did not reach `{status}` within {timeout:?}; last seen: {last}")
+            }
+        }
+    }
+
+    /// [`Self::wait_status`] that returns the job's last view (`Err`) instead of failing, for
+    /// a test that has more to say about why.
+    pub async fn try_wait_status(
+        &self,
+        id: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> Result<Value, Value> {
         let deadline = Instant::now() + timeout;
         loop {
             let resp = self
@@ -567,16 +593,15 @@ impl TestWarren {
             let last = if resp.status() == 200 {
                 let job: Value = resp.json().await.expect("json");
                 if job["status"] == status {
-                    return job;
+                    return Ok(job);
                 }
                 job
             } else {
                 Value::String(format!("HTTP {}", resp.status()))
             };
-            assert!(
-                Instant::now() < deadline,
-                "job {id} did not reach `{status}` within {timeout:?}; last seen: {last}"
-            );
+            if Instant::now() >= deadline {
+                return Err(last);
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
