@@ -18,6 +18,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::store::Store;
 
+/// The longest wait between two pings of a closed gate's probe: workers resume within about
+/// this long (up to twice, with jitter) of the store answering again. One ping a second per
+/// process costs the store nothing next to the jobs it stands for.
+const PROBE_MAX_DELAY: Duration = Duration::from_secs(1);
+
 /// See the module docs. Shared by every consumer of a process.
 pub(crate) struct StoreGate {
     store: Arc<dyn Store>,
@@ -51,8 +56,8 @@ impl StoreGate {
     }
 
     /// Closes the gate after a transient store failure and starts a probe (unless one runs)
-    /// that pings the store with backoff (100 ms doubling to 5 s, jittered) and opens the gate
-    /// when it answers, or gives up when `stop` is cancelled.
+    /// that pings the store with backoff (100 ms doubling to [`PROBE_MAX_DELAY`], jittered) and
+    /// opens the gate when it answers, or gives up when `stop` is cancelled.
     pub(crate) fn close(self: &Arc<Self>, stop: &CancellationToken) {
         {
             let mut probing = self
@@ -72,12 +77,12 @@ impl StoreGate {
         tokio::spawn(async move {
             let mut delays = ExponentialBuilder::default()
                 .with_min_delay(Duration::from_millis(100))
-                .with_max_delay(Duration::from_secs(5))
+                .with_max_delay(PROBE_MAX_DELAY)
                 .with_jitter()
                 .without_max_times()
                 .build();
             loop {
-                let wait = delays.next().unwrap_or(Duration::from_secs(5));
+                let wait = delays.next().unwrap_or(PROBE_MAX_DELAY);
                 tokio::select! {
                     () = stop.cancelled() => break,
                     () = tokio::time::sleep(wait) => {}
