@@ -280,6 +280,26 @@ impl App {
                 store_gate: crate::store_gate::StoreGate::new(self.store.clone()),
                 stop: stop.clone(),
             });
+            {
+                // Overdue retries and delayed jobs of the queues this process serves.
+                let served: Vec<String> = worker_queues
+                    .iter()
+                    .filter_map(|n| self.config.queue(n).map(|q| q.name.clone()))
+                    .collect();
+                let (store, publisher, after, stop, ready) = (
+                    self.store.clone(),
+                    self.publisher.clone(),
+                    self.config.worker.retry_sweep_after,
+                    stop.clone(),
+                    topology_ready.clone(),
+                );
+                tasks.spawn(async move {
+                    tokio::select! {
+                        () = ready.cancelled() => crate::sweeper::run(store, publisher, served, after, stop).await,
+                        () = stop.cancelled() => {}
+                    }
+                });
+            }
             for name in worker_queues {
                 let (Some(q), Some(h)) = (self.config.queue(&name), self.handlers.get(&name))
                 else {

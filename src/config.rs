@@ -104,6 +104,10 @@ pub struct WorkerConfig {
     /// On SIGTERM/SIGINT, how long in-flight jobs may take to finish before they are handed
     /// back to the broker. Default 30 s.
     pub shutdown_grace: Duration,
+    /// How long past its due time a retry or a delayed job may stay in the broker's delay
+    /// levels before the sweeper publishes it again from the store (`crate::sweeper`).
+    /// Default 30 s; at least 1 s.
+    pub retry_sweep_after: Duration,
 }
 
 /// One `[queues.NAME]` table.
@@ -255,6 +259,8 @@ struct RawStore {
 struct RawWorker {
     #[serde(default, with = "humantime_serde")]
     shutdown_grace: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    retry_sweep_after: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -442,7 +448,17 @@ impl Config {
         };
         let worker = WorkerConfig {
             shutdown_grace: raw.worker.shutdown_grace.unwrap_or(Duration::from_secs(30)),
+            retry_sweep_after: raw
+                .worker
+                .retry_sweep_after
+                .unwrap_or(Duration::from_secs(30)),
         };
+        if worker.retry_sweep_after < Duration::from_secs(1) {
+            return Err(Error::config(format!(
+                "invalid config {file}: `worker.retry_sweep_after` must be at least 1s, got {}",
+                humantime::format_duration(worker.retry_sweep_after)
+            )));
+        }
         let mut tokens = crate::auth::Tokens::default();
         if let Some(text) = &env.api_tokens {
             tokens.add(text, "WARREN_API_TOKENS")?;

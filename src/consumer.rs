@@ -401,7 +401,10 @@ async fn retry(
 ) {
     let wait_ms = crate::delay::delay_seconds(delay) * 1000;
     let due = now_ms().saturating_add(i64::try_from(wait_ms).unwrap_or(i64::MAX));
-    let write = || ctx.store.retry(msg.id, &ctx.owner, error, due);
+    let write = || {
+        ctx.store
+            .retry(msg.id, &ctx.owner, error, due, &msg.payload)
+    };
     if let Err(e) = write
         .retry(store_backoff())
         .when(|e| worth_retrying(ctx, e))

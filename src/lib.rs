@@ -34,6 +34,7 @@ pub mod retry;
 mod settle;
 pub mod store;
 mod store_gate;
+mod sweeper;
 pub mod telemetry;
 pub mod topology;
 pub mod view;

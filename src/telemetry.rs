@@ -34,6 +34,9 @@ pub const HANDLER_DURATION: &str = "warren_handler_duration_seconds";
 /// Histogram (seconds): from `basic.publish` to the broker's confirm, labelled `queue` (the
 /// destination: a work queue or a `.dlq`).
 pub const PUBLISH_CONFIRM: &str = "warren_publish_confirm_seconds";
+/// Counter: retries and delayed jobs whose delayed message was overdue and that the sweeper
+/// published again from the store (`crate::sweeper`), per queue.
+pub const JOBS_RESENT: &str = "warren_jobs_resent_total";
 /// Gauge: handlers running now in this process, per queue.
 pub const JOBS_IN_FLIGHT: &str = "warren_jobs_in_flight";
 /// Gauge: 1 while this process can open a channel on the broker, else 0 (checked every 5 s).
@@ -75,6 +78,10 @@ pub const ALL: &[(&str, &str)] = &[
     (
         PUBLISH_CONFIRM,
         "Time from publish to the broker's confirm, by destination queue.",
+    ),
+    (
+        JOBS_RESENT,
+        "Retries and delayed jobs overdue in the delay levels, published again from the store.",
     ),
     (JOBS_IN_FLIGHT, "Handlers running now in this process."),
     (
@@ -139,13 +146,14 @@ fn describe() {
 }
 
 /// The per-queue job counters, each labelled `queue`.
-const QUEUE_COUNTERS: [&str; 6] = [
+const QUEUE_COUNTERS: [&str; 7] = [
     JOBS_ACCEPTED,
     JOBS_PUBLISHED,
     JOBS_SUCCEEDED,
     JOBS_RETRIED,
     JOBS_DEAD_LETTERED,
     DUPLICATES_SKIPPED,
+    JOBS_RESENT,
 ];
 
 /// Registers `queue`'s counters and gauge at 0, so dashboards see every configured queue

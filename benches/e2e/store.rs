@@ -463,6 +463,7 @@ impl Seed {
             accepted: true,
             lease_owner: None,
             lease_until: None,
+            resend_payload: None,
         }
     }
 

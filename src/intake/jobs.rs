@@ -175,6 +175,9 @@ pub(super) fn prepare(
             idempotency_key,
             created_at: now,
             next_attempt_at,
+            // A delayed job waits in the delay levels: the sweeper can publish it again
+            // should its delayed message be lost (`crate::sweeper`).
+            resend_payload: next_attempt_at.map(|_| req.payload.get().as_bytes().to_vec()),
         },
         payload: bytes::Bytes::copy_from_slice(req.payload.get().as_bytes()),
         delay,

@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use uuid::Uuid;
 
-use super::model::{Claimed, Inserted, JobRecord, JobRow, JobStatus, NewJob, OwnedClaim, Success};
+use super::model::{
+    Claimed, Inserted, JobRecord, JobRow, JobStatus, NewJob, Overdue, OwnedClaim, Success,
+};
 use super::{StoreError, StoreErrorKind};
 use crate::error::{Error, Result};
 
@@ -87,7 +89,22 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// See [`super::JobStore::forget_unpublished`].
     async fn forget_unpublished(&self, id: Uuid) -> Result<()>;
     /// See [`super::JobStore::retry`].
-    async fn retry(&self, id: Uuid, owner: &str, error: &str, next_attempt_at: i64) -> Result<()>;
+    async fn retry(
+        &self,
+        id: Uuid,
+        owner: &str,
+        error: &str,
+        next_attempt_at: i64,
+        payload: &[u8],
+    ) -> Result<()>;
+    /// See [`super::JobStore::take_overdue`] (one statement).
+    async fn take_overdue(
+        &self,
+        queues: &[String],
+        due_before: i64,
+        recheck_at: i64,
+        limit: u32,
+    ) -> Result<Vec<Overdue>>;
     /// Cancels the job if it is `queued` or `retrying`; the cancelled job, else `None`.
     async fn cancel_row(&self, id: Uuid, now: i64) -> Result<Option<JobRecord>>;
     /// See [`super::JobStore::dead`].

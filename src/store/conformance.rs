@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::Barrier;
 use uuid::Uuid;
 
-use super::model::{Cancel, Claim, ClaimRequest, Inserted, JobStatus, NewJob};
+use super::model::{Cancel, Claim, ClaimRequest, Inserted, JobStatus, NewJob, Overdue};
 use super::{OpenOptions, Store, StoreErrorKind, now_ms};
 use crate::error::ErrorKind;
 
@@ -184,6 +184,7 @@ pub(crate) fn new_job(queue: &str) -> NewJob {
         request_hash: None,
         created_at: now_ms(),
         next_attempt_at: None,
+        resend_payload: None,
     }
 }
 
@@ -270,7 +271,9 @@ async fn an_expired_lease_is_claimed_again_and_the_late_owner_changes_nothing(a:
     s.succeed(job.id, "w1", Some("late"), later)
         .await
         .expect("succeed");
-    s.retry(job.id, "w1", "late", later).await.expect("retry");
+    s.retry(job.id, "w1", "late", later, b"{}")
+        .await
+        .expect("retry");
     s.release(job.id, "w1").await.expect("release");
     let r = s.get(job.id).await.expect("get").expect("row");
     assert_eq!((r.status, r.attempts), (JobStatus::Running, 2));
@@ -582,7 +585,7 @@ async fn a_failed_attempt_then_a_claim_counts_attempts(a: Adapter) {
     s.insert(&job).await.expect("insert");
     let now = now_ms();
     s.claim(&claim_req(job.id, "w1", now)).await.expect("claim");
-    s.retry(job.id, "w1", "boom", now + 1_000)
+    s.retry(job.id, "w1", "boom", now + 1_000, b"{}")
         .await
         .expect("retry");
     let r = s.get(job.id).await.expect("get").expect("row");
@@ -794,6 +797,12 @@ async fn export_then_import_copies_rows_unchanged(a: Adapter) {
     from.claim(&claim_req(jobs[1].id, "w", now_ms()))
         .await
         .expect("claim");
+    from.claim(&claim_req(jobs[2].id, "w", now_ms()))
+        .await
+        .expect("claim");
+    from.retry(jobs[2].id, "w", "boom", now_ms() + 60_000, b"{\"kept\":1}")
+        .await
+        .expect("retry");
     let mut after = None;
     let mut copied = 0;
     let mut all = Vec::new();
@@ -808,6 +817,11 @@ async fn export_then_import_copies_rows_unchanged(a: Adapter) {
     assert_eq!(to.import(&all).await.expect("import again"), 0);
     let back = to.export(None, 1_000).await.expect("export");
     assert_eq!(back, all, "rows arrive unchanged, in id order");
+    assert_eq!(
+        all[2].resend_payload.as_deref(),
+        Some(b"{\"kept\":1}".as_slice()),
+        "the payload a retry keeps travels with the row"
+    );
     assert!(matches!(
         to.insert(&keyed("q", "k", "h")).await.expect("insert"),
         Inserted::Existing { .. }
@@ -913,6 +927,159 @@ async fn stores_opened_together_on_a_new_database_all_open(a: Adapter) {
     }
 }
 
+/// Jobs waiting in the delay levels past their due time are handed out once each, with what
+/// it takes to publish them again; jobs not yet due, claimed, cancelled or of other queues
+/// are not.
+async fn overdue_retries_and_delayed_jobs_are_handed_out_once(a: Adapter) {
+    let db = TestDb::new(a).await;
+    let s = db.open().await;
+    let now = now_ms();
+    let queues = vec!["q".to_owned()];
+    let retried = NewJob {
+        idempotency_key: Some("k".into()),
+        request_hash: Some("h".into()),
+        ..new_job("q")
+    };
+    let (late, other_queue, ran_again) = (new_job("q"), new_job("other"), new_job("q"));
+    for j in [&retried, &late, &other_queue, &ran_again] {
+        s.insert(j).await.expect("insert");
+        s.claim(&claim_req(j.id, "w1", now - 60_000))
+            .await
+            .expect("claim");
+    }
+    s.retry(retried.id, "w1", "boom", now - 20_000, b"{\"n\":1}")
+        .await
+        .expect("retry");
+    s.retry(late.id, "w1", "boom", now + 60_000, b"{}")
+        .await
+        .expect("retry");
+    s.retry(other_queue.id, "w1", "boom", now - 20_000, b"{}")
+        .await
+        .expect("retry");
+    s.retry(ran_again.id, "w1", "boom", now - 20_000, b"{}")
+        .await
+        .expect("retry");
+    s.claim(&claim_req(ran_again.id, "w2", now))
+        .await
+        .expect("claim again");
+    let delayed = NewJob {
+        next_attempt_at: Some(now - 10_000),
+        resend_payload: Some(b"{\"d\":2}".to_vec()),
+        ..new_job("q")
+    };
+    let cancelled = NewJob {
+        next_attempt_at: Some(now - 10_000),
+        resend_payload: Some(b"{}".to_vec()),
+        ..new_job("q")
+    };
+    s.insert_many(&[delayed.clone(), cancelled.clone()])
+        .await
+        .expect("insert_many");
+    assert!(matches!(
+        s.cancel(cancelled.id, now).await.expect("cancel"),
+        Cancel::Cancelled(_)
+    ));
+
+    let first = s
+        .take_overdue(&queues, now - 5_000, now + 30_000, 1)
+        .await
+        .expect("take");
+    assert_eq!(
+        first,
+        vec![Overdue {
+            id: retried.id,
+            queue: "q".into(),
+            attempts: 1,
+            max_attempts: 3,
+            correlation_id: Some("c".into()),
+            idempotency_key: Some("k".into()),
+            payload: b"{\"n\":1}".to_vec(),
+        }],
+        "the longest overdue first, within the limit"
+    );
+    let rest = s
+        .take_overdue(&queues, now - 5_000, now + 30_000, 100)
+        .await
+        .expect("take");
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert_eq!((rest[0].id, rest[0].attempts), (delayed.id, 0));
+    assert_eq!(rest[0].payload, b"{\"d\":2}".to_vec());
+    assert!(
+        s.take_overdue(&queues, now - 5_000, now + 30_000, 100)
+            .await
+            .expect("take")
+            .is_empty(),
+        "a job handed out is not handed out again before it is due again"
+    );
+    assert_eq!(
+        s.get(retried.id)
+            .await
+            .expect("get")
+            .expect("row")
+            .next_attempt_at,
+        Some(now + 30_000)
+    );
+    let again = s
+        .take_overdue(&queues, now + 40_000, now + 70_000, 100)
+        .await
+        .expect("take");
+    let mut ids: Vec<Uuid> = again.iter().map(|o| o.id).collect();
+    ids.sort();
+    let mut want = vec![retried.id, delayed.id];
+    want.sort();
+    assert_eq!(ids, want, "still waiting when due again: handed out again");
+    // Once claimed, a job is not handed out, whatever it is due.
+    s.claim(&claim_req(delayed.id, "w3", now))
+        .await
+        .expect("claim");
+    let later = s
+        .take_overdue(&queues, i64::MAX, i64::MAX, 100)
+        .await
+        .expect("take");
+    let ids: Vec<Uuid> = later.iter().map(|o| o.id).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(
+        ids.contains(&retried.id) && ids.contains(&late.id),
+        "{ids:?}"
+    );
+}
+
+/// Sweepers racing over two store instances hand out each overdue job exactly once.
+async fn concurrent_sweeps_hand_each_overdue_job_to_one_sweeper(a: Adapter) {
+    let db = TestDb::new(a).await;
+    let (s1, s2) = (db.open().await, db.open().await);
+    let now = now_ms();
+    let jobs: Vec<NewJob> = (0..60)
+        .map(|_| NewJob {
+            next_attempt_at: Some(now - 10_000),
+            resend_payload: Some(b"{}".to_vec()),
+            ..new_job("q")
+        })
+        .collect();
+    s1.insert_many(&jobs).await.expect("insert_many");
+    let barrier = Arc::new(Barrier::new(8));
+    let taken = futures::future::join_all((0..8).map(|i| {
+        let s = if i % 2 == 0 { s1.clone() } else { s2.clone() };
+        let barrier = barrier.clone();
+        tokio::spawn(async move {
+            barrier.wait().await;
+            s.take_overdue(&["q".to_owned()], now, now + 60_000, 100)
+                .await
+                .expect("take")
+        })
+    }))
+    .await;
+    let mut ids: Vec<Uuid> = taken
+        .into_iter()
+        .flat_map(|t| t.expect("join"))
+        .map(|o| o.id)
+        .collect();
+    ids.sort();
+    let mut want: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
+    want.sort();
+    assert_eq!(ids, want, "every overdue job handed out, none twice");
+}
+
 /// Runs each listed test on both adapters, as `sqlite::NAME` and `postgres::NAME`.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
@@ -958,4 +1125,6 @@ conformance!(
     a_stopped_copy_resumes_and_ends_checked,
     a_store_with_a_newer_schema_is_refused,
     stores_opened_together_on_a_new_database_all_open,
+    overdue_retries_and_delayed_jobs_are_handed_out_once,
+    concurrent_sweeps_hand_each_overdue_job_to_one_sweeper,
 );

@@ -26,7 +26,7 @@ use uuid::Uuid;
 use super::backend::{Backend, Conn};
 use super::group_commit::Batcher;
 use super::model::{
-    Cancel, Claim, ClaimRequest, Claimed, Inserted, JobRecord, JobRow, JobStatus, NewJob,
+    Cancel, Claim, ClaimRequest, Claimed, Inserted, JobRecord, JobRow, JobStatus, NewJob, Overdue,
     OwnedClaim, StoreStatus, Success,
 };
 use super::traits::{JobStore, Maintenance};
@@ -386,8 +386,32 @@ impl<B: Backend> JobStore for SqlStore<B> {
         }
     }
 
-    async fn retry(&self, id: Uuid, owner: &str, error: &str, next_attempt_at: i64) -> Result<()> {
-        self.backend.retry(id, owner, error, next_attempt_at).await
+    async fn retry(
+        &self,
+        id: Uuid,
+        owner: &str,
+        error: &str,
+        next_attempt_at: i64,
+        payload: &[u8],
+    ) -> Result<()> {
+        self.backend
+            .retry(id, owner, error, next_attempt_at, payload)
+            .await
+    }
+
+    async fn take_overdue(
+        &self,
+        queues: &[String],
+        due_before: i64,
+        recheck_at: i64,
+        limit: u32,
+    ) -> Result<Vec<Overdue>> {
+        if queues.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.backend
+            .take_overdue(queues, due_before, recheck_at, limit)
+            .await
     }
 
     async fn cancel(&self, id: Uuid, now: i64) -> Result<Cancel> {

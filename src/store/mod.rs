@@ -25,7 +25,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use error::{StoreError, StoreErrorKind};
 pub use model::{
-    Cancel, Claim, ClaimRequest, Inserted, JobRecord, JobRow, JobStatus, NewJob, StoreStatus,
+    Cancel, Claim, ClaimRequest, Inserted, JobRecord, JobRow, JobStatus, NewJob, Overdue,
+    StoreStatus,
 };
 pub use traits::{JobStore, Maintenance, Store};
 

@@ -112,6 +112,30 @@ pub struct NewJob {
     pub created_at: i64,
     /// When the first attempt is due (ms), for delayed jobs.
     pub next_attempt_at: Option<i64>,
+    /// The payload, kept for a delayed job (with `next_attempt_at`) so that the retry sweeper
+    /// can publish it again if its delayed message is lost; `None` for a job published to
+    /// its work queue at once.
+    pub resend_payload: Option<Vec<u8>>,
+}
+
+/// A job whose delayed message is overdue (see [`crate::store::JobStore::take_overdue`]):
+/// what it takes to publish it again. The message's attempt is `attempts + 1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overdue {
+    /// Job id.
+    pub id: Uuid,
+    /// Its work queue.
+    pub queue: String,
+    /// Runs started so far.
+    pub attempts: u32,
+    /// Attempt budget.
+    pub max_attempts: u32,
+    /// Correlation id.
+    pub correlation_id: Option<String>,
+    /// The client's idempotency key.
+    pub idempotency_key: Option<String>,
+    /// The payload JSON, as posted.
+    pub payload: Vec<u8>,
 }
 
 /// A worker's request to run a delivered job.
@@ -194,6 +218,8 @@ pub struct JobRow {
     pub lease_owner: Option<String>,
     /// The claim is live until then (ms).
     pub lease_until: Option<i64>,
+    /// The payload kept while the job waits in the delay levels.
+    pub resend_payload: Option<Vec<u8>>,
 }
 
 /// What `warren store status` shows.

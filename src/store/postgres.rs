@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use super::backend::{Backend, migrate_error, newest_migration, parse_status};
 use super::model::{
-    Claimed, Inserted, JobRecord, JobRow, JobStatus, NewJob, OwnedClaim, Success, to_u32,
+    Claimed, Inserted, JobRecord, JobRow, JobStatus, NewJob, Overdue, OwnedClaim, Success, to_u32,
 };
 use super::{OpenOptions, StoreError, StoreErrorKind};
 use crate::error::{Error, Result};
@@ -49,13 +49,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) mod sql {
     /// [`super::Backend::insert_rows`]: rows in order, keys taken skipped.
     pub(crate) const INSERT_ROWS: &str = "INSERT INTO jobs (id, queue, status, max_attempts, \
-        correlation_id, idempotency_key, request_hash, accepted, created_at, next_attempt_at) \
+        correlation_id, idempotency_key, request_hash, accepted, created_at, next_attempt_at, \
+        resend_payload) \
         SELECT id, queue, 'queued', max_attempts, correlation_id, idempotency_key, request_hash, \
-               accepted, created_at, next_attempt_at \
+               accepted, created_at, next_attempt_at, resend_payload \
         FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], \
-                    $7::bool[], $8::bigint[], $9::bigint[]) WITH ORDINALITY \
+                    $7::bool[], $8::bigint[], $9::bigint[], $10::bytea[]) WITH ORDINALITY \
              AS v(id, queue, max_attempts, correlation_id, idempotency_key, request_hash, \
-                  accepted, created_at, next_attempt_at, n) \
+                  accepted, created_at, next_attempt_at, resend_payload, n) \
         ORDER BY n \
         ON CONFLICT DO NOTHING RETURNING id";
     /// [`super::Backend::find_by_key`].
@@ -66,7 +67,8 @@ pub(crate) mod sql {
     /// [`super::Backend::claim_rows`].
     pub(crate) const CLAIM_ROWS: &str = "UPDATE jobs SET status = 'running', \
         attempts = jobs.attempts + 1, started_at = COALESCE(jobs.started_at, v.now), \
-        next_attempt_at = NULL, lease_owner = v.owner, lease_until = v.lease_until \
+        next_attempt_at = NULL, resend_payload = NULL, lease_owner = v.owner, \
+        lease_until = v.lease_until \
         FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bigint[]) AS v(id, now, owner, lease_until) \
         WHERE jobs.id = v.id AND (jobs.status IN ('queued', 'retrying') \
           OR (jobs.status = 'running' AND (jobs.lease_until IS NULL OR jobs.lease_until <= v.now))) \
@@ -92,17 +94,25 @@ pub(crate) mod sql {
         "DELETE FROM jobs WHERE id = $1 AND status = 'queued' AND attempts = 0";
     /// [`super::Backend::retry`].
     pub(crate) const RETRY: &str = "UPDATE jobs SET status = 'retrying', last_error = $1, \
-        next_attempt_at = $2, lease_owner = NULL, lease_until = NULL \
+        next_attempt_at = $2, resend_payload = $5, lease_owner = NULL, lease_until = NULL \
         WHERE id = $3 AND lease_owner = $4";
+    /// [`super::Backend::take_overdue`]: the partial index `jobs_due`; rows another
+    /// transaction holds (a claim, another sweeper) are left to it.
+    pub(crate) const TAKE_OVERDUE: &str = "UPDATE jobs SET next_attempt_at = $1 WHERE id IN \
+        (SELECT id FROM jobs WHERE resend_payload IS NOT NULL AND next_attempt_at < $2 \
+         AND status IN ('queued', 'retrying') AND queue = ANY($3) \
+         ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+        RETURNING id, queue, attempts, max_attempts, correlation_id, idempotency_key, \
+        resend_payload";
     /// [`super::Backend::cancel_row`].
     pub(crate) const CANCEL: &str = "UPDATE jobs SET status = 'cancelled', finished_at = $1, \
-        next_attempt_at = NULL WHERE id = $2 AND status IN ('queued', 'retrying') \
+        next_attempt_at = NULL, resend_payload = NULL WHERE id = $2 AND status IN ('queued', 'retrying') \
         RETURNING id, queue, status, attempts, max_attempts, last_error, result, correlation_id, \
         idempotency_key, created_at, started_at, finished_at, next_attempt_at, discarded_at";
     /// [`super::Backend::dead`].
     pub(crate) const DEAD: &str = "UPDATE jobs SET status = 'dead', last_error = $1, \
-        finished_at = $2, next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL \
-        WHERE id = $3 AND status NOT IN ('succeeded', 'cancelled')";
+        finished_at = $2, next_attempt_at = NULL, resend_payload = NULL, lease_owner = NULL, \
+        lease_until = NULL WHERE id = $3 AND status NOT IN ('succeeded', 'cancelled')";
     /// [`super::Backend::release`].
     pub(crate) const RELEASE: &str = "UPDATE jobs SET status = 'queued', \
         attempts = GREATEST(attempts - 1, 0), lease_owner = NULL, lease_until = NULL \
@@ -128,8 +138,8 @@ pub(crate) mod sql {
     /// [`super::Backend::export`].
     pub(crate) const EXPORT: &str = "SELECT id, queue, status, attempts, max_attempts, \
         last_error, result, correlation_id, idempotency_key, created_at, started_at, finished_at, \
-        next_attempt_at, discarded_at, request_hash, accepted, lease_owner, lease_until \
-        FROM jobs WHERE id > $1 ORDER BY id LIMIT $2";
+        next_attempt_at, discarded_at, request_hash, accepted, lease_owner, lease_until, \
+        resend_payload FROM jobs WHERE id > $1 ORDER BY id LIMIT $2";
     /// [`super::Backend::last_id`].
     pub(crate) const LAST_ID: &str = "SELECT id FROM jobs ORDER BY id DESC LIMIT 1";
     /// [`super::Backend::counts`]: a whole-table count by nature (`warren store status`
@@ -139,11 +149,12 @@ pub(crate) mod sql {
     /// [`super::Backend::import`].
     pub(crate) const IMPORT: &str = "INSERT INTO jobs (id, queue, status, attempts, max_attempts, \
         last_error, result, correlation_id, idempotency_key, created_at, started_at, finished_at, \
-        next_attempt_at, discarded_at, request_hash, accepted, lease_owner, lease_until) \
+        next_attempt_at, discarded_at, request_hash, accepted, lease_owner, lease_until, \
+        resend_payload) \
         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], \
             $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::bigint[], \
             $12::bigint[], $13::bigint[], $14::bigint[], $15::text[], $16::bool[], $17::text[], \
-            $18::bigint[]) \
+            $18::bigint[], $19::bytea[]) \
         ON CONFLICT (id) DO NOTHING";
 }
 
@@ -321,6 +332,11 @@ impl Backend for Postgres {
             )
             .bind(jobs.iter().map(|j| j.created_at).collect::<Vec<_>>())
             .bind(jobs.iter().map(|j| j.next_attempt_at).collect::<Vec<_>>())
+            .bind(
+                jobs.iter()
+                    .map(|j| j.resend_payload.clone())
+                    .collect::<Vec<_>>(),
+            )
             .fetch_all(&mut *conn)
             .await
             .map_err(Self::err)?;
@@ -432,16 +448,58 @@ impl Backend for Postgres {
         Ok(())
     }
 
-    async fn retry(&self, id: Uuid, owner: &str, error: &str, next_attempt_at: i64) -> Result<()> {
+    async fn retry(
+        &self,
+        id: Uuid,
+        owner: &str,
+        error: &str,
+        next_attempt_at: i64,
+        payload: &[u8],
+    ) -> Result<()> {
         sqlx::query(sql::RETRY)
             .bind(error)
             .bind(next_attempt_at)
             .bind(id)
             .bind(owner)
+            .bind(payload)
             .execute(&self.pool)
             .await
             .map_err(Self::err)?;
         Ok(())
+    }
+
+    async fn take_overdue(
+        &self,
+        queues: &[String],
+        due_before: i64,
+        recheck_at: i64,
+        limit: u32,
+    ) -> Result<Vec<Overdue>> {
+        let rows = sqlx::query(sql::TAKE_OVERDUE)
+            .bind(recheck_at)
+            .bind(due_before)
+            .bind(queues)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Overdue {
+                    id: row.try_get("id").map_err(Self::err)?,
+                    queue: row.try_get("queue").map_err(Self::err)?,
+                    attempts: to_u32(i64::from(
+                        row.try_get::<i32, _>("attempts").map_err(Self::err)?,
+                    )),
+                    max_attempts: to_u32(i64::from(
+                        row.try_get::<i32, _>("max_attempts").map_err(Self::err)?,
+                    )),
+                    correlation_id: row.try_get("correlation_id").map_err(Self::err)?,
+                    idempotency_key: row.try_get("idempotency_key").map_err(Self::err)?,
+                    payload: row.try_get("resend_payload").map_err(Self::err)?,
+                })
+            })
+            .collect()
     }
 
     async fn cancel_row(&self, id: Uuid, now: i64) -> Result<Option<JobRecord>> {
@@ -569,6 +627,7 @@ impl Backend for Postgres {
                     accepted: row.try_get("accepted").map_err(Self::err)?,
                     lease_owner: row.try_get("lease_owner").map_err(Self::err)?,
                     lease_until: row.try_get("lease_until").map_err(Self::err)?,
+                    resend_payload: row.try_get("resend_payload").map_err(Self::err)?,
                 })
             })
             .collect()
@@ -619,6 +678,11 @@ impl Backend for Postgres {
             .bind(rows.iter().map(|r| r.accepted).collect::<Vec<_>>())
             .bind(col(|r| r.lease_owner.clone()))
             .bind(at(|r| r.lease_until))
+            .bind(
+                rows.iter()
+                    .map(|r| r.resend_payload.clone())
+                    .collect::<Vec<_>>(),
+            )
             .execute(&self.pool)
             .await
             .map_err(Self::err)?;
@@ -647,14 +711,16 @@ mod tests {
         // 1,000,000 jobs, mostly finished, as a store a week into production holds them.
         sqlx::query(
             "INSERT INTO jobs (id, queue, status, attempts, max_attempts, created_at, \
-               started_at, finished_at, next_attempt_at, idempotency_key, lease_owner, lease_until) \
+               started_at, finished_at, next_attempt_at, idempotency_key, lease_owner, lease_until, \
+               resend_payload) \
              SELECT gen_random_uuid(), 'q' || (i % 10), \
                CASE WHEN i % 100 = 0 THEN 'retrying' WHEN i % 100 = 1 THEN 'queued' \
                     WHEN i % 100 = 2 THEN 'running' WHEN i % 100 = 3 THEN 'dead' ELSE 'succeeded' END, \
                1, 5, i, i, CASE WHEN i % 100 > 2 THEN i + 10 END, \
                CASE WHEN i % 100 = 0 THEN i + 1000 END, \
                CASE WHEN i % 3 = 0 THEN 'key-' || i END, \
-               CASE WHEN i % 100 = 2 THEN 'w' END, CASE WHEN i % 100 = 2 THEN i + 60000 END \
+               CASE WHEN i % 100 = 2 THEN 'w' END, CASE WHEN i % 100 = 2 THEN i + 60000 END, \
+               CASE WHEN i % 100 = 0 THEN '{}'::bytea END \
              FROM generate_series(1, 1000000) AS i",
         )
         .execute(&mut conn)
@@ -696,7 +762,8 @@ mod tests {
             texts(n, "h"),
             vec![false; n],
             longs(n, 1),
-            vec![None::<i64>; n]
+            vec![None::<i64>; n],
+            vec![None::<Vec<u8>>; n]
         );
         explain!("FIND_BY_KEY", sql::FIND_BY_KEY, "q0", "key-30");
         explain!(
@@ -728,7 +795,15 @@ mod tests {
         explain!("GET", sql::GET, id);
         explain!("MARK_ACCEPTED", sql::MARK_ACCEPTED, id);
         explain!("FORGET_UNPUBLISHED", sql::FORGET_UNPUBLISHED, id);
-        explain!("RETRY", sql::RETRY, "e", 5_i64, id, "w");
+        explain!("RETRY", sql::RETRY, "e", 5_i64, id, "w", b"{}".as_slice());
+        explain!(
+            "TAKE_OVERDUE",
+            sql::TAKE_OVERDUE,
+            9_000_i64,
+            5_000_i64,
+            vec!["q0".to_owned(), "q1".to_owned()],
+            500_i64
+        );
         explain!("CANCEL", sql::CANCEL, 5_i64, id);
         explain!("DEAD", sql::DEAD, "e", 5_i64, id);
         explain!("RELEASE", sql::RELEASE, id, "w");
@@ -765,7 +840,8 @@ mod tests {
             texts(n, "h"),
             vec![true; n],
             texts(n, "w"),
-            vec![None::<i64>; n]
+            vec![None::<i64>; n],
+            vec![None::<Vec<u8>>; n]
         );
 
         for (name, plan) in &plans {
@@ -776,7 +852,7 @@ mod tests {
                 serde_json::to_string_pretty(plan).unwrap_or(text)
             );
         }
-        assert_eq!(plans.len(), 21, "every statement but COUNTS is explained");
+        assert_eq!(plans.len(), 22, "every statement but COUNTS is explained");
         // The check sees a whole-table read where there is one.
         let counts: serde_json::Value =
             sqlx::query_scalar(&format!("EXPLAIN (FORMAT JSON) {}", sql::COUNTS))

@@ -32,7 +32,7 @@ use super::backend::{Backend, migrate_error, newest_migration, parse_status};
 #[cfg(test)]
 use super::engine::SqlStore;
 use super::model::{
-    Claimed, Inserted, JobRecord, JobRow, JobStatus, NewJob, OwnedClaim, Success, to_u32,
+    Claimed, Inserted, JobRecord, JobRow, JobStatus, NewJob, Overdue, OwnedClaim, Success, to_u32,
 };
 use super::{OpenOptions, StoreErrorKind};
 use crate::error::{Error, Result};
@@ -50,7 +50,7 @@ pub(crate) struct Sqlite {
     _checkpoints: tokio_util::sync::DropGuard,
 }
 
-/// Most rows in one multi-row statement (9 or 4 bound values a row; SQLite allows 32,766);
+/// Most rows in one multi-row statement (10 or 4 bound values a row; SQLite allows 32,766);
 /// a power of two, so that at most 9 distinct statements exist and all stay prepared.
 const CHUNK: usize = 256;
 
@@ -269,13 +269,13 @@ async fn insert_chunk(conn: &mut SqliteConnection, jobs: &[NewJob]) -> Result<Ha
     let mut sql = String::with_capacity(200 + 40 * jobs.len());
     sql.push_str(
         "INSERT INTO jobs (id, queue, status, max_attempts, correlation_id, idempotency_key, \
-         request_hash, accepted, created_at, next_attempt_at) VALUES ",
+         request_hash, accepted, created_at, next_attempt_at, resend_payload) VALUES ",
     );
     for i in 0..jobs.len() {
         if i > 0 {
             sql.push(',');
         }
-        sql.push_str("(?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)");
+        sql.push_str("(?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)");
     }
     sql.push_str(" ON CONFLICT DO NOTHING");
     if !keyless {
@@ -292,7 +292,8 @@ async fn insert_chunk(conn: &mut SqliteConnection, jobs: &[NewJob]) -> Result<Ha
             .bind(&job.request_hash)
             .bind(job.idempotency_key.is_none())
             .bind(job.created_at)
-            .bind(job.next_attempt_at);
+            .bind(job.next_attempt_at)
+            .bind(job.resend_payload.as_deref());
     }
     if keyless {
         let inserted = query
@@ -444,7 +445,7 @@ impl Backend for Sqlite {
             let sql = format!(
                 "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
                  started_at = COALESCE(started_at, v.column2), next_attempt_at = NULL, \
-                 lease_owner = v.column3, lease_until = v.column4 \
+                 resend_payload = NULL, lease_owner = v.column3, lease_until = v.column4 \
                  FROM (VALUES {rows}) AS v \
                  WHERE jobs.id = v.column1 AND (jobs.status IN ('queued', 'retrying') \
                    OR (jobs.status = 'running' AND (jobs.lease_until IS NULL OR jobs.lease_until <= v.column2))) \
@@ -552,13 +553,22 @@ impl Backend for Sqlite {
         Ok(())
     }
 
-    async fn retry(&self, id: Uuid, owner: &str, error: &str, next_attempt_at: i64) -> Result<()> {
+    async fn retry(
+        &self,
+        id: Uuid,
+        owner: &str,
+        error: &str,
+        next_attempt_at: i64,
+        payload: &[u8],
+    ) -> Result<()> {
         sqlx::query(
             "UPDATE jobs SET status = 'retrying', last_error = ?, next_attempt_at = ?, \
-             lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?",
+             resend_payload = ?, lease_owner = NULL, lease_until = NULL \
+             WHERE id = ? AND lease_owner = ?",
         )
         .bind(error)
         .bind(next_attempt_at)
+        .bind(payload)
         .bind(id.to_string())
         .bind(owner)
         .execute(&self.pool)
@@ -567,10 +577,53 @@ impl Backend for Sqlite {
         Ok(())
     }
 
+    async fn take_overdue(
+        &self,
+        queues: &[String],
+        due_before: i64,
+        recheck_at: i64,
+        limit: u32,
+    ) -> Result<Vec<Overdue>> {
+        // One statement: SQLite runs one writer at a time, so no other process can claim or
+        // take a row between the lookup and the update. `jobs_due` (migration 0004) serves
+        // the lookup.
+        let queues = serde_json::to_string(queues).map_err(|e| {
+            Error::store_kind(StoreErrorKind::Other, format!("queue names as JSON: {e}"))
+        })?;
+        let rows = sqlx::query(
+            "UPDATE jobs SET next_attempt_at = ? WHERE id IN \
+             (SELECT id FROM jobs WHERE resend_payload IS NOT NULL AND next_attempt_at < ? \
+              AND status IN ('queued', 'retrying') AND queue IN (SELECT value FROM json_each(?)) \
+              ORDER BY next_attempt_at LIMIT ?) \
+             RETURNING id, queue, attempts, max_attempts, correlation_id, idempotency_key, \
+             resend_payload",
+        )
+        .bind(recheck_at)
+        .bind(due_before)
+        .bind(queues)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(Self::err)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Overdue {
+                    id: uuid_at(row, "id")?,
+                    queue: row.try_get("queue").map_err(Self::err)?,
+                    attempts: to_u32(row.try_get("attempts").map_err(Self::err)?),
+                    max_attempts: to_u32(row.try_get("max_attempts").map_err(Self::err)?),
+                    correlation_id: row.try_get("correlation_id").map_err(Self::err)?,
+                    idempotency_key: row.try_get("idempotency_key").map_err(Self::err)?,
+                    payload: row.try_get("resend_payload").map_err(Self::err)?,
+                })
+            })
+            .collect()
+    }
+
     async fn cancel_row(&self, id: Uuid, now: i64) -> Result<Option<JobRecord>> {
         let row = sqlx::query(&format!(
-            "UPDATE jobs SET status = 'cancelled', finished_at = ?, next_attempt_at = NULL \
-             WHERE id = ? AND status IN ('queued', 'retrying') RETURNING {JOB_COLUMNS}"
+            "UPDATE jobs SET status = 'cancelled', finished_at = ?, next_attempt_at = NULL, \
+             resend_payload = NULL WHERE id = ? AND status IN ('queued', 'retrying') RETURNING {JOB_COLUMNS}"
         ))
         .bind(now)
         .bind(id.to_string())
@@ -583,7 +636,7 @@ impl Backend for Sqlite {
     async fn dead(&self, id: Uuid, error: &str, now: i64) -> Result<()> {
         sqlx::query(
             "UPDATE jobs SET status = 'dead', last_error = ?, finished_at = ?, next_attempt_at = NULL, \
-             lease_owner = NULL, lease_until = NULL WHERE id = ? AND status NOT IN ('succeeded', 'cancelled')",
+             resend_payload = NULL, lease_owner = NULL, lease_until = NULL WHERE id = ? AND status NOT IN ('succeeded', 'cancelled')",
         )
         .bind(error)
         .bind(now)
@@ -723,8 +776,8 @@ impl Backend for Sqlite {
 
     async fn export(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<JobRow>> {
         let rows = sqlx::query(&format!(
-            "SELECT {JOB_COLUMNS}, request_hash, accepted, lease_owner, lease_until FROM jobs \
-             WHERE id > ? ORDER BY id LIMIT ?"
+            "SELECT {JOB_COLUMNS}, request_hash, accepted, lease_owner, lease_until, \
+             resend_payload FROM jobs WHERE id > ? ORDER BY id LIMIT ?"
         ))
         .bind(after.map_or_else(String::new, |id| id.to_string()))
         .bind(i64::from(limit))
@@ -739,6 +792,7 @@ impl Backend for Sqlite {
                     accepted: row.try_get("accepted").map_err(Self::err)?,
                     lease_owner: row.try_get("lease_owner").map_err(Self::err)?,
                     lease_until: row.try_get("lease_until").map_err(Self::err)?,
+                    resend_payload: row.try_get("resend_payload").map_err(Self::err)?,
                 })
             })
             .collect()
@@ -766,13 +820,14 @@ impl Backend for Sqlite {
             .await
             .map_err(Self::err)?;
         let mut inserted = 0;
-        // 18 values a row: chunks of 1,024 rows stay under SQLite's 32,766 bound values.
+        // 19 values a row: chunks of 1,024 rows stay under SQLite's 32,766 bound values.
         for chunk in rows.chunks(1_024) {
-            let marks = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()]
-                .join(", ");
+            let marks =
+                vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()]
+                    .join(", ");
             let sql = format!(
-                "INSERT INTO jobs ({JOB_COLUMNS}, request_hash, accepted, lease_owner, lease_until) \
-                 VALUES {marks} ON CONFLICT (id) DO NOTHING"
+                "INSERT INTO jobs ({JOB_COLUMNS}, request_hash, accepted, lease_owner, lease_until, \
+                 resend_payload) VALUES {marks} ON CONFLICT (id) DO NOTHING"
             );
             let mut query = sqlx::query(&sql);
             for row in chunk {
@@ -795,7 +850,8 @@ impl Backend for Sqlite {
                     .bind(&row.request_hash)
                     .bind(row.accepted)
                     .bind(&row.lease_owner)
-                    .bind(row.lease_until);
+                    .bind(row.lease_until)
+                    .bind(row.resend_payload.as_deref());
             }
             inserted += query
                 .execute(&mut *tx)

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
-use super::model::{Cancel, Claim, ClaimRequest, Inserted, JobRecord, JobRow, NewJob, StoreStatus};
+use super::model::{
+    Cancel, Claim, ClaimRequest, Inserted, JobRecord, JobRow, NewJob, Overdue, StoreStatus,
+};
 use crate::error::Result;
 
 /// Jobs through their life: intake, claims, outcomes, cancels, DLQ moves.
@@ -54,8 +56,30 @@ pub trait JobStore: Send + Sync + 'static {
     async fn succeed(&self, id: Uuid, owner: &str, result: Option<&str>, now: i64) -> Result<()>;
 
     /// Records a failed attempt of a job claimed by `owner`: `retrying`, with the error and
-    /// when the next attempt is due (ms); the lease is released.
-    async fn retry(&self, id: Uuid, owner: &str, error: &str, next_attempt_at: i64) -> Result<()>;
+    /// when the next attempt is due (ms); the lease is released. `payload` is kept until the
+    /// job is claimed again, so that [`JobStore::take_overdue`] can hand it out should the
+    /// retry's delayed message not come back.
+    async fn retry(
+        &self,
+        id: Uuid,
+        owner: &str,
+        error: &str,
+        next_attempt_at: i64,
+        payload: &[u8],
+    ) -> Result<()>;
+
+    /// Hands out up to `limit` jobs of `queues` whose delayed message is overdue: `queued` or
+    /// `retrying` with a payload kept and due before `due_before` (ms), oldest due first. Each
+    /// job handed out is due again at `recheck_at` (ms), so that of concurrent callers (every
+    /// worker process sweeps) exactly one gets it, and it is handed out again only if it is
+    /// still waiting then. A claim clears the payload: a job that ran is not handed out.
+    async fn take_overdue(
+        &self,
+        queues: &[String],
+        due_before: i64,
+        recheck_at: i64,
+        limit: u32,
+    ) -> Result<Vec<Overdue>>;
 
     /// Cancels a job that has not started (`queued` or `retrying`).
     async fn cancel(&self, id: Uuid, now: i64) -> Result<Cancel>;
