@@ -714,6 +714,17 @@ mod tests {
         assert_eq!(q.backoff, Backoff::default());
         assert_eq!(c.http.bind, "127.0.0.1:8080".parse().expect("addr"));
         assert_eq!(c.store.retention, Duration::from_secs(7 * 86400));
+        assert_eq!(c.worker.retry_sweep_after, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn retry_sweep_after_is_at_least_a_second() {
+        let c = parse("[worker]\nretry_sweep_after = \"5s\"\n[queues.a]\nhandler = \"noop\"\n")
+            .expect("valid");
+        assert_eq!(c.worker.retry_sweep_after, Duration::from_secs(5));
+        let e = err("[worker]\nretry_sweep_after = \"200ms\"\n[queues.a]\nhandler = \"noop\"\n");
+        assert!(e.contains("worker.retry_sweep_after"), "{e}");
+        assert!(e.contains("at least 1s"), "{e}");
     }
 
     #[test]
