@@ -112,7 +112,7 @@ impl AppBuilder {
         }
         crate::telemetry::install();
         let store = store::open(&config.store_options()).await?;
-        let broker = Broker::new(&config.broker.url, "app")?;
+        let broker = Broker::new(&config.broker.urls, "app")?;
         let publisher = Arc::new(Publisher::new(
             broker.clone(),
             config.broker.publish_channels,

@@ -1,82 +1,242 @@
-//! The broker connection: a `deadpool-lapin` pool that replaces broken connections, and the
-//! channels warren opens on it.
+//! The broker connection: a pool of AMQP connections to one RabbitMQ node of a cluster (or
+//! the one broker), replaced when broken, moving to another node when the one in use is gone;
+//! and the channels warren opens on it.
+//!
+//! `broker.url` names the cluster's nodes (one URL, or several). Each process shuffles the
+//! list once, so that a fleet spreads over the nodes, and connects to the first node that
+//! answers, in that order. The pool ([`deadpool`]) hands out live connections and drops a
+//! broken one; a new connection tries the node in use first and then the others in turn, so
+//! when a node dies or is stopped (`rabbitmqctl stop_app`) the next connection goes to
+//! another: a **failover**, logged with both nodes and counted in
+//! `warren_broker_failovers_total`. Channels of the dead connection fail, and their users
+//! (the publisher, each consumer) open new ones, which land on the new node.
 
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use deadpool_lapin::{Pool, PoolConfig, Runtime, Timeouts};
-use lapin::{Channel, ConnectionProperties};
+use deadpool::managed::{self, Metrics, PoolConfig, RecycleError, RecycleResult, Timeouts};
+use lapin::{Channel, Connection, ConnectionProperties};
+use rand::seq::SliceRandom;
+use tracing::{info, warn};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::redact::redact;
 
-/// How long connecting to the broker (TCP + AMQP handshake) may take.
+/// How long connecting to one node (TCP + AMQP handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one broker RPC (open a channel, declare, qos, consume) may take.
 pub(crate) const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A handle on RabbitMQ: cheap to clone, shared by the publisher and the consumers.
+/// No node connected yet.
+const NONE: usize = usize::MAX;
+
+/// The nodes one process may connect to, and which one it uses.
+struct Nodes {
+    /// AMQP URLs, shuffled once.
+    urls: Vec<String>,
+    /// The same, credentials hidden, for messages.
+    shown: Vec<String>,
+    /// Index in `urls` of the node the newest connection went to ([`NONE`] before the first).
+    current: AtomicUsize,
+    /// The connection name shown in the management UI.
+    name: String,
+    /// Why the last attempt to connect to each node failed (for the error when none answers).
+    last_errors: Mutex<Vec<Option<String>>>,
+}
+
+impl Nodes {
+    /// Connects to the node in use, else to each other node in turn (the shuffled order).
+    async fn connect(&self) -> std::result::Result<Connection, lapin::Error> {
+        let n = self.urls.len();
+        let current = self.current.load(Ordering::Acquire);
+        let start = if current == NONE { 0 } else { current };
+        let mut last = None;
+        for i in 0..n {
+            let at = (start + i) % n;
+            let props =
+                ConnectionProperties::default().with_connection_name(self.name.clone().into());
+            let attempt =
+                tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&self.urls[at], props))
+                    .await;
+            let err = match attempt {
+                Ok(Ok(conn)) => {
+                    self.connected(current, at);
+                    return Ok(conn);
+                }
+                Ok(Err(e)) => e,
+                Err(_) => {
+                    lapin::Error::from(lapin::ErrorKind::IOError(Arc::new(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer within {} ms", CONNECT_TIMEOUT.as_millis()),
+                    ))))
+                }
+            };
+            if let Ok(mut errors) = self.last_errors.lock() {
+                errors[at] = Some(redact(&err.to_string()));
+            }
+            last = Some(err);
+        }
+        Err(last.unwrap_or_else(|| {
+            lapin::Error::from(lapin::ErrorKind::InvalidConnectionState(
+                lapin::ConnectionState::Closed,
+            ))
+        }))
+    }
+
+    /// Records a connection to node `at`; a move away from node `before` is a failover.
+    fn connected(&self, before: usize, at: usize) {
+        if before == at {
+            return;
+        }
+        // Several connections may be made at once: only the first to move reports it.
+        if self
+            .current
+            .compare_exchange(before, at, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        if before == NONE {
+            info!(node = %self.shown[at], "connected to the broker");
+        } else {
+            metrics::counter!(crate::telemetry::BROKER_FAILOVERS).increment(1);
+            warn!(from = %self.shown[before], to = %self.shown[at], "broker node lost; connected to another node");
+        }
+    }
+
+    /// Why each node could not be reached, for an error message.
+    fn why(&self) -> String {
+        let errors = self
+            .last_errors
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default();
+        self.shown
+            .iter()
+            .zip(errors)
+            .map(|(node, e)| format!("{node}: {}", e.unwrap_or_else(|| "not tried".to_owned())))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// The pool's manager: makes connections through [`Nodes`], recycles the live ones.
+struct NodeManager(Arc<Nodes>);
+
+impl managed::Manager for NodeManager {
+    type Type = Connection;
+    type Error = lapin::Error;
+
+    async fn create(&self) -> std::result::Result<Connection, lapin::Error> {
+        self.0.connect().await
+    }
+
+    async fn recycle(&self, conn: &mut Connection, _: &Metrics) -> RecycleResult<lapin::Error> {
+        if conn.status().connected() {
+            Ok(())
+        } else {
+            Err(RecycleError::message("the connection is no longer open"))
+        }
+    }
+}
+
+/// A handle on RabbitMQ (one node, or a cluster's nodes): cheap to clone, shared by the
+/// publisher and the consumers.
 #[derive(Clone)]
 pub struct Broker {
-    pool: Pool,
-    display_url: String,
+    pool: managed::Pool<NodeManager>,
+    nodes: Arc<Nodes>,
 }
 
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker")
-            .field("url", &self.display_url)
+            .field("nodes", &self.nodes.shown)
             .finish_non_exhaustive()
     }
 }
 
 impl Broker {
-    /// A broker handle for `url` (`amqp://` or `amqps://` with rustls). Connects lazily.
+    /// A broker handle for the nodes `urls` (`amqp://` or `amqps://` with rustls; one URL
+    /// for a single broker). Connects lazily. The order is shuffled, so that the processes
+    /// of a fleet spread over the nodes.
     ///
     /// `name` is shown as the connection name in the management UI.
     ///
     /// # Errors
-    /// [`ErrorKind::Config`] when the pool cannot be built from the URL.
-    pub fn new(url: &str, name: &str) -> Result<Self> {
-        let name = format!("warren {name} (pid {})", std::process::id());
-        let cfg = deadpool_lapin::Config {
-            url: Some(url.to_owned()),
-            pool: Some(PoolConfig {
+    /// [`ErrorKind::Config`] when `urls` is empty or the pool cannot be built.
+    pub fn new(urls: &[String], name: &str) -> Result<Self> {
+        if urls.is_empty() {
+            return Err(Error::config("no broker URL given"));
+        }
+        let mut urls = urls.to_vec();
+        urls.shuffle(&mut rand::rng());
+        let shown = urls.iter().map(|u| redact(u)).collect();
+        let nodes = Arc::new(Nodes {
+            last_errors: Mutex::new(vec![None; urls.len()]),
+            urls,
+            shown,
+            current: AtomicUsize::new(NONE),
+            name: format!("warren {name} (pid {})", std::process::id()),
+        });
+        // Connecting may try every node, each for up to CONNECT_TIMEOUT.
+        let create = CONNECT_TIMEOUT * u32::try_from(nodes.urls.len()).unwrap_or(u32::MAX);
+        let pool = managed::Pool::builder(NodeManager(nodes.clone()))
+            .config(PoolConfig {
                 max_size: 4,
                 timeouts: Timeouts {
-                    wait: Some(CONNECT_TIMEOUT),
-                    create: Some(CONNECT_TIMEOUT),
+                    wait: Some(create),
+                    create: Some(create),
                     recycle: Some(CONNECT_TIMEOUT),
                 },
                 ..PoolConfig::default()
-            }),
-        };
-        let pool = cfg
-            .create_pool(
-                move || ConnectionProperties::default().with_connection_name(name.clone().into()),
-                Runtime::Tokio1,
-            )
-            .map_err(|e| Error::config(format!("broker URL {}: {e}", redact(url))))?;
-        Ok(Self {
-            pool,
-            display_url: redact(url),
-        })
+            })
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::config(format!("broker connection pool: {e}")))?;
+        Ok(Self { pool, nodes })
     }
 
-    /// The broker URL with its password hidden.
+    /// The URL of the node in use, password hidden (before the first connection: the first
+    /// node this process will try).
     pub fn display_url(&self) -> &str {
-        &self.display_url
+        &self.nodes.shown[self.node_index()]
     }
 
-    /// Opens a new channel on a pooled connection (connecting if needed).
+    /// The URL of the node in use, with its credentials (for the management API of that
+    /// node).
+    pub(crate) fn node_url(&self) -> &str {
+        &self.nodes.urls[self.node_index()]
+    }
+
+    /// Every node's URL, password hidden, in this process's order.
+    pub fn nodes(&self) -> &[String] {
+        &self.nodes.shown
+    }
+
+    fn node_index(&self) -> usize {
+        match self.nodes.current.load(Ordering::Acquire) {
+            NONE => 0,
+            i => i,
+        }
+    }
+
+    /// Opens a new channel on a pooled connection (connecting if needed, to another node if
+    /// the one in use is gone).
     ///
     /// # Errors
-    /// [`ErrorKind::BrokerUnavailable`] when the broker cannot be reached in 5 s.
+    /// [`ErrorKind::BrokerUnavailable`] when no node can be reached (each within 5 s); the
+    /// message names each node and why.
     pub async fn channel(&self) -> Result<Channel> {
         let conn = self.pool.get().await.map_err(|e| {
+            let why = match e {
+                managed::PoolError::Backend(_) | managed::PoolError::Timeout(_) => self.nodes.why(),
+                other => redact(&other.to_string()),
+            };
             Error::from(ErrorKind::BrokerUnavailable(format!(
-                "cannot connect to {}: {}",
-                self.display_url,
-                redact(&e.to_string())
+                "cannot connect to the broker ({why})"
             )))
         })?;
         // The channel keeps working after the pooled connection handle goes back to the pool:

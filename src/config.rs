@@ -43,9 +43,12 @@ pub struct Config {
 /// `[broker]`: where RabbitMQ is and how warren publishes to it.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
-    /// AMQP URL, `amqp://` or `amqps://` (rustls). Overridden by `WARREN_AMQP_URL`.
-    /// Default `amqp://guest:guest@127.0.0.1:5672/%2f`.
-    pub url: String,
+    /// The broker's AMQP URLs, `amqp://` or `amqps://` (rustls): one for a single broker,
+    /// or one per node of a cluster (`broker.url` is a string or an array; `WARREN_AMQP_URL`,
+    /// which overrides it, holds one URL or several separated by commas). Default
+    /// `["amqp://guest:guest@127.0.0.1:5672/%2f"]`. See `crate::Broker` for how a process
+    /// picks a node and moves to another.
+    pub urls: Vec<String>,
     /// How long a publish may wait for its publisher confirm before the intake answers 503.
     /// Default 5 s.
     pub confirm_timeout: Duration,
@@ -222,13 +225,21 @@ struct RawConfig {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawBroker {
-    url: Option<String>,
+    url: Option<OneOrMany>,
     #[serde(default, with = "humantime_serde")]
     confirm_timeout: Option<Duration>,
     publish_channels: Option<std::num::NonZeroUsize>,
     #[serde(default, with = "humantime_serde")]
     consumer_timeout: Option<Duration>,
     management_url: Option<String>,
+}
+
+/// `broker.url`: one URL, or an array of them (a cluster's nodes).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize, Default)]
@@ -370,11 +381,17 @@ impl Config {
         };
 
         let broker = BrokerConfig {
-            url: env
-                .amqp_url
-                .clone()
-                .or(raw.broker.url)
-                .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()),
+            urls: match (&env.amqp_url, raw.broker.url) {
+                (Some(list), _) => list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                (None, Some(OneOrMany::One(url))) => vec![url],
+                (None, Some(OneOrMany::Many(urls))) => urls,
+                (None, None) => vec!["amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()],
+            },
             confirm_timeout: raw.broker.confirm_timeout.unwrap_or(Duration::from_secs(5)),
             publish_channels: raw.broker.publish_channels.map_or(1, |n| n.get()),
             consumer_timeout: raw
@@ -391,11 +408,18 @@ impl Config {
                 crate::redact::redact(m)
             )));
         }
-        if !(broker.url.starts_with("amqp://") || broker.url.starts_with("amqps://")) {
+        if broker.urls.is_empty() {
             return Err(Error::config(format!(
-                "invalid config {file}: `broker.url` (or WARREN_AMQP_URL) must start with amqp:// or amqps://, got {}",
-                crate::redact::redact(&broker.url)
+                "invalid config {file}: `broker.url` (or WARREN_AMQP_URL) names no URL"
             )));
+        }
+        for url in &broker.urls {
+            if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+                return Err(Error::config(format!(
+                    "invalid config {file}: `broker.url` (or WARREN_AMQP_URL) must start with amqp:// or amqps://, got {}",
+                    crate::redact::redact(url)
+                )));
+            }
         }
         let bind = match &env.bind {
             Some(b) => b.parse().map_err(|e| {
@@ -718,6 +742,34 @@ mod tests {
     }
 
     #[test]
+    fn broker_url_is_one_url_or_a_list() {
+        let c =
+            parse("[broker]\nurl = \"amqp://a:1\"\n[queues.a]\nhandler = \"noop\"\n").expect("one");
+        assert_eq!(c.broker.urls, ["amqp://a:1"]);
+        let c = parse(
+            "[broker]\nurl = [\"amqp://a:1\", \"amqp://b:2\"]\n[queues.a]\nhandler = \"noop\"\n",
+        )
+        .expect("list");
+        assert_eq!(c.broker.urls, ["amqp://a:1", "amqp://b:2"]);
+        let env = EnvOverrides {
+            amqp_url: Some("amqp://x:1, amqp://y:2,".into()),
+            ..EnvOverrides::default()
+        };
+        let c = Config::parse(
+            "[queues.a]\nhandler = \"noop\"\n",
+            Path::new("q.toml"),
+            &env,
+        )
+        .expect("env list");
+        assert_eq!(c.broker.urls, ["amqp://x:1", "amqp://y:2"]);
+        let e =
+            err("[broker]\nurl = [\"amqp://a:1\", \"http://b\"]\n[queues.a]\nhandler = \"noop\"\n");
+        assert!(e.contains("amqp://"), "{e}");
+        let e = err("[broker]\nurl = []\n[queues.a]\nhandler = \"noop\"\n");
+        assert!(e.contains("names no URL"), "{e}");
+    }
+
+    #[test]
     fn retry_sweep_after_is_at_least_a_second() {
         let c = parse("[worker]\nretry_sweep_after = \"5s\"\n[queues.a]\nhandler = \"noop\"\n")
             .expect("valid");
@@ -798,7 +850,7 @@ mod tests {
             &env,
         )
         .expect("valid");
-        assert_eq!(c.broker.url, "amqp://u:p@h:1/%2f");
+        assert_eq!(c.broker.urls, ["amqp://u:p@h:1/%2f"]);
         assert_eq!(c.http.bind.port(), 9999);
         assert_eq!(c.resolved_store_url(), "sqlite:///tmp/x.db");
         assert_eq!(

@@ -265,7 +265,7 @@ async fn on_signal(shutdown: CancellationToken) {
 }
 
 async fn topology(config: Config, action: TopologyAction) -> anyhow::Result<()> {
-    let broker = warren::Broker::new(&config.broker.url, "cli")?;
+    let broker = warren::Broker::new(&config.broker.urls, "cli")?;
     match action {
         TopologyAction::Apply => {
             warren::topology::apply(&broker, &config).await?;

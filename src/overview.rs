@@ -93,7 +93,18 @@ impl Management {
     /// # Errors
     /// [`crate::ErrorKind::Config`] when either URL cannot be parsed.
     pub fn from_config(broker: &BrokerConfig) -> Result<Self> {
-        let amqp = lapin::uri::AMQPUri::from_str(&broker.url)
+        let first = broker.urls.first().map_or("", String::as_str);
+        Self::for_node(broker, first)
+    }
+
+    /// [`Management::from_config`] for the node at `node_url` (one of `broker.urls`): on a
+    /// cluster, the management API of the node a process is connected to, unless
+    /// `broker.management_url` names one.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Config`] when either URL cannot be parsed.
+    pub fn for_node(broker: &BrokerConfig, node_url: &str) -> Result<Self> {
+        let amqp = lapin::uri::AMQPUri::from_str(node_url)
             .map_err(|e| Error::config(format!("broker URL: {}", crate::redact(&e))))?;
         let text = match &broker.management_url {
             Some(u) => u.clone(),
@@ -257,7 +268,7 @@ pub async fn overview(
         Ok::<_, Error>((work, dead))
     }));
     let management = async {
-        match Management::from_config(&config.broker) {
+        match Management::for_node(&config.broker, broker.node_url()) {
             Ok(m) => m.unacked().await,
             Err(e) => Err(e),
         }
@@ -292,7 +303,7 @@ mod tests {
 
     fn broker(url: &str, management_url: Option<&str>) -> BrokerConfig {
         BrokerConfig {
-            url: url.to_owned(),
+            urls: vec![url.to_owned()],
             confirm_timeout: Duration::from_secs(5),
             publish_channels: 1,
             consumer_timeout: Duration::from_secs(1800),

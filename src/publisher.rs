@@ -5,6 +5,14 @@
 //! are in flight at once: callers share a few long-lived confirm-mode channels and each awaits
 //! only its own confirm, so confirms are pipelined rather than one publish waiting at a time.
 //! A channel that fails is dropped and replaced on the next publish.
+//!
+//! A channel whose confirms stall is replaced too: once a publish has waited
+//! [`STALL_AFTER`] for its confirm, later publishes go to a fresh channel while the stalled
+//! ones wait out their own `confirm_timeout` (and the old channel is closed after that). On a
+//! cluster this is what moves publishing to a quorum queue's new leader: a channel keeps
+//! sending to the leader it knew, and when that leader's node dies RabbitMQ 3.10's queue
+//! client resends its unconfirmed commands only after 10 s (`rabbit_fifo_client`,
+//! `?TIMER_TIME`), while a fresh channel starts from the queue's current leader.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -15,6 +23,12 @@ use lapin::{BasicProperties, Channel, Confirmation};
 
 use crate::broker::Broker;
 use crate::error::{Error, ErrorKind, Result};
+
+/// How long a publish waits for its confirm before its channel counts as stalled and later
+/// publishes go to a fresh one. Confirms of a healthy quorum queue take milliseconds
+/// (BENCHMARKS.md: POST→202 p99 6–70 ms under load), so a second means a leader lost or a
+/// broker in trouble.
+const STALL_AFTER: Duration = Duration::from_secs(1);
 
 /// A pipelining, confirming publisher. Cheap to share behind an `Arc`.
 #[derive(Debug)]
@@ -106,7 +120,15 @@ impl Publisher {
                     properties,
                 )
                 .await?;
-            confirm.await
+            tokio::pin!(confirm);
+            match tokio::time::timeout(STALL_AFTER, &mut confirm).await {
+                Ok(c) => c,
+                Err(_) => {
+                    // Stalled: later publishes take a fresh channel; this one waits on.
+                    self.retire(slot, &channel);
+                    confirm.await
+                }
+            }
         })
         .await;
         let confirmation = match outcome {
@@ -116,11 +138,11 @@ impl Publisher {
                 c
             }
             Ok(Err(e)) => {
-                self.discard(slot, &channel);
+                self.retire(slot, &channel);
                 return Err(Error::from(e));
             }
             Err(_) => {
-                self.discard(slot, &channel);
+                self.retire(slot, &channel);
                 let ms = u64::try_from(self.confirm_timeout.as_millis()).unwrap_or(u64::MAX);
                 return Err(ErrorKind::ConfirmTimeout(ms).into());
             }
@@ -155,14 +177,27 @@ impl Publisher {
         Ok(ch)
     }
 
-    /// Drops `channel` from `slot` unless another caller already replaced it.
-    fn discard(&self, slot: usize, channel: &Channel) {
-        let mut current = self.channels[slot]
-            .current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if current.as_ref().is_some_and(|c| c.id() == channel.id()) {
-            *current = None;
+    /// Drops `channel` from `slot` unless another caller already replaced it; the caller that
+    /// drops it closes it once every publish on it has had its `confirm_timeout`.
+    fn retire(&self, slot: usize, channel: &Channel) {
+        let retired = {
+            let mut current = self.channels[slot]
+                .current
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if current.as_ref().is_some_and(|c| c.id() == channel.id()) {
+                *current = None;
+                true
+            } else {
+                false
+            }
+        };
+        if retired && channel.status().connected() {
+            let (channel, wait) = (channel.clone(), self.confirm_timeout);
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                let _ = channel.close(200, "warren: channel replaced".into()).await;
+            });
         }
     }
 }

@@ -41,6 +41,9 @@ pub const JOBS_RESENT: &str = "warren_jobs_resent_total";
 pub const JOBS_IN_FLIGHT: &str = "warren_jobs_in_flight";
 /// Gauge: 1 while this process can open a channel on the broker, else 0 (checked every 5 s).
 pub const BROKER_CONNECTED: &str = "warren_broker_connected";
+/// Counter: times this process's broker connection moved to another node of the cluster
+/// because the node in use was lost (see `crate::broker`).
+pub const BROKER_FAILOVERS: &str = "warren_broker_failovers_total";
 /// Histogram (rows): jobs written per store commit, labelled `writer` (`intake` for the
 /// group-committed inserts, `worker` for the group-committed claims and successes).
 pub const STORE_WRITE_BATCH: &str = "warren_store_write_batch_size";
@@ -85,6 +88,10 @@ pub const ALL: &[(&str, &str)] = &[
     ),
     (JOBS_IN_FLIGHT, "Handlers running now in this process."),
     (
+        BROKER_FAILOVERS,
+        "Times this process's broker connection moved to another node because the node in use was lost.",
+    ),
+    (
         BROKER_CONNECTED,
         "1 while this process can open a channel on the broker, else 0.",
     ),
@@ -123,6 +130,8 @@ pub fn install() -> Option<&'static PrometheusHandle> {
                 });
             let handle = builder.ok()?.install_recorder().ok()?;
             describe();
+            // At 0 from the start, so that an alert on its rate sees the series.
+            counter!(BROKER_FAILOVERS).increment(0);
             Some(handle)
         })
         .as_ref()

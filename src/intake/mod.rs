@@ -113,6 +113,7 @@ async fn readyz(State(state): State<Arc<IntakeState>>) -> Response {
         Json(json!({
             "status": if ready { "ready" } else { "unavailable" },
             "broker": show(&broker),
+            "broker_node": state.publisher.broker().display_url(),
             "store": show(&store),
             "topology": if topology { "declared" } else { "pending" },
         })),

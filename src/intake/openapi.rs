@@ -219,6 +219,10 @@ pub(crate) struct Readiness {
     /// `ok`, or why the broker cannot be reached (no credentials).
     #[schema(example = "ok")]
     broker: String,
+    /// The broker node this process is connected to (or will try first), as its AMQP URL
+    /// with the password hidden: on a cluster, which node a process uses.
+    #[schema(example = "amqp://guest:***@127.0.0.1:5672/%2f")]
+    broker_node: String,
     /// `ok`, or why the store cannot be reached.
     #[schema(example = "ok")]
     store: String,
