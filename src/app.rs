@@ -443,6 +443,9 @@ async fn apply_topology_with_retry(
                     queues = config.queues.len(),
                     "topology declared"
                 );
+                for w in topology::replication_warnings(config).await {
+                    warn!("{w}");
+                }
                 return Ok(true);
             }
             Err(e) if e.is_unavailable() || matches!(e.kind(), ErrorKind::BrokerUnavailable(_)) => {

@@ -18,6 +18,10 @@ use crate::error::{Error, Result};
 /// Default configuration file name, looked up in the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "queues.toml";
 
+/// Default `queues.NAME.replicas`: 3 nodes, RabbitMQ's own default quorum group size
+/// (`quorum_cluster_size`, `rabbit_quorum_queue:get_default_quorum_initial_group_size/1`).
+pub const DEFAULT_REPLICAS: u32 = 3;
+
 /// The whole configuration of one warren deployment.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -139,6 +143,13 @@ pub struct QueueConfig {
     /// `x-delivery-limit` for quorum queues: redeliveries (crashes, requeues) before the broker
     /// dead-letters the message. Default 20.
     pub delivery_limit: u32,
+    /// `x-quorum-initial-group-size` of the work queue and its DLQ when they are quorum queues:
+    /// how many RabbitMQ nodes hold a replica of each, at least 1. Default 3 (RabbitMQ's own
+    /// default, `quorum_cluster_size`). The broker caps it at the nodes the cluster has
+    /// (`rabbit_queue_location:select_replicas/6`, RabbitMQ 3.10) and reads it only when it
+    /// creates the queue; an existing queue keeps its members (see [`crate::topology`]).
+    /// Not used by classic queues, which RabbitMQ does not replicate.
+    pub replicas: u32,
 }
 
 /// Retry backoff bounds. The delay before attempt `n + 1` is drawn uniformly from
@@ -289,6 +300,7 @@ struct RawQueue {
     max_length: Option<std::num::NonZeroU64>,
     max_payload_bytes: Option<std::num::NonZeroUsize>,
     delivery_limit: Option<std::num::NonZeroU32>,
+    replicas: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -584,6 +596,18 @@ impl Config {
                     "must be greater than 0".to_owned(),
                 ));
             }
+            let replicas = match q.replicas {
+                Some(n) if *n.get_ref() == 0 => {
+                    return Err(at(
+                        n.span(),
+                        &key("replicas"),
+                        "must be at least 1 (the RabbitMQ nodes that hold a copy of the queue)"
+                            .to_owned(),
+                    ));
+                }
+                Some(n) => n.into_inner(),
+                None => DEFAULT_REPLICAS,
+            };
             let cfg = QueueConfig {
                 name: name.clone(),
                 handler,
@@ -596,6 +620,7 @@ impl Config {
                 max_length: q.max_length.map(|n| n.get()),
                 max_payload_bytes: q.max_payload_bytes.map_or(256 * 1024, |n| n.get()),
                 delivery_limit: q.delivery_limit.map_or(20, |n| n.get()),
+                replicas,
             };
             queues.insert(name, cfg);
         }
@@ -949,6 +974,25 @@ mod tests {
             c.broker.management_url.as_deref(),
             Some("http://mgmt:15672")
         );
+    }
+
+    #[test]
+    fn replicas_default_to_three_and_zero_is_refused_naming_the_line() {
+        let c =
+            parse("[queues.a]\nhandler = \"noop\"\n[queues.b]\nhandler = \"noop\"\nreplicas = 5\n")
+                .expect("valid");
+        assert_eq!(c.queue("a").expect("a").replicas, 3);
+        assert_eq!(c.queue("b").expect("b").replicas, 5);
+        let c = parse("[queues.a]\nhandler = \"noop\"\nreplicas = 1\ntype = \"classic\"\n")
+            .expect("valid");
+        assert_eq!(c.queue("a").expect("a").replicas, 1);
+        let e = err("[queues.a]\nhandler = \"noop\"\nreplicas = 0\n");
+        assert!(e.contains("line 3: `queues.a.replicas`"), "{e}");
+        assert!(e.contains("at least 1"), "{e}");
+        let e = err("[queues.a]\nhandler = \"noop\"\n\nreplicas = -2\n");
+        assert!(e.contains("line 4"), "{e}");
+        let e = err("[queues.a]\nhandler = \"noop\"\nreplicas = \"three\"\n");
+        assert!(e.contains("line 3"), "{e}");
     }
 
     #[test]

@@ -132,12 +132,14 @@ async fn session(
     tracker: &TaskTracker,
     hard_stop: &CancellationToken,
 ) -> Result<()> {
-    let channel = ctx.broker.channel().await?;
+    let mut channel = ctx.broker.channel().await?;
     // Re-declare what this worker needs (idempotent), so that it also comes back after a
-    // broker that lost its definitions (a reset node, a deleted queue).
+    // broker that lost its definitions (a reset node, a deleted queue). Declaring may replace
+    // the channel (see `topology::declare_queue`).
+    let declarer = crate::topology::Declarer::new(&ctx.broker, None);
     tokio::time::timeout(crate::broker::RPC_TIMEOUT, async {
-        crate::topology::declare_shared(&channel).await?;
-        crate::topology::declare_one(&channel, queue).await
+        crate::topology::declare_shared(&declarer, &mut channel).await?;
+        crate::topology::declare_one(&declarer, &mut channel, queue).await
     })
     .await
     .map_err(|_| {

@@ -14,6 +14,10 @@
 //! survives a broker restart.
 //!
 //! [`LEVELS`] = 20 gives delays from 1 s to 2^20 − 1 s (about 12.1 days) at 1 s granularity.
+//!
+//! The levels are shared by every work queue, so they have no `replicas` of their own: each is
+//! declared with `x-quorum-initial-group-size` = [`REPLICAS`] (see
+//! [`crate::topology::GROUP_SIZE_ARG`]; levels declared by an older warren keep theirs).
 
 use std::time::Duration;
 
@@ -27,6 +31,10 @@ use crate::publisher::Publisher;
 
 /// Number of delay levels.
 pub const LEVELS: u32 = 20;
+/// `x-quorum-initial-group-size` of every delay level: 3 nodes (RabbitMQ's default
+/// `quorum_cluster_size`), so a delayed job survives the loss of one node of three; a smaller
+/// cluster holds one replica per node.
+pub const REPLICAS: u32 = 3;
 /// The last hop: routes `<bits>.<queue>` to the work queue `<queue>`.
 pub const DELIVER_EXCHANGE: &str = "warren.delay.deliver";
 
@@ -69,8 +77,12 @@ fn level_pattern(k: u32, bit: char) -> String {
     p
 }
 
-/// Declares the delay levels (idempotent).
-pub(crate) async fn declare(channel: &Channel) -> Result<()> {
+/// Declares the delay levels (idempotent) on `channel`, which is replaced by a new one when
+/// the broker closed it (see [`crate::topology::declare_queue`]).
+pub(crate) async fn declare(
+    declarer: &crate::topology::Declarer<'_>,
+    channel: &mut Channel,
+) -> Result<()> {
     let durable_topic = ExchangeDeclareOptions {
         durable: true,
         ..ExchangeDeclareOptions::default()
@@ -104,7 +116,11 @@ pub(crate) async fn declare(channel: &Channel) -> Result<()> {
         args.insert("x-dead-letter-exchange".into(), long_value(&next));
         args.insert("x-dead-letter-strategy".into(), long_value("at-least-once"));
         args.insert("x-overflow".into(), long_value("reject-publish"));
-        crate::topology::declare_queue(channel, &name, args).await?;
+        args.insert(
+            crate::topology::GROUP_SIZE_ARG.into(),
+            AMQPValue::LongLongInt(i64::from(REPLICAS)),
+        );
+        crate::topology::declare_queue(declarer, channel, &name, args).await?;
         channel
             .queue_bind(
                 name.as_str().into(),

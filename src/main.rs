@@ -156,9 +156,11 @@ enum DlqAction {
 
 #[derive(Subcommand, Debug)]
 enum TopologyAction {
-    /// Declare everything queues.toml needs (idempotent).
+    /// Declare everything queues.toml needs (idempotent); warns about classic queues on a
+    /// cluster, which RabbitMQ does not replicate.
     Apply,
-    /// Print what warren declares and what the broker has now.
+    /// Print what warren declares and what the broker has now: messages, consumers and, from
+    /// the management API, each queue's leader and members.
     Show,
 }
 
@@ -274,11 +276,18 @@ async fn topology(config: Config, action: TopologyAction) -> anyhow::Result<()> 
                 broker.display_url(),
                 config.queues.len()
             );
+            for w in warren::topology::replication_warnings(&config).await {
+                eprintln!("warning: {w}");
+            }
         }
         TopologyAction::Show => {
             print!("{}", warren::topology::describe_plan(&config));
             println!("\non the broker ({}):", broker.display_url());
             println!("{:<40} {:>10} {:>10}", "QUEUE", "MESSAGES", "CONSUMERS");
+            // Leaders and members come from the management API; when it cannot be reached,
+            // the first failure is kept and the API not asked again.
+            let management = warren::overview::Management::from_config(&config.broker);
+            let mut unreachable = management.as_ref().err().map(ToString::to_string);
             for q in config.queues.values() {
                 for name in [q.name.clone(), warren::topology::dlq_name(&q.name)] {
                     let s = warren::topology::inspect(&broker, &name).await?;
@@ -290,7 +299,21 @@ async fn topology(config: Config, action: TopologyAction) -> anyhow::Result<()> 
                         show(s.messages),
                         show(s.consumers)
                     );
+                    let (Ok(m), None, Some(_)) = (&management, &unreachable, s.messages) else {
+                        continue;
+                    };
+                    match m.queue_members(&name).await {
+                        Ok(Some(members)) => println!("  {}", members.summary()),
+                        Ok(None) => {}
+                        Err(e) => unreachable = Some(e.to_string()),
+                    }
                 }
+            }
+            if let Some(why) = unreachable {
+                eprintln!(
+                    "note: leaders and members unknown: {} (set broker.management_url)",
+                    warren::redact(&why)
+                );
             }
         }
     }

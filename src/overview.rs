@@ -157,49 +157,186 @@ impl Management {
         self.base.as_str()
     }
 
-    /// Per queue of the virtual host: (unacked messages, consumers) as the management API
-    /// last sampled them. A queue whose statistics are not sampled yet maps to `None`.
+    /// Per queue of the virtual host: unacked messages as the management API last sampled
+    /// them (`GET /api/queues/{vhost}`). A queue whose statistics are not sampled yet maps to
+    /// `None`.
     ///
     /// # Errors
     /// [`crate::ErrorKind::BrokerUnavailable`] with a description (no credentials) when the
     /// API cannot be reached in time or does not answer 200 with JSON.
     pub async fn unacked(&self) -> Result<BTreeMap<String, Option<u64>>> {
-        let url = format!(
-            "{}api/queues/{}?columns=name,messages_unacknowledged",
-            self.base,
-            percent_encode(&self.vhost)
-        );
-        let unavailable = |what: String| {
-            Error::from(crate::ErrorKind::BrokerUnavailable(format!(
-                "management API at {}: {what}",
-                self.base
-            )))
-        };
-        let resp = client()
-            .get(&url)
-            .basic_auth(&self.user, Some(&self.password))
-            .send()
-            .await
-            .map_err(|e| unavailable(crate::redact(&e.to_string())))?;
-        let status = resp.status();
-        if !status.is_success() {
-            return Err(unavailable(format!("HTTP {status}")));
-        }
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| unavailable(crate::redact(&e.to_string())))?;
         #[derive(serde::Deserialize)]
         struct Row {
             name: String,
             messages_unacknowledged: Option<u64>,
         }
-        let rows: Vec<Row> = serde_json::from_slice(&body)
-            .map_err(|e| unavailable(format!("unexpected answer: {e}")))?;
+        let path = format!(
+            "api/queues/{}?columns=name,messages_unacknowledged",
+            percent_encode(&self.vhost)
+        );
+        let rows: Vec<Row> = self
+            .get_json(&path)
+            .await?
+            .ok_or_else(|| self.unavailable("HTTP 404 Not Found".to_owned()))?;
         Ok(rows
             .into_iter()
             .map(|r| (r.name, r.messages_unacknowledged))
             .collect())
+    }
+
+    /// Where queue `name` of the virtual host lives (`GET /api/queues/{vhost}/{name}`): its
+    /// type, and its leader and members for a quorum queue or its node for a classic one.
+    /// Taken from the broker's metadata, not sampled statistics, so it is current. `None` when
+    /// the queue does not exist.
+    ///
+    /// # Errors
+    /// As [`Management::unacked`].
+    pub async fn queue_members(&self, name: &str) -> Result<Option<Members>> {
+        let path = format!(
+            "api/queues/{}/{}?columns=name,type,node,leader,members,online",
+            percent_encode(&self.vhost),
+            percent_encode(name)
+        );
+        self.get_json(&path).await
+    }
+
+    /// The `x-quorum-initial-group-size` of every quorum queue of the virtual host (`GET
+    /// /api/queues/{vhost}`, the queues' arguments): `None` for a queue declared without it.
+    /// Other queue types are left out.
+    ///
+    /// # Errors
+    /// As [`Management::unacked`].
+    pub async fn group_sizes(&self) -> Result<BTreeMap<String, Option<i64>>> {
+        #[derive(serde::Deserialize)]
+        struct Row {
+            name: String,
+            #[serde(rename = "type", default)]
+            queue_type: String,
+            #[serde(default)]
+            arguments: BTreeMap<String, serde_json::Value>,
+        }
+        let path = format!(
+            "api/queues/{}?columns=name,type,arguments",
+            percent_encode(&self.vhost)
+        );
+        let rows: Vec<Row> = self
+            .get_json(&path)
+            .await?
+            .ok_or_else(|| self.unavailable("HTTP 404 Not Found".to_owned()))?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| r.queue_type == "quorum")
+            .map(|r| {
+                let size = r
+                    .arguments
+                    .get(crate::topology::GROUP_SIZE_ARG)
+                    .and_then(serde_json::Value::as_i64);
+                (r.name, size)
+            })
+            .collect())
+    }
+
+    /// The names of the cluster's nodes, running or not (`GET /api/nodes`; the user needs the
+    /// `monitoring` or `administrator` tag). One name on a single node.
+    ///
+    /// # Errors
+    /// As [`Management::unacked`]; an HTTP 401 or 403 when the user may not list nodes.
+    pub async fn nodes(&self) -> Result<Vec<String>> {
+        #[derive(serde::Deserialize)]
+        struct Node {
+            name: String,
+        }
+        let nodes: Vec<Node> = self
+            .get_json("api/nodes?columns=name")
+            .await?
+            .ok_or_else(|| self.unavailable("HTTP 404 Not Found".to_owned()))?;
+        Ok(nodes.into_iter().map(|n| n.name).collect())
+    }
+
+    /// GETs `path` (relative to the base URL) and parses the JSON answer; `None` on 404.
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<Option<T>> {
+        let url = format!("{}{path}", self.base);
+        let resp = client()
+            .get(&url)
+            .basic_auth(&self.user, Some(&self.password))
+            .send()
+            .await
+            .map_err(|e| self.unavailable(crate::redact(&e.to_string())))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(self.unavailable(format!("HTTP {status}")));
+        }
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| self.unavailable(crate::redact(&e.to_string())))?;
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| self.unavailable(format!("unexpected answer: {e}")))
+    }
+
+    fn unavailable(&self, what: String) -> Error {
+        Error::from(crate::ErrorKind::BrokerUnavailable(format!(
+            "management API at {}: {what}",
+            self.base
+        )))
+    }
+}
+
+/// Where one queue lives, as the management API reports it ([`Management::queue_members`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Members {
+    /// The queue type: `quorum`, `classic` or `stream`.
+    #[serde(rename = "type", default)]
+    pub queue_type: String,
+    /// Quorum queues: the node of the current leader (`None` while there is none, e.g. when
+    /// a majority of its members is down).
+    #[serde(default)]
+    pub leader: Option<String>,
+    /// Quorum queues: every node holding a replica, the leader's included. Empty for a
+    /// classic queue.
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// Quorum queues: the members whose replica is running.
+    #[serde(default)]
+    pub online: Vec<String>,
+    /// Classic queues: the one node the queue lives on.
+    #[serde(default)]
+    pub node: Option<String>,
+}
+
+impl Members {
+    /// One line for `warren topology show`, e.g. `quorum: leader rabbit@a; members rabbit@a,
+    /// rabbit@b, rabbit@c (all online)`, or `classic on rabbit@a: not replicated`.
+    pub fn summary(&self) -> String {
+        match self.queue_type.as_str() {
+            "classic" => format!(
+                "classic on {}: not replicated",
+                self.node.as_deref().unwrap_or("(unknown node)")
+            ),
+            t => {
+                let leader = self.leader.as_deref().filter(|l| !l.is_empty());
+                let offline: Vec<&str> = self
+                    .members
+                    .iter()
+                    .filter(|m| !self.online.contains(m))
+                    .map(String::as_str)
+                    .collect();
+                let state = if offline.is_empty() {
+                    "all online".to_owned()
+                } else {
+                    format!("offline: {}", offline.join(", "))
+                };
+                format!(
+                    "{t}: leader {}; members {} ({state})",
+                    leader.unwrap_or("none"),
+                    self.members.join(", ")
+                )
+            }
+        }
     }
 }
 
@@ -337,6 +474,30 @@ mod tests {
             !format!("{m:?}").contains("p@ss"),
             "Debug hides the password"
         );
+    }
+
+    #[test]
+    fn members_read_as_one_line() {
+        let quorum: Members = serde_json::from_str(
+            r#"{"name":"q","type":"quorum","leader":"rabbit@a","members":["rabbit@a","rabbit@b","rabbit@c"],"online":["rabbit@a","rabbit@b"]}"#,
+        )
+        .expect("quorum");
+        assert_eq!(
+            quorum.summary(),
+            "quorum: leader rabbit@a; members rabbit@a, rabbit@b, rabbit@c (offline: rabbit@c)"
+        );
+        let single: Members = serde_json::from_str(
+            r#"{"name":"q","type":"quorum","leader":"rabbit@localhost","members":["rabbit@localhost"],"online":["rabbit@localhost"]}"#,
+        )
+        .expect("single");
+        assert_eq!(
+            single.summary(),
+            "quorum: leader rabbit@localhost; members rabbit@localhost (all online)"
+        );
+        let classic: Members =
+            serde_json::from_str(r#"{"name":"c","node":"rabbit@a","type":"classic"}"#)
+                .expect("classic");
+        assert_eq!(classic.summary(), "classic on rabbit@a: not replicated");
     }
 
     #[test]

@@ -131,6 +131,10 @@ async fn topology_apply_declares_durable_quorum_queues_and_show_lists_them() {
         "x-delivery-limit".into(),
         lapin::types::AMQPValue::LongLongInt(warren::topology::DLQ_DELIVERY_LIMIT),
     );
+    args.insert(
+        warren::topology::GROUP_SIZE_ARG.into(),
+        lapin::types::AMQPValue::LongLongInt(3),
+    );
     ch.queue_declare(
         format!("{q}.dlq").as_str().into(),
         QueueDeclareOptions {
@@ -147,9 +151,135 @@ async fn topology_apply_declares_durable_quorum_queues_and_show_lists_them() {
     let show = text(&out.stdout);
     assert!(show.contains(&format!("{q}.dlq")), "{show}");
     assert!(show.contains("x-delivery-limit=7"), "{show}");
+    assert!(show.contains("x-quorum-initial-group-size=3"), "{show}");
     assert!(
         !show.contains("guest:guest"),
         "no credentials in output: {show}"
+    );
+    // Each queue's leader and members, from the management API: on the single test node, the
+    // leader is the one member, whatever the group size asked for.
+    let lines: Vec<&str> = show.lines().collect();
+    for name in [q.clone(), format!("{q}.dlq")] {
+        let at = lines
+            .iter()
+            .position(|l| l.split_whitespace().next() == Some(name.as_str()))
+            .unwrap_or_else(|| panic!("{name} listed: {show}"));
+        let members = lines.get(at + 1).copied().unwrap_or_default();
+        let leader = members
+            .strip_prefix("  quorum: leader ")
+            .and_then(|rest| rest.split(';').next())
+            .unwrap_or_else(|| panic!("leader line under {name}: {show}"));
+        assert!(leader.starts_with("rabbit"), "{show}");
+        assert!(
+            members.ends_with(&format!("; members {leader} (all online)")),
+            "one member, the leader: {show}"
+        );
+    }
+    assert!(
+        !text(&out.stderr).contains("unknown"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Queues made before `replicas` existed have no `x-quorum-initial-group-size`, and RabbitMQ
+/// refuses to declare them with one (406 "inequivalent arg"); warren declares them again as
+/// they are, keeping their messages, and the same with a queue made with another group size.
+#[tokio::test]
+async fn topology_apply_keeps_quorum_queues_made_without_or_with_another_group_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = unique("legacy");
+    let dlq = format!("{q}.dlq");
+    let _cleanup = QueueCleanup(vec![q.clone(), dlq.clone()]);
+    let config = format!("[queues.{q}]\nhandler = \"noop\"\nreplicas = 3\n");
+    std::fs::write(dir.path().join("queues.toml"), &config).expect("write");
+    let parsed = warren::Config::parse(
+        &config,
+        &dir.path().join("queues.toml"),
+        &warren::config::EnvOverrides::default(),
+    )
+    .expect("valid");
+    let qc = parsed.queue(&q).expect("configured");
+    let strip = |args: FieldTable, size: Option<i64>| {
+        let mut inner = args.inner().clone();
+        inner.remove(warren::topology::GROUP_SIZE_ARG);
+        if let Some(n) = size {
+            inner.insert(
+                warren::topology::GROUP_SIZE_ARG.into(),
+                lapin::types::AMQPValue::LongLongInt(n),
+            );
+        }
+        FieldTable::from(inner)
+    };
+    let raw = Raw::connect().await;
+    for (name, args) in [
+        (&q, strip(warren::topology::work_queue_args(qc), None)),
+        (&dlq, strip(warren::topology::dlq_args(qc), Some(5))),
+    ] {
+        raw.channel()
+            .await
+            .queue_declare(
+                name.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                args,
+            )
+            .await
+            .expect("declare as an older warren did");
+    }
+    // The broker refuses warren's arguments as they are.
+    let refused = raw
+        .channel()
+        .await
+        .queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            warren::topology::work_queue_args(qc),
+        )
+        .await
+        .expect_err("inequivalent arg")
+        .to_string();
+    assert!(
+        refused.contains("inequivalent arg 'x-quorum-initial-group-size'")
+            && refused.contains("current is none"),
+        "{refused}"
+    );
+    raw.publish(&q, b"{\"kept\":true}", lapin::BasicProperties::default())
+        .await;
+
+    for _ in 0..2 {
+        let out = warren(dir.path(), &["topology", "apply"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("exist with another x-quorum-initial-group-size than warren's and keep their members")
+                && err.contains(&format!("{q} (none), {dlq} (5)")),
+            "says the queues keep their members: {err}"
+        );
+    }
+    assert_eq!(raw.depth(&q).await, Some(1), "the message is still there");
+    let out = warren(dir.path(), &["topology", "show"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Any other difference is still a mismatch, named as before.
+    std::fs::write(
+        dir.path().join("queues.toml"),
+        format!("[queues.{q}]\nhandler = \"noop\"\ndelivery_limit = 9\n"),
+    )
+    .expect("write");
+    let out = warren(dir.path(), &["topology", "apply"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "queue `{q}` already exists with a different `x-delivery-limit`"
+        )),
+        "{err}"
     );
 }
 
