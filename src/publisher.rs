@@ -8,7 +8,8 @@
 //!
 //! A channel whose confirms stall is replaced too: once a publish has waited
 //! [`STALL_AFTER`] for its confirm, later publishes go to a fresh channel while the stalled
-//! ones wait out their own `confirm_timeout` (and the old channel is closed after that). On a
+//! ones wait out their own `confirm_timeout` (and the old channel is closed after that); so
+//! is a channel open for at least [`STALL_AFTER`] whose publish is nacked. On a
 //! cluster this is what moves publishing to a quorum queue's new leader: a channel keeps
 //! sending to the leader it knew, and when that leader's node dies RabbitMQ 3.10's queue
 //! client resends its unconfirmed commands only after 10 s (`rabbit_fifo_client`,
@@ -16,7 +17,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation};
@@ -43,7 +44,8 @@ pub struct Publisher {
 /// it (never across an await), and a second lock that makes one caller at a time open it.
 #[derive(Debug, Default)]
 struct Slot {
-    current: Mutex<Option<Channel>>,
+    /// The open channel and when it was opened.
+    current: Mutex<Option<(Channel, Instant)>>,
     opening: tokio::sync::Mutex<()>,
 }
 
@@ -54,8 +56,18 @@ impl Slot {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
-            .filter(|c| c.status().connected())
-            .cloned()
+            .filter(|(c, _)| c.status().connected())
+            .map(|(c, _)| c.clone())
+    }
+
+    /// How long ago `channel` was opened, if it is this slot's open channel.
+    fn age(&self, channel: &Channel) -> Option<Duration> {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .filter(|(c, _)| c.id() == channel.id())
+            .map(|(_, opened)| opened.elapsed())
     }
 }
 
@@ -106,7 +118,7 @@ impl Publisher {
                     ))
                 })??,
         };
-        let sent = std::time::Instant::now();
+        let sent = Instant::now();
         let outcome = tokio::time::timeout(self.confirm_timeout, async {
             let confirm = channel
                 .basic_publish(
@@ -153,10 +165,22 @@ impl Publisher {
                 queue: queue.to_owned(),
             }
             .into()),
-            Confirmation::Nack(_) => Err(ErrorKind::Nacked {
-                queue: queue.to_owned(),
+            Confirmation::Nack(_) => {
+                // A quorum queue nacks while it has no leader it can reach (and when full,
+                // with `reject-publish`). A channel keeps the leader it knew, so one that has
+                // been open a while is replaced: the fresh one starts from the queue's current
+                // leader. At most one replacement a `STALL_AFTER` per channel slot.
+                if self.channels[slot]
+                    .age(&channel)
+                    .is_some_and(|age| age >= STALL_AFTER)
+                {
+                    self.retire(slot, &channel);
+                }
+                Err(ErrorKind::Nacked {
+                    queue: queue.to_owned(),
+                }
+                .into())
             }
-            .into()),
             Confirmation::NotRequested => Err(ErrorKind::Amqp(
                 "publisher confirms are not enabled on the channel".to_owned(),
             )
@@ -173,7 +197,8 @@ impl Publisher {
         }
         let ch = self.broker.channel().await?;
         crate::broker::bounded(ch.confirm_select(ConfirmSelectOptions::default())).await?;
-        *slot.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(ch.clone());
+        *slot.current.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((ch.clone(), Instant::now()));
         Ok(ch)
     }
 
@@ -185,7 +210,10 @@ impl Publisher {
                 .current
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if current.as_ref().is_some_and(|c| c.id() == channel.id()) {
+            if current
+                .as_ref()
+                .is_some_and(|(c, _)| c.id() == channel.id())
+            {
                 *current = None;
                 true
             } else {

@@ -1,0 +1,517 @@
+//! The fleet on a three-node RabbitMQ cluster (DESIGN §2 guarantee 9, §11): losing a broker
+//! node, or a worker process, loses no accepted job and runs no completed job again.
+//!
+//! `scripts/rabbitmq-cluster` starts three nodes on this machine (AMQP 5681–5683, data under
+//! `target/rabbitmq-cluster/`; stopped and removed when the test ends, also when it fails).
+//! Two `warren serve` intakes and two `warren work` processes get the three URLs
+//! (`WARREN_AMQP_URL`, comma-separated) and one store (a PostgreSQL database in the PostgreSQL
+//! pass, one SQLite file in the SQLite pass). An open-loop load of [`RATE`] POST/s runs for
+//! [`LOAD_SECS`] s through both intakes while:
+//! 1. the node intake A is connected to gets `rabbitmqctl stop_app`, and `start_app` a few
+//!    seconds later;
+//! 2. the Erlang VM of the node that leads the work queue is killed (SIGKILL) and started
+//!    again: the queue elects a new leader, and every intake must publish to it;
+//! 3. worker process `w1` is killed (SIGKILL of its process group) and started again.
+//!
+//! Checks: every 202 ends `succeeded`; each job ran at least once, none more than twice, and
+//! at most the killed worker's `concurrency` twice; every 503 carries `Retry-After`; each
+//! intake that lost its node, and every intake when the queue's leader was lost, accepted
+//! again within 5 s. The figures are printed (and kept in RELIABILITY.md).
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::TestStore;
+use common::process::{
+    Children, executions, free_port, signal_group, spawn_warren, wait_ready, write_recording_queue,
+};
+use serde_json::{Value, json};
+use warren::store::JobStatus;
+
+/// POSTs a second, spread over both intakes.
+const RATE: u64 = 200;
+/// How long the load runs.
+const LOAD_SECS: u64 = 60;
+/// Each worker process's `concurrency`.
+const CONCURRENCY: usize = 8;
+/// The longest an intake may refuse jobs after losing its node.
+const RECOVERY_BOUND: Duration = Duration::from_secs(5);
+
+/// The three-node cluster of `scripts/rabbitmq-cluster`; stopped and removed when dropped.
+struct Cluster {
+    urls: String,
+}
+
+impl Cluster {
+    fn script(args: &[&str]) -> std::process::Output {
+        let out = Command::new(common::repo().join("scripts/rabbitmq-cluster"))
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("scripts/rabbitmq-cluster {args:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "scripts/rabbitmq-cluster {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn start() -> Self {
+        // A cluster left behind by an earlier run that was killed is removed first.
+        Self::script(&["stop", "--reset"]);
+        // From here on a failure (a node that does not boot) still stops what did start.
+        let mut cluster = Self {
+            urls: String::new(),
+        };
+        let out = Self::script(&["start"]);
+        cluster.urls = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        assert_eq!(
+            cluster.urls.split(',').count(),
+            3,
+            "three URLs: {}",
+            cluster.urls
+        );
+        cluster
+    }
+
+    /// `warren-cN@localhost` for node `n` (1–3).
+    fn node(n: u16) -> String {
+        format!("warren-c{n}@localhost")
+    }
+
+    fn rabbitmqctl(n: u16, args: &[&str]) {
+        let node = Self::node(n);
+        let out = Command::new("rabbitmqctl")
+            .args(["-n", node.as_str()])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("rabbitmqctl: {e}"));
+        assert!(
+            out.status.success(),
+            "rabbitmqctl -n {node} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(common::repo().join("scripts/rabbitmq-cluster"))
+            .args(["stop", "--reset"])
+            .output();
+    }
+}
+
+/// Which node (1–3) an intake's `/readyz` says it is connected to.
+async fn node_of(http: &reqwest::Client, intake: &str) -> u16 {
+    let ready: Value = http
+        .get(format!("{intake}/readyz"))
+        .send()
+        .await
+        .expect("GET /readyz")
+        .json()
+        .await
+        .expect("readyz json");
+    let node = ready["broker_node"].as_str().unwrap_or_default().to_owned();
+    (1..=3)
+        .find(|n| node.contains(&format!(":568{n}/")))
+        .unwrap_or_else(|| panic!("{intake} names no cluster node: {ready}"))
+}
+
+/// The node (1–3) that leads quorum queue `queue`, from the management API of the first
+/// node that answers.
+async fn queue_leader(http: &reqwest::Client, queue: &str) -> u16 {
+    for n in 1..=3 {
+        let Ok(resp) = http
+            .get(format!("http://127.0.0.1:1568{n}/api/queues/%2F/{queue}"))
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await
+        else {
+            continue;
+        };
+        let Ok(info) = resp.json::<Value>().await else {
+            continue;
+        };
+        if let Some(leader) = info["leader"].as_str() {
+            return (1..=3)
+                .find(|k| leader.starts_with(&format!("warren-c{k}@")))
+                .unwrap_or_else(|| panic!("{queue}'s leader {leader} is not a cluster node"));
+        }
+    }
+    panic!("no node's management API named {queue}'s leader");
+}
+
+/// One POST of the load.
+#[derive(Clone, Debug)]
+struct Sent {
+    intake: usize,
+    /// When it was sent.
+    at: Instant,
+    /// When its answer came.
+    done: Instant,
+    status: u16,
+    id: Option<String>,
+    retry_after: bool,
+}
+
+async fn load(intakes: [String; 2], queue: String, until: Instant, log: Arc<Mutex<Vec<Sent>>>) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
+    let mut n = 0usize;
+    let mut tasks = tokio::task::JoinSet::new();
+    while Instant::now() < until {
+        tick.tick().await;
+        let intake = n % 2;
+        let url = format!("{}/v1/queues/{queue}/jobs", intakes[intake]);
+        let (http, log) = (http.clone(), log.clone());
+        tasks.spawn(async move {
+            let at = Instant::now();
+            let sent = match http
+                .post(&url)
+                .json(&json!({"payload": {"n": n}}))
+                .send()
+                .await
+            {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let retry_after = resp.headers().contains_key("retry-after");
+                    let id = if status == 202 {
+                        resp.json::<Value>()
+                            .await
+                            .ok()
+                            .and_then(|v| v["id"].as_str().map(str::to_owned))
+                    } else {
+                        None
+                    };
+                    Sent {
+                        intake,
+                        at,
+                        done: Instant::now(),
+                        status,
+                        id,
+                        retry_after,
+                    }
+                }
+                Err(_) => Sent {
+                    intake,
+                    at,
+                    done: Instant::now(),
+                    status: 0,
+                    id: None,
+                    retry_after: false,
+                },
+            };
+            log.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(sent);
+        });
+        n += 1;
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// How long after `from` intake `intake` first answered 202 to a request sent after `from`.
+fn recovery(log: &[Sent], intake: usize, from: Instant) -> Option<Duration> {
+    log.iter()
+        .filter(|s| s.intake == intake && s.at >= from && s.status == 202)
+        .map(|s| s.done.duration_since(from))
+        .min()
+}
+
+/// The first warnings and errors of a process's log: what it met at the faults.
+fn warnings(dir: &Path, file: &str) -> String {
+    let text = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .take(40)
+        .collect();
+    lines.join("\n")
+}
+
+fn tail(dir: &Path, file: &str) -> String {
+    let text = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_a_node_or_a_worker_under_load_loses_no_job() {
+    let cluster = tokio::task::spawn_blocking(Cluster::start)
+        .await
+        .expect("cluster start");
+    tokio::time::timeout(Duration::from_secs(480), scenario(&cluster))
+        .await
+        .expect("the chaos scenario finished within 8 minutes");
+}
+
+async fn scenario(cluster: &Cluster) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    let q = common::unique("chaos");
+    write_recording_queue(&dir, &q, CONCURRENCY);
+    let store = TestStore::new(&dir).await;
+    let mut children = Children::default();
+    let urls = cluster.urls.as_str();
+    let (port_a, port_b) = (free_port(), free_port());
+    let intakes = [
+        format!("http://127.0.0.1:{port_a}"),
+        format!("http://127.0.0.1:{port_b}"),
+    ];
+    for (port, name) in [(port_a, "intake-a"), (port_b, "intake-b")] {
+        let pid = spawn_warren(
+            &dir,
+            store.url(),
+            &["serve"],
+            port,
+            &format!("{name}.log"),
+            &[("WARREN_AMQP_URL", urls)],
+        )
+        .id();
+        children.0.push(pid);
+    }
+    let worker = |name: &str| {
+        spawn_warren(
+            &dir,
+            store.url(),
+            &["work"],
+            free_port(),
+            &format!("{name}.log"),
+            &[("WORKER_NAME", name), ("WARREN_AMQP_URL", urls)],
+        )
+        .id()
+    };
+    children.0.push(worker("w1"));
+    children.0.push(worker("w2"));
+    wait_ready(&intakes[0], &dir, "intake-a.log").await;
+    wait_ready(&intakes[1], &dir, "intake-b.log").await;
+    let http = reqwest::Client::new();
+
+    // The workers consume before the load starts: one job runs end to end.
+    let first: Value = http
+        .post(format!("{}/v1/queues/{q}/jobs", intakes[0]))
+        .json(&json!({"payload": {"first": true}}))
+        .send()
+        .await
+        .expect("POST")
+        .json()
+        .await
+        .expect("json");
+    let first = first["id"].as_str().expect("id").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store.statuses().await.get(&first) != Some(&JobStatus::Succeeded) {
+        assert!(
+            Instant::now() < deadline,
+            "the first job did not run within 60 s; w1:\n{}",
+            tail(&dir, "w1.log")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let start = Instant::now();
+    let load = tokio::spawn(load(
+        intakes.clone(),
+        q.clone(),
+        start + Duration::from_secs(LOAD_SECS),
+        log.clone(),
+    ));
+    let at = |secs: u64| tokio::time::sleep_until((start + Duration::from_secs(secs)).into());
+    let mut faults: Vec<(String, Instant, Option<usize>)> = Vec::new();
+
+    // 1. stop_app on intake A's node.
+    at(8).await;
+    let stopped = node_of(&http, &intakes[0]).await;
+    let b_on_stopped = node_of(&http, &intakes[1]).await == stopped;
+    tokio::task::spawn_blocking(move || Cluster::rabbitmqctl(stopped, &["stop_app"]))
+        .await
+        .expect("stop_app");
+    // From here the node is gone: requests sent earlier may still have been confirmed by it.
+    let t = Instant::now();
+    eprintln!(
+        "[{:>5.1}s] stop_app on node {stopped} (intake A's)",
+        start.elapsed().as_secs_f64()
+    );
+    faults.push((format!("stop_app node {stopped}"), t, Some(0)));
+    if b_on_stopped {
+        faults.push((format!("stop_app node {stopped}"), t, Some(1)));
+    }
+    at(15).await;
+    tokio::task::spawn_blocking(move || {
+        Cluster::rabbitmqctl(stopped, &["start_app"]);
+        Cluster::rabbitmqctl(stopped, &["await_startup"]);
+    })
+    .await
+    .expect("start_app");
+    eprintln!(
+        "[{:>5.1}s] node {stopped} started again",
+        start.elapsed().as_secs_f64()
+    );
+
+    // 2. SIGKILL of the VM of the node that leads the work queue (the worst node to lose:
+    //    the queue elects a new leader, and every intake publishes to it).
+    at(25).await;
+    let killed = queue_leader(&http, &q).await;
+    tokio::task::spawn_blocking(move || Cluster::script(&["kill", &killed.to_string()]))
+        .await
+        .expect("kill");
+    let t = Instant::now();
+    eprintln!(
+        "[{:>5.1}s] SIGKILL to node {killed}'s VM (the work queue's leader)",
+        start.elapsed().as_secs_f64()
+    );
+    for intake in [0, 1] {
+        faults.push((format!("SIGKILL node {killed} (leader)"), t, Some(intake)));
+    }
+    at(30).await;
+    tokio::task::spawn_blocking(move || Cluster::script(&["restart", &killed.to_string()]))
+        .await
+        .expect("restart");
+    eprintln!(
+        "[{:>5.1}s] node {killed} started again",
+        start.elapsed().as_secs_f64()
+    );
+
+    // 3. SIGKILL of worker w1's process group, started again 3 s later.
+    at(45).await;
+    signal_group(children.0[2], "KILL");
+    eprintln!(
+        "[{:>5.1}s] SIGKILL to worker w1",
+        start.elapsed().as_secs_f64()
+    );
+    faults.push(("SIGKILL worker w1".to_owned(), Instant::now(), None));
+    at(48).await;
+    children.0.push(worker("w1"));
+
+    load.await.expect("load");
+    let log = log
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let accepted: Vec<String> = log.iter().filter_map(|s| s.id.clone()).collect();
+    let refused = log.iter().filter(|s| s.status == 503).count();
+    let no_answer = log.iter().filter(|s| s.status == 0).count();
+    let others: Vec<u16> = log
+        .iter()
+        .map(|s| s.status)
+        .filter(|s| ![0, 202, 503].contains(s))
+        .collect();
+    assert!(others.is_empty(), "only 202 and 503 answers: {others:?}");
+    assert!(
+        log.iter()
+            .filter(|s| s.status == 503)
+            .all(|s| s.retry_after),
+        "every 503 carries Retry-After"
+    );
+
+    // Every accepted job ends `succeeded`.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let statuses = store.statuses().await;
+        let done = accepted
+            .iter()
+            .filter(|id| statuses.get(*id) == Some(&JobStatus::Succeeded))
+            .count();
+        if done == accepted.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{done} of {} accepted jobs succeeded within 180 s of the load's end; w2:\n{}",
+            accepted.len(),
+            tail(&dir, "w2.log")
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut runs: HashMap<String, usize> = HashMap::new();
+    for (id, _) in executions(&dir) {
+        *runs.entry(id).or_default() += 1;
+    }
+    let lost = accepted.iter().filter(|id| !runs.contains_key(*id)).count();
+    let twice = accepted
+        .iter()
+        .filter(|id| runs.get(*id) == Some(&2))
+        .count();
+    let more = runs.values().filter(|n| **n > 2).count();
+
+    let mut recoveries = Vec::new();
+    for (what, t, intake) in &faults {
+        if let Some(i) = intake {
+            let r = recovery(&log, *i, *t);
+            eprintln!(
+                "{what}: intake {} accepted again after {:?}",
+                ["A", "B"][*i],
+                r
+            );
+            recoveries.push((what.clone(), *i, r));
+        }
+    }
+    eprintln!(
+        "store {}: sent {}, accepted {}, refused 503 {refused}, no answer {no_answer}, lost {lost}, ran twice {twice}; recoveries {:?}",
+        store.backend().name(),
+        log.len(),
+        accepted.len(),
+        recoveries
+            .iter()
+            .map(|(w, i, r)| format!(
+                "{w} intake {}: {} ms",
+                ["A", "B"][*i],
+                r.map_or(-1, |d| d.as_millis() as i64)
+            ))
+            .collect::<Vec<_>>()
+    );
+    // Intake A lost its node to the stop_app: it moved, said so, and counted it.
+    let metrics = http
+        .get(format!("{}/metrics", intakes[0]))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics");
+    let failovers: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("warren_broker_failovers_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        failovers >= 1.0,
+        "intake A counted its failover:\n{metrics}"
+    );
+    let intake_log = std::fs::read_to_string(dir.join("intake-a.log")).unwrap_or_default();
+    assert!(
+        intake_log.contains("broker node lost; connected to another node"),
+        "intake A's log names the move:\n{}",
+        tail(&dir, "intake-a.log")
+    );
+    assert_eq!(lost, 0, "accepted jobs that never ran");
+    assert_eq!(more, 0, "no job ran more than twice");
+    assert!(
+        twice <= CONCURRENCY,
+        "{twice} jobs ran twice; only the killed worker's {CONCURRENCY} in flight may"
+    );
+    for (what, i, r) in recoveries {
+        let r = r.unwrap_or_else(|| {
+            panic!(
+                "{what}: intake {i} never accepted again; its log:\n{}",
+                tail(&dir, ["intake-a.log", "intake-b.log"][i])
+            )
+        });
+        assert!(
+            r <= RECOVERY_BOUND,
+            "{what}: intake {i} accepted again only after {r:?}; its warnings:\n{}",
+            warnings(&dir, ["intake-a.log", "intake-b.log"][i])
+        );
+    }
+    drop(children);
+}
