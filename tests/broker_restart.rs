@@ -8,22 +8,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::Setup;
+use common::process::rabbitmqctl;
 use serde_json::json;
 use warren::workers::{Outcome, handler_fn};
-
-fn rabbitmqctl(args: &[&str]) {
-    let out = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("this test restarts the broker with rabbitmqctl, which is missing: {e}")
-        });
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// `rabbitmqctl list_queues` lines of the queues that hold messages: where a missing retry
 /// waits (a delay level, the work queue), for the failure message.

@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 
 use common::TestStore;
 use common::process::{
-    Children, executions, free_port, signal_group, spawn_warren, wait_ready, write_recording_queue,
+    Children, executions, free_port, rabbitmqctl, signal_group, spawn_warren, wait_ready,
+    write_recording_queue,
 };
 use serde_json::{Value, json};
 use warren::store::JobStatus;
@@ -85,18 +86,12 @@ impl Cluster {
         format!("warren-c{n}@localhost")
     }
 
+    /// `rabbitmqctl -n NODE ARGS` against node `n`.
     fn rabbitmqctl(n: u16, args: &[&str]) {
         let node = Self::node(n);
-        let out = Command::new("rabbitmqctl")
-            .args(["-n", node.as_str()])
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("rabbitmqctl: {e}"));
-        assert!(
-            out.status.success(),
-            "rabbitmqctl -n {node} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut all = vec!["-n", node.as_str()];
+        all.extend_from_slice(args);
+        rabbitmqctl(&all);
     }
 }
 

@@ -25,7 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::process::{
-    Children, executions, signal_group, spawn_warren, wait_ready, write_recording_queue,
+    Children, executions, rabbitmqctl, signal_group, spawn_warren, wait_ready,
+    write_recording_queue,
 };
 use common::{QueueCleanup, TestStore, unique};
 use serde_json::{Value, json};
@@ -107,18 +108,6 @@ async fn load(url: String, samples: Samples, stop: CancellationToken) {
 }
 
 /// Runs `rabbitmqctl args`, failing loudly when it is missing or fails.
-fn rabbitmqctl(args: &[&str]) {
-    let out = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("the faults suite drives the broker with rabbitmqctl: {e}"));
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 struct Scenario {
     dir: PathBuf,
     store: TestStore,

@@ -46,6 +46,22 @@ pub fn spawn_warren(
         .expect("spawn warren")
 }
 
+/// Runs `rabbitmqctl ARGS` (against the local broker, or the node `-n NODE` names) and fails
+/// the test, with the tool's stderr, when it is missing or the command fails.
+pub fn rabbitmqctl(args: &[&str]) {
+    let out = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("this test drives the broker with rabbitmqctl, which is missing: {e}")
+        });
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Sends `signal` (`KILL`, `TERM`…) to the process group `pid` leads.
 pub fn signal_group(pid: u32, signal: &str) {
     let _ = Command::new("kill")
