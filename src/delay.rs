@@ -15,6 +15,17 @@
 //!
 //! [`LEVELS`] = 20 gives delays from 1 s to 2^20 − 1 s (about 12.1 days) at 1 s granularity.
 //!
+//! The way out: level 0 dead-letters to [`DELIVER_EXCHANGE`], which passes everything on
+//! (exchange-to-exchange binding `#`) to [`ROUTE_EXCHANGE`], where each work queue is bound
+//! by its name. [`ROUTE_EXCHANGE`] has an alternate exchange (RabbitMQ docs, "Alternate
+//! Exchanges"): a message no work queue takes (its queue was deleted while it waited) goes to
+//! the queue [`UNROUTABLE`], where `warren queues` counts it and `warren dlq … warren.unroutable`
+//! shows, drains, requeues or purges it. Without it the broker's at-least-once dead-lettering
+//! would hold such a message in level 0 for good, retrying it and showing it to nobody.
+//! (The hop through [`DELIVER_EXCHANGE`] exists because level 0's `x-dead-letter-exchange`
+//! is fixed when the queue is created, and deployments made before [`ROUTE_EXCHANGE`] keep
+//! theirs.)
+//!
 //! The levels are shared by every work queue, so they have no `replicas` of their own: each is
 //! declared with `x-quorum-initial-group-size` = [`REPLICAS`] (see
 //! [`crate::topology::GROUP_SIZE_ARG`]; levels declared by an older warren keep theirs).
@@ -35,8 +46,15 @@ pub const LEVELS: u32 = 20;
 /// `quorum_cluster_size`), so a delayed job survives the loss of one node of three; a smaller
 /// cluster holds one replica per node.
 pub const REPLICAS: u32 = 3;
-/// The last hop: routes `<bits>.<queue>` to the work queue `<queue>`.
+/// Where level 0 dead-letters to: a topic exchange passing every message on to
+/// [`ROUTE_EXCHANGE`].
 pub const DELIVER_EXCHANGE: &str = "warren.delay.deliver";
+/// The last hop: a topic exchange routing `<bits>.<queue>` to the work queue `<queue>`, with
+/// alternate exchange [`UNROUTABLE`].
+pub const ROUTE_EXCHANGE: &str = "warren.delay.route";
+/// A fanout exchange and the quorum queue bound to it, both of this name: where a delayed
+/// message goes when its work queue no longer exists.
+pub const UNROUTABLE: &str = "warren.unroutable";
 
 /// The longest delay: 2^[`LEVELS`] − 1 seconds.
 pub const MAX_DELAY: Duration = Duration::from_secs((1 << LEVELS) - 1);
@@ -69,6 +87,19 @@ pub fn routing_key(seconds: u64, queue: &str) -> String {
     key
 }
 
+/// The work queue a delayed message is for, from its routing key (see [`routing_key`]); the
+/// whole key when it does not have the shape of one.
+pub fn destination(routing_key: &str) -> &str {
+    let mut rest = routing_key;
+    for _ in 0..LEVELS {
+        match rest.split_once('.') {
+            Some((bit, tail)) if bit == "0" || bit == "1" => rest = tail,
+            _ => return routing_key,
+        }
+    }
+    rest
+}
+
 /// A topic pattern matching keys whose bit for level `k` is `bit`.
 fn level_pattern(k: u32, bit: char) -> String {
     let mut p = "*.".repeat((LEVELS - 1 - k) as usize);
@@ -87,14 +118,7 @@ pub(crate) async fn declare(
         durable: true,
         ..ExchangeDeclareOptions::default()
     };
-    channel
-        .exchange_declare(
-            DELIVER_EXCHANGE.into(),
-            ExchangeKind::Topic,
-            durable_topic,
-            FieldTable::default(),
-        )
-        .await?;
+    declare_way_out(declarer, channel).await?;
     for k in 0..LEVELS {
         let name = level_name(k);
         let next = if k == 0 {
@@ -143,15 +167,90 @@ pub(crate) async fn declare(
     Ok(())
 }
 
-/// Binds work queue `queue` to [`DELIVER_EXCHANGE`] (idempotent).
+/// Declares the way out of level 0 (see the module docs): [`UNROUTABLE`] (exchange, queue,
+/// binding), [`ROUTE_EXCHANGE`] with it as alternate exchange, and [`DELIVER_EXCHANGE`]
+/// bound to [`ROUTE_EXCHANGE`]. The unroutable queue first, so that nothing routed to it is
+/// lost.
+async fn declare_way_out(
+    declarer: &crate::topology::Declarer<'_>,
+    channel: &mut Channel,
+) -> Result<()> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(
+            UNROUTABLE.into(),
+            ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), long_value("quorum"));
+    args.insert(
+        crate::topology::GROUP_SIZE_ARG.into(),
+        AMQPValue::LongLongInt(i64::from(REPLICAS)),
+    );
+    // Peeks return messages to the queue, which counts as a delivery (see
+    // `topology::DLQ_DELIVERY_LIMIT`).
+    args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(crate::topology::DLQ_DELIVERY_LIMIT),
+    );
+    crate::topology::declare_queue(declarer, channel, UNROUTABLE, args).await?;
+    channel
+        .queue_bind(
+            UNROUTABLE.into(),
+            UNROUTABLE.into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut route_args = FieldTable::default();
+    route_args.insert("alternate-exchange".into(), long_value(UNROUTABLE));
+    for (name, args) in [
+        (ROUTE_EXCHANGE, route_args),
+        (DELIVER_EXCHANGE, FieldTable::default()),
+    ] {
+        channel
+            .exchange_declare(name.into(), ExchangeKind::Topic, durable, args)
+            .await?;
+    }
+    channel
+        .exchange_bind(
+            ROUTE_EXCHANGE.into(),
+            DELIVER_EXCHANGE.into(),
+            "#".into(),
+            ExchangeBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Binds work queue `queue` to [`ROUTE_EXCHANGE`] (idempotent), and removes the binding to
+/// [`DELIVER_EXCHANGE`] that warren made before [`ROUTE_EXCHANGE`] existed (unbinding what is
+/// not bound is a no-op). While both exist a message reaches the queue once: the broker
+/// delivers one copy per queue however many bindings match.
 pub(crate) async fn bind_work_queue(channel: &Channel, queue: &str) -> Result<()> {
     let pattern = format!("{}{queue}", "*.".repeat(LEVELS as usize));
     channel
         .queue_bind(
             queue.into(),
-            DELIVER_EXCHANGE.into(),
+            ROUTE_EXCHANGE.into(),
             pattern.as_str().into(),
             QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_unbind(
+            queue.into(),
+            DELIVER_EXCHANGE.into(),
+            pattern.as_str().into(),
             FieldTable::default(),
         )
         .await?;
@@ -226,6 +325,15 @@ mod tests {
             MAX_DELAY.as_secs()
         );
         assert!(MAX_DELAY >= Duration::from_secs(7 * 86400));
+    }
+
+    #[test]
+    fn the_destination_is_read_back_from_the_routing_key() {
+        assert_eq!(destination(&routing_key(5, "mail")), "mail");
+        assert_eq!(destination(&routing_key(1, "a.b.c")), "a.b.c");
+        assert_eq!(destination(&routing_key(0, "0.1")), "0.1");
+        assert_eq!(destination("1.0.mail"), "1.0.mail");
+        assert_eq!(destination("mail"), "mail");
     }
 
     #[test]

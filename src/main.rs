@@ -63,6 +63,10 @@ enum Command {
         id: String,
     },
     /// See, drain, replay, requeue and purge dead letters (every move is confirm-then-ack).
+    ///
+    /// Name `warren.unroutable` instead of a queue for delayed messages (retries, `delay_ms`)
+    /// whose work queue was gone when their delay ended: `requeue` sends each back to the
+    /// queue it is for once that queue is configured and declared again.
     Dlq {
         #[command(subcommand)]
         action: DlqAction,
@@ -93,7 +97,7 @@ enum DlqAction {
     },
     /// Show dead letters (id, attempts, failed-at, last error, payload excerpt); leaves them in the DLQ.
     Peek {
-        /// The work queue whose DLQ to look at.
+        /// The work queue whose DLQ to look at (or `warren.unroutable`).
         queue: String,
         /// How many.
         #[arg(short = 'n', long, default_value_t = 10)]
@@ -104,7 +108,7 @@ enum DlqAction {
     },
     /// Move dead letters to a JSON Lines archive (each acked only after its line is fsynced).
     Drain {
-        /// The work queue whose DLQ to drain.
+        /// The work queue whose DLQ to drain (or `warren.unroutable`).
         queue: String,
         /// Archive file [default: dlq/<queue>-<UTC timestamp>.jsonl next to the config file].
         #[arg(long, value_name = "FILE")]
@@ -126,7 +130,7 @@ enum DlqAction {
     },
     /// Move dead letters straight back to their work queue (confirm, then ack).
     Requeue {
-        /// The work queue whose DLQ to requeue from.
+        /// The work queue whose DLQ to requeue from (or `warren.unroutable`).
         queue: String,
         /// Move at most this many.
         #[arg(long)]
@@ -288,8 +292,14 @@ async fn topology(config: Config, action: TopologyAction) -> anyhow::Result<()> 
             // the first failure is kept and the API not asked again.
             let management = warren::overview::Management::from_config(&config.broker);
             let mut unreachable = management.as_ref().err().map(ToString::to_string);
-            for q in config.queues.values() {
-                for name in [q.name.clone(), warren::topology::dlq_name(&q.name)] {
+            let names = config
+                .queues
+                .values()
+                .flat_map(|q| [q.name.clone(), warren::topology::dlq_name(&q.name)])
+                .chain((0..warren::delay::LEVELS).map(warren::delay::level_name))
+                .chain([warren::delay::UNROUTABLE.to_owned()]);
+            for name in names {
+                {
                     let s = warren::topology::inspect(&broker, &name).await?;
                     let show =
                         |v: Option<u32>| v.map_or_else(|| "missing".to_owned(), |n| n.to_string());
@@ -343,6 +353,26 @@ async fn queues(config: Config, json: bool) -> anyhow::Result<()> {
             show(q.dead)
         );
     }
+    if let Some(n) = overview.unroutable {
+        println!(
+            "{:<32} {:>8} {:>8} {:>9} {:>8} {:>8}",
+            warren::dlq::UNROUTABLE,
+            n,
+            "-",
+            "-",
+            "-",
+            "-"
+        );
+        if n > 0 {
+            eprintln!(
+                "note: {n} delayed message(s) found their work queue gone; \
+                 `warren dlq peek {0}` shows them, `warren dlq requeue {0}` sends them back \
+                 once their queue is configured and declared again",
+                warren::dlq::UNROUTABLE
+            );
+        }
+    }
+    println!("broker node: {}", overview.broker_node);
     if overview.management != "ok" {
         eprintln!(
             "note: UNACKED unknown: {} (set broker.management_url)",
@@ -493,11 +523,18 @@ async fn dlq(config: Config, action: DlqAction) -> anyhow::Result<()> {
                     println!("{}", serde_json::to_string(l)?);
                 }
             } else {
+                let unroutable = queue == warren::dlq::UNROUTABLE;
+                if unroutable {
+                    print!("{:<24}  ", "FOR QUEUE");
+                }
                 println!(
                     "{:<36}  {:>3}  {:<24}  {:<40}  PAYLOAD",
                     "JOB ID", "TRY", "FAILED AT", "LAST ERROR"
                 );
                 for l in &lines {
+                    if unroutable {
+                        print!("{:<24}  ", excerpt(&l.queue, 24));
+                    }
                     let payload = match (&l.payload, &l.payload_base64) {
                         (Some(p), _) => p.get().to_owned(),
                         (None, Some(_)) => "(not JSON)".to_owned(),
@@ -513,7 +550,7 @@ async fn dlq(config: Config, action: DlqAction) -> anyhow::Result<()> {
                     );
                 }
                 if lines.is_empty() {
-                    println!("(no dead letters in {queue}.dlq)");
+                    println!("(no messages in {})", held_in(&queue));
                 }
             }
         }
@@ -527,8 +564,9 @@ async fn dlq(config: Config, action: DlqAction) -> anyhow::Result<()> {
                 .await?;
             drop(bar);
             println!(
-                "drained {} dead letter(s) of {queue} to {}{}",
+                "drained {} message(s) of {} to {}{}",
                 r.moved,
+                held_in(&queue),
                 r.path.display(),
                 if r.interrupted {
                     " (stopped early)"
@@ -585,10 +623,17 @@ async fn dlq(config: Config, action: DlqAction) -> anyhow::Result<()> {
                 .requeue(&queue, &filter, limit, &bar, &stop_on_signal())
                 .await?;
             drop(bar);
+            let to: Vec<&str> = r.by_queue.keys().map(String::as_str).collect();
             println!(
-                "requeued {} dead letter(s) to {queue}; {} did not match and stay in {queue}.dlq{}",
+                "requeued {} message(s) to {}; {} did not match and stay in {}{}",
                 r.moved,
+                if to.is_empty() {
+                    queue.clone()
+                } else {
+                    to.join(", ")
+                },
                 r.kept,
+                held_in(&queue),
                 if r.interrupted {
                     " (stopped early)"
                 } else {
@@ -600,8 +645,21 @@ async fn dlq(config: Config, action: DlqAction) -> anyhow::Result<()> {
             let bar = Bar::new("purging");
             let n = dlq.purge(&queue, limit, &bar, &stop_on_signal()).await?;
             drop(bar);
-            println!("purged {n} dead letter(s) from {queue}.dlq; their jobs are marked discarded");
+            println!(
+                "purged {n} message(s) from {}; their jobs are marked discarded",
+                held_in(&queue)
+            );
         }
     }
     Ok(())
+}
+
+/// The broker queue a `warren dlq` command on `queue` reads: `{queue}.dlq`, or
+/// `warren.unroutable` itself.
+fn held_in(queue: &str) -> String {
+    if queue == warren::dlq::UNROUTABLE {
+        queue.to_owned()
+    } else {
+        warren::topology::dlq_name(queue)
+    }
 }

@@ -57,6 +57,14 @@ pub struct QueueOverview {
 pub struct Overview {
     /// One entry per configured queue, by name.
     pub queues: Vec<QueueOverview>,
+    /// Delayed messages (retries, `delay_ms`) in `warren.unroutable`: their work queue was
+    /// gone when their delay ended (see `warren dlq peek warren.unroutable`); `null` when that
+    /// queue does not exist yet.
+    pub unroutable: Option<u64>,
+    /// The broker node this process is connected to (its AMQP URL, password shown as `***`):
+    /// on a cluster, each process may use another node.
+    #[schema(example = "amqp://guest:***@127.0.0.1:5672/%2f")]
+    pub broker_node: String,
     /// `"ok"` when the management API answered (so `unacked` is known), else why not
     /// (credentials never shown).
     #[schema(example = "ok")]
@@ -410,9 +418,11 @@ pub async fn overview(
             Err(e) => Err(e),
         }
     };
-    let (inspections, retrying, unacked) =
-        tokio::join!(inspections, store.retrying_counts(), management);
+    let unroutable = inspect(broker, crate::delay::UNROUTABLE);
+    let (inspections, retrying, unacked, unroutable) =
+        tokio::join!(inspections, store.retrying_counts(), management, unroutable);
     let inspections = inspections?;
+    let unroutable = unroutable?.messages.map(u64::from);
     let retrying = retrying?;
     let (unacked, management) = match unacked {
         Ok(u) => (Some(u), "ok".to_owned()),
@@ -431,7 +441,12 @@ pub async fn overview(
             dead: dead.messages.map(u64::from),
         })
         .collect();
-    Ok(Overview { queues, management })
+    Ok(Overview {
+        queues,
+        unroutable,
+        broker_node: broker.display_url().to_owned(),
+        management,
+    })
 }
 
 #[cfg(test)]

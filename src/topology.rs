@@ -11,9 +11,10 @@
 //! - dead-letter queue `Q.dlq`: durable, same type (and group size), bound to [`DLX`] with
 //!   key `Q`;
 //! - `Q` bound to [`JOBS_EXCHANGE`] with key `Q`, and to the delay levels' last hop
-//!   ([`crate::delay::DELIVER_EXCHANGE`]);
+//!   ([`crate::delay::ROUTE_EXCHANGE`]);
 //! - once for all queues: the delay levels `warren.delay.00` … `warren.delay.19`
-//!   (see [`crate::delay`]), quorum queues of [`crate::delay::REPLICAS`] replicas.
+//!   (see [`crate::delay`]), quorum queues of [`crate::delay::REPLICAS`] replicas, and the
+//!   queue [`crate::delay::UNROUTABLE`] for delayed messages whose work queue is gone.
 //!
 //! Redeclaring an existing queue with other arguments fails with AMQP 406
 //! PRECONDITION_FAILED; [`apply`] turns that into a message saying which argument differs and
@@ -542,7 +543,12 @@ pub fn describe_plan(config: &Config) -> String {
             q.queue_type.as_str(),
             args.join(", ")
         );
-        let _ = writeln!(out, "  bound to {JOBS_EXCHANGE} with key {}", q.name);
+        let _ = writeln!(
+            out,
+            "  bound to {JOBS_EXCHANGE} with key {0}, and to {1} with key *.….*.{0}",
+            q.name,
+            crate::delay::ROUTE_EXCHANGE
+        );
         let replicas = match q.queue_type {
             QueueType::Quorum => format!(", {} replicas", q.replicas),
             QueueType::Classic => String::new(),
@@ -564,6 +570,19 @@ pub fn describe_plan(config: &Config) -> String {
         crate::delay::REPLICAS,
         crate::delay::LEVELS - 1,
         crate::delay::DELIVER_EXCHANGE
+    );
+    let _ = writeln!(
+        out,
+        "exchange {} (topic) → exchange {} (topic, alternate exchange {}) → the work queues",
+        crate::delay::DELIVER_EXCHANGE,
+        crate::delay::ROUTE_EXCHANGE,
+        crate::delay::UNROUTABLE
+    );
+    let _ = writeln!(
+        out,
+        "queue {0} (quorum, {1} replicas) delayed messages whose work queue is gone; see `warren dlq peek {0}`",
+        crate::delay::UNROUTABLE,
+        crate::delay::REPLICAS
     );
     out
 }

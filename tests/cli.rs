@@ -159,7 +159,12 @@ async fn topology_apply_declares_durable_quorum_queues_and_show_lists_them() {
     // Each queue's leader and members, from the management API: on the single test node, the
     // leader is the one member, whatever the group size asked for.
     let lines: Vec<&str> = show.lines().collect();
-    for name in [q.clone(), format!("{q}.dlq")] {
+    for name in [
+        q.clone(),
+        format!("{q}.dlq"),
+        "warren.delay.00".to_owned(),
+        "warren.unroutable".to_owned(),
+    ] {
         let at = lines
             .iter()
             .position(|l| l.split_whitespace().next() == Some(name.as_str()))
@@ -180,6 +185,20 @@ async fn topology_apply_declares_durable_quorum_queues_and_show_lists_them() {
         "{}",
         text(&out.stderr)
     );
+
+    // `warren queues` names the node it uses (password hidden) and counts the unroutable
+    // delayed messages.
+    let out = warren(dir.path(), &["queues"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(table.contains(&q), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some("warren.unroutable")),
+        "{table}"
+    );
+    assert!(table.contains("broker node: amqp://guest:***@"), "{table}");
 }
 
 /// Queues made before `replicas` existed have no `x-quorum-initial-group-size`, and RabbitMQ

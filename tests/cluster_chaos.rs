@@ -11,12 +11,17 @@
 //!    seconds later;
 //! 2. the Erlang VM of the node that leads the work queue is killed (SIGKILL) and started
 //!    again: the queue elects a new leader, and every intake must publish to it;
-//! 3. worker process `w1` is killed (SIGKILL of its process group) and started again.
+//! 3. [`DELAYED`] jobs are posted, to a second queue the same workers serve, with delays of
+//!    6–35 s (so they wait in delay levels 0–5), and the Erlang VM of the node that leads
+//!    most of those levels is killed and started again while they wait;
+//! 4. worker process `w1` is killed (SIGKILL of its process group) and started again.
 //!
 //! Checks: every 202 ends `succeeded`; each job ran at least once, none more than twice, and
 //! at most the killed worker's `concurrency` twice; every 503 carries `Retry-After`; each
 //! intake that lost its node, and every intake when the queue's leader was lost, accepted
-//! again within 5 s. The figures are printed (and kept in RELIABILITY.md).
+//! again within 5 s; every delayed job ran within [`DELAY_BOUND`] of its due time. The
+//! figures are printed (and kept in RELIABILITY.md). When the test fails, the processes'
+//! logs are kept under `target/test-logs/`.
 
 mod common;
 
@@ -28,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use common::TestStore;
 use common::process::{
-    Children, executions, free_port, rabbitmqctl, signal_group, spawn_warren, wait_ready,
+    Children, free_port, rabbitmqctl, signal_group, spawn_warren, timed_executions, wait_ready,
     write_recording_queue,
 };
 use serde_json::{Value, json};
@@ -42,6 +47,14 @@ const LOAD_SECS: u64 = 60;
 const CONCURRENCY: usize = 8;
 /// The longest an intake may refuse jobs after losing its node.
 const RECOVERY_BOUND: Duration = Duration::from_secs(5);
+/// Delayed jobs posted before the delay levels' leader is killed.
+const DELAYED: u64 = 30;
+/// `worker.retry_sweep_after` of the workers: a delayed job overdue by more is published
+/// again from the store.
+const SWEEP_AFTER_S: u64 = 5;
+/// How late a delayed job may start after its due time: the sweep bound, one sweep period
+/// (a third of it, ±20 %), and 3 s for the failovers and a busy machine.
+const DELAY_BOUND: Duration = Duration::from_secs(SWEEP_AFTER_S + 2 + 3);
 
 /// The three-node cluster of `scripts/rabbitmq-cluster`; stopped and removed when dropped.
 struct Cluster {
@@ -250,11 +263,125 @@ async fn losing_a_node_or_a_worker_under_load_loses_no_job() {
         .expect("the chaos scenario finished within 8 minutes");
 }
 
+/// Copies the processes' logs to `target/test-logs/cluster_chaos-<unix time>/` when dropped
+/// before [`KeepLogs::finished`]: a failed assertion, or the scenario's timeout.
+struct KeepLogs {
+    dir: std::path::PathBuf,
+    finished: bool,
+}
+
+impl KeepLogs {
+    fn finished(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for KeepLogs {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let keep = common::repo().join(format!("target/test-logs/cluster_chaos-{stamp}"));
+        if std::fs::create_dir_all(&keep).is_err() {
+            return;
+        }
+        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "log" || e == "toml") {
+                let _ = std::fs::copy(&path, keep.join(entry.file_name()));
+            }
+        }
+        eprintln!("the processes' logs are kept in {}", keep.display());
+    }
+}
+
+/// One delayed job: its id and when it was due (ms since the Unix epoch).
+struct Delayed {
+    id: String,
+    due_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Posts [`DELAYED`] jobs through both intakes with delays of 6, 7, … s; a 503 is retried.
+async fn post_delayed(http: &reqwest::Client, intakes: &[String; 2], queue: &str) -> Vec<Delayed> {
+    let mut out = Vec::new();
+    for i in 0..DELAYED {
+        let delay_ms = (6 + i) * 1000;
+        for attempt in 0.. {
+            assert!(attempt < 50, "delayed job {i} refused 50 times");
+            let sent = now_ms();
+            let resp = http
+                .post(format!(
+                    "{}/v1/queues/{queue}/jobs",
+                    intakes[i as usize % 2]
+                ))
+                .json(&json!({"payload": {"delayed": i}, "delay_ms": delay_ms}))
+                .send()
+                .await;
+            if let Ok(resp) = resp
+                && resp.status() == 202
+            {
+                let v: Value = resp.json().await.expect("json");
+                out.push(Delayed {
+                    id: v["id"].as_str().expect("id").to_owned(),
+                    due_ms: sent + delay_ms,
+                });
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    out
+}
+
+/// The node (1–3) leading most of delay levels 0 to 5 (where [`post_delayed`]'s jobs wait).
+async fn delay_levels_leader(http: &reqwest::Client) -> u16 {
+    let mut count = [0usize; 4];
+    for k in 0..=5 {
+        count[usize::from(queue_leader(http, &format!("warren.delay.{k:02}")).await)] += 1;
+    }
+    (1..=3u16)
+        .max_by_key(|n| count[usize::from(*n)])
+        .unwrap_or(1)
+}
+
 async fn scenario(cluster: &Cluster) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().to_path_buf();
+    let keep_logs = KeepLogs {
+        dir: dir.clone(),
+        finished: false,
+    };
     let q = common::unique("chaos");
     write_recording_queue(&dir, &q, CONCURRENCY);
+    // The delayed jobs go to a queue of their own, served by the same workers, so that their
+    // start times measure the delay levels and the sweeper, not the load's backlog.
+    let dq = format!("{q}-delayed");
+    let config = std::fs::read_to_string(dir.join("queues.toml")).expect("config");
+    let own_table = config
+        .split_once(&format!("[queues.{q}]"))
+        .map(|(_, table)| table.to_owned())
+        .expect("the queue's table");
+    std::fs::write(
+        dir.join("queues.toml"),
+        format!(
+            "{}\n[queues.{dq}]{own_table}",
+            config.replacen(
+                "[worker]\n",
+                &format!("[worker]\nretry_sweep_after = \"{SWEEP_AFTER_S}s\"\n"),
+                1,
+            )
+        ),
+    )
+    .expect("config");
     let store = TestStore::new(&dir).await;
     let mut children = Children::default();
     let urls = cluster.urls.as_str();
@@ -377,7 +504,42 @@ async fn scenario(cluster: &Cluster) {
         start.elapsed().as_secs_f64()
     );
 
-    // 3. SIGKILL of worker w1's process group, started again 3 s later.
+    // 3. Delayed jobs wait in the delay levels; the node leading most of those levels dies.
+    at(32).await;
+    let delayed = post_delayed(&http, &intakes, &dq).await;
+    eprintln!(
+        "[{:>5.1}s] {} delayed jobs posted (6–{} s)",
+        start.elapsed().as_secs_f64(),
+        delayed.len(),
+        5 + DELAYED
+    );
+    at(36).await;
+    let killed = delay_levels_leader(&http).await;
+    tokio::task::spawn_blocking(move || Cluster::script(&["kill", &killed.to_string()]))
+        .await
+        .expect("kill");
+    let t = Instant::now();
+    eprintln!(
+        "[{:>5.1}s] SIGKILL to node {killed}'s VM (the delay levels' leader)",
+        start.elapsed().as_secs_f64()
+    );
+    for intake in [0, 1] {
+        faults.push((
+            format!("SIGKILL node {killed} (delay levels' leader)"),
+            t,
+            Some(intake),
+        ));
+    }
+    at(40).await;
+    tokio::task::spawn_blocking(move || Cluster::script(&["restart", &killed.to_string()]))
+        .await
+        .expect("restart");
+    eprintln!(
+        "[{:>5.1}s] node {killed} started again",
+        start.elapsed().as_secs_f64()
+    );
+
+    // 4. SIGKILL of worker w1's process group, started again 3 s later.
     at(45).await;
     signal_group(children.0[2], "KILL");
     eprintln!(
@@ -428,13 +590,47 @@ async fn scenario(cluster: &Cluster) {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let mut runs: HashMap<String, usize> = HashMap::new();
-    for (id, _) in executions(&dir) {
-        *runs.entry(id).or_default() += 1;
+    // Every delayed job ends `succeeded`, and started within DELAY_BOUND of its due time.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let statuses = store.statuses().await;
+        if delayed
+            .iter()
+            .all(|d| statuses.get(&d.id) == Some(&JobStatus::Succeeded))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "delayed jobs not all succeeded within 60 s of the others"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let executions = timed_executions(&dir);
+    let mut runs: HashMap<String, usize> = HashMap::new();
+    let mut first_run: HashMap<&str, u64> = HashMap::new();
+    for (id, _, at) in &executions {
+        *runs.entry(id.clone()).or_default() += 1;
+        let first = first_run.entry(id.as_str()).or_insert(*at);
+        *first = (*first).min(*at);
+    }
+    let lateness: Vec<(u64, i64)> = delayed
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let ran = first_run.get(d.id.as_str()).copied().unwrap_or(0);
+            (6 + i as u64, ran as i64 - d.due_ms as i64)
+        })
+        .collect();
+    let worst = lateness.iter().map(|(_, l)| *l).max().unwrap_or(0);
+    eprintln!(
+        "delayed jobs: started after their due time (ms): {:?}",
+        lateness.iter().map(|(_, l)| *l).collect::<Vec<_>>()
+    );
     let lost = accepted.iter().filter(|id| !runs.contains_key(*id)).count();
     let twice = accepted
         .iter()
+        .chain(delayed.iter().map(|d| &d.id))
         .filter(|id| runs.get(*id) == Some(&2))
         .count();
     let more = runs.values().filter(|n| **n > 2).count();
@@ -464,6 +660,14 @@ async fn scenario(cluster: &Cluster) {
                 r.map_or(-1, |d| d.as_millis() as i64)
             ))
             .collect::<Vec<_>>()
+    );
+    eprintln!(
+        "delayed: {} posted, {} ran late by more than {DELAY_BOUND:?}; worst {worst} ms",
+        delayed.len(),
+        lateness
+            .iter()
+            .filter(|(_, l)| *l > DELAY_BOUND.as_millis() as i64)
+            .count()
     );
     // Intake A lost its node to the stop_app: it moved, said so, and counted it.
     let metrics = http
@@ -495,6 +699,12 @@ async fn scenario(cluster: &Cluster) {
         twice <= CONCURRENCY,
         "{twice} jobs ran twice; only the killed worker's {CONCURRENCY} in flight may"
     );
+    for (secs, late) in &lateness {
+        assert!(
+            *late <= DELAY_BOUND.as_millis() as i64,
+            "the job delayed {secs} s started {late} ms after its due time (bound {DELAY_BOUND:?})"
+        );
+    }
     for (what, i, r) in recoveries {
         let r = r.unwrap_or_else(|| {
             panic!(
@@ -509,4 +719,5 @@ async fn scenario(cluster: &Cluster) {
         );
     }
     drop(children);
+    keep_logs.finished();
 }

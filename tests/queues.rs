@@ -34,6 +34,11 @@ async fn ready_and_dead_counts_match_what_is_in_the_queues_over_http_and_the_cli
     assert_eq!(e["consumers"], 0, "{all}");
     assert_eq!(e["retrying"], 0, "{all}");
     assert_eq!(all["management"], "ok", "the local management API answers");
+    let node = all["broker_node"].as_str().unwrap_or_default();
+    assert!(
+        node.starts_with("amqp") && !node.contains(":guest@"),
+        "the broker node is named, without its password: {all}"
+    );
     // Unacked comes from the management API once it has sampled the queue.
     let e = wait_entry(&w, &q, |e| !e["unacked"].is_null()).await;
     assert_eq!(e["unacked"], 0);

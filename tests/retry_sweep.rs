@@ -3,8 +3,8 @@
 //! published again from the store once it is overdue by `worker.retry_sweep_after`, and runs
 //! once; an original that comes back late after the copy is skipped as a duplicate.
 //!
-//! Alone in its test binary: it purges and reads the shared delay levels, which no other
-//! test of this binary may use at the same time.
+//! It takes its own messages out of the shared delay level `warren.delay.03` (those of other
+//! tests go back); the tests of this file run one at a time.
 
 mod common;
 
@@ -12,14 +12,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Raw, Setup, TestWarren};
-use lapin::options::{BasicGetOptions, BasicNackOptions, QueuePurgeOptions};
+use lapin::Channel;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 use serde_json::json;
 use warren::workers::{Outcome, handler_fn};
 
 /// The sweeper's bound in these tests: 1 s (the default is 30 s).
 const SWEEP: &str = "[worker]\nretry_sweep_after = \"1s\"\n";
 
-/// The tests of this file one at a time: each reads or purges [`LEVEL_8S`].
+/// The tests of this file one at a time: each takes messages from [`LEVEL_8S`].
 static LEVELS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The delay level that holds a message for 8 s (`warren.delay.03`): the first hop of an
@@ -56,14 +58,48 @@ async fn start() -> (TestWarren, Arc<runs::Runs>) {
     (w, runs)
 }
 
-/// Waits until `queue` holds at least one message (the delayed message has been published
-/// into it), within 5 s.
-async fn wait_for_a_message_in(raw: &Raw, queue: &str) {
+/// Takes job `id`'s delayed message from `queue` on `ch`, unacked, within 5 s; messages of
+/// other jobs (other tests share the delay levels) go back to the queue.
+async fn take_the_message_of(ch: &Channel, queue: &str, id: &str) -> Delivery {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while raw.depth(queue).await.unwrap_or(0) == 0 {
+    loop {
+        let mut others = Vec::new();
+        let mut found = None;
+        while let Some(msg) = ch
+            .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+            .await
+            .expect("basic.get")
+        {
+            if msg
+                .delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|m| m.as_str())
+                == Some(id)
+            {
+                found = Some(msg.delivery);
+                break;
+            }
+            others.push(msg.delivery.delivery_tag);
+        }
+        for tag in others {
+            ch.basic_nack(
+                tag,
+                BasicNackOptions {
+                    multiple: false,
+                    requeue: true,
+                },
+            )
+            .await
+            .expect("nack");
+        }
+        if let Some(d) = found {
+            return d;
+        }
         assert!(
             Instant::now() < deadline,
-            "no message reached {queue} within 5 s"
+            "the delayed message of {id} did not reach {queue} within 5 s"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -80,12 +116,13 @@ async fn a_lost_retry_and_a_lost_delayed_job_run_once_from_the_store() {
     let retried = w.submit("sweep", json!({"do": "retry"})).await;
     w.wait_status(&retried, "retrying", Duration::from_secs(10))
         .await;
-    wait_for_a_message_in(&raw, LEVEL_8S).await;
-    let purged = ch
-        .queue_purge(LEVEL_8S.into(), QueuePurgeOptions::default())
+    // The retry's delayed message is lost.
+    take_the_message_of(&ch, LEVEL_8S, &retried)
         .await
-        .expect("purge");
-    assert_eq!(purged, 1, "the retry's delayed message is gone");
+        .acker
+        .ack(BasicAckOptions::default())
+        .await
+        .expect("ack");
     let job = w
         .wait_status(&retried, "succeeded", Duration::from_secs(30))
         .await;
@@ -100,12 +137,12 @@ async fn a_lost_retry_and_a_lost_delayed_job_run_once_from_the_store() {
         )
         .await;
     let delayed = common::accepted_id(resp).await;
-    wait_for_a_message_in(&raw, LEVEL_8S).await;
-    let purged = ch
-        .queue_purge(LEVEL_8S.into(), QueuePurgeOptions::default())
+    take_the_message_of(&ch, LEVEL_8S, &delayed)
         .await
-        .expect("purge");
-    assert_eq!(purged, 1, "the delayed job's message is gone");
+        .acker
+        .ack(BasicAckOptions::default())
+        .await
+        .expect("ack");
     let job = w
         .wait_status(&delayed, "succeeded", Duration::from_secs(30))
         .await;
@@ -124,20 +161,15 @@ async fn an_original_back_after_its_copy_is_skipped() {
     let id = w.submit("sweep", json!({"do": "retry"})).await;
     w.wait_status(&id, "retrying", Duration::from_secs(10))
         .await;
-    wait_for_a_message_in(&raw, LEVEL_8S).await;
     // Hold the delayed message (unacked): it is late for as long as this channel keeps it.
-    let held = ch
-        .basic_get(LEVEL_8S.into(), BasicGetOptions { no_ack: false })
-        .await
-        .expect("basic.get")
-        .expect("the delayed message");
+    let held = take_the_message_of(&ch, LEVEL_8S, &id).await;
     let job = w
         .wait_status(&id, "succeeded", Duration::from_secs(30))
         .await;
     assert_eq!(job["attempts"], 2, "{job}");
     // Let it go: back in its level, past its TTL, it goes on to the work queue at once.
     ch.basic_nack(
-        held.delivery.delivery_tag,
+        held.delivery_tag,
         BasicNackOptions {
             multiple: false,
             requeue: true,

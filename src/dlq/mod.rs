@@ -1,6 +1,13 @@
 //! Operator tools for dead-letter queues: list, peek, drain to a file, replay a file, requeue,
 //! purge (DESIGN §8, guarantee 7).
 //!
+//! The same tools work on [`UNROUTABLE`] (`warren.unroutable`), where delayed messages land
+//! whose work queue was gone when their delay ended (see [`crate::delay`]): name it instead
+//! of a queue. Each of its messages goes back to the work queue its routing key names, once
+//! that queue is configured and declared again; those of other queues stay. Its jobs are
+//! still `retrying` (or `queued`) in the store, not `dead`: a requeue leaves them so, and a
+//! purge marks them `dead` and discarded.
+//!
 //! Every move is confirm-then-ack: a dead letter leaves `{queue}.dlq` only after its
 //! destination holds it — the archive line written and `fsync`ed, or the broker's publisher
 //! confirm for a republish. A crash in between leaves a copy in both places, never in
@@ -33,6 +40,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::publisher::Publisher;
 use crate::store::{Store, now_ms};
 use crate::topology::{DLX, JOBS_EXCHANGE, dlq_name};
+
+pub use crate::delay::UNROUTABLE;
 
 /// Messages taken per batch (the consumer's prefetch window).
 const BATCH: u16 = 500;
@@ -96,9 +105,9 @@ impl Filter {
 /// One DLQ's state for `warren dlq list`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DlqSummary {
-    /// The work queue.
+    /// The work queue ([`UNROUTABLE`] for that queue's row).
     pub queue: String,
-    /// Its DLQ, `{queue}.dlq`.
+    /// Its DLQ, `{queue}.dlq` ([`UNROUTABLE`] for that queue's row).
     pub dlq: String,
     /// Dead letters waiting; `None` when the DLQ does not exist.
     pub depth: Option<u64>,
@@ -140,6 +149,36 @@ pub struct Dlq<'a> {
     pub(crate) store: &'a Arc<dyn Store>,
 }
 
+/// What a DLQ command reads: a work queue's `{queue}.dlq`, or [`UNROUTABLE`].
+struct Source {
+    /// The broker queue read.
+    queue: String,
+    /// The work queue every message is for; `None` for [`UNROUTABLE`], where each message's
+    /// routing key names it.
+    work_queue: Option<String>,
+}
+
+impl Source {
+    /// The work queue `d` is for.
+    fn destination<'d>(&'d self, d: &'d Delivery) -> &'d str {
+        self.work_queue
+            .as_deref()
+            .unwrap_or_else(|| crate::delay::destination(d.routing_key.as_str()))
+    }
+
+    fn line(&self, d: &Delivery) -> ArchiveLine {
+        ArchiveLine::from_message(self.destination(d), &d.properties, &d.data)
+    }
+
+    /// Exchange and routing key that put `d` back at the tail of this source.
+    fn tail<'d>(&'d self, d: &'d Delivery) -> (&'d str, &'d str) {
+        match &self.work_queue {
+            Some(q) => (DLX, q.as_str()),
+            None => (UNROUTABLE, d.routing_key.as_str()),
+        }
+    }
+}
+
 impl Dlq<'_> {
     fn check_queue(&self, queue: &str) -> Result<()> {
         if self.config.queue(queue).is_none() {
@@ -148,6 +187,21 @@ impl Dlq<'_> {
             )));
         }
         Ok(())
+    }
+
+    /// The DLQ of configured queue `queue`, or [`UNROUTABLE`] itself.
+    fn source(&self, queue: &str) -> Result<Source> {
+        if queue == UNROUTABLE {
+            return Ok(Source {
+                queue: UNROUTABLE.to_owned(),
+                work_queue: None,
+            });
+        }
+        self.check_queue(queue)?;
+        Ok(Source {
+            queue: dlq_name(queue),
+            work_queue: Some(queue.to_owned()),
+        })
     }
 
     /// Depth and oldest dead letter of every configured queue's DLQ.
@@ -178,18 +232,25 @@ impl Dlq<'_> {
                 oldest_age_s,
             });
         }
+        out.push(DlqSummary {
+            queue: UNROUTABLE.to_owned(),
+            dlq: UNROUTABLE.to_owned(),
+            depth: depth(self.broker, UNROUTABLE).await?,
+            oldest_failed_at: None,
+            oldest_age_s: None,
+        });
         Ok(out)
     }
 
-    /// Up to `n` dead letters from the head of `queue`'s DLQ, left in place (taken unacked,
-    /// then returned to the head).
+    /// Up to `n` dead letters from the head of `queue`'s DLQ (or of [`UNROUTABLE`]), left in
+    /// place (taken unacked, then returned to the head).
     ///
     /// # Errors
     /// An unknown queue; [`ErrorKind::BrokerUnavailable`].
     pub async fn peek(&self, queue: &str, n: usize) -> Result<Vec<ArchiveLine>> {
-        self.check_queue(queue)?;
+        let source = self.source(queue)?;
         let channel = self.broker.channel().await?;
-        let dlq = dlq_name(queue);
+        let dlq = source.queue.clone();
         let mut lines = Vec::new();
         let mut last_tag = None;
         let mut depth_before = 0;
@@ -205,7 +266,7 @@ impl Dlq<'_> {
             }
             let d = msg.delivery;
             last_tag = Some(d.delivery_tag);
-            lines.push(ArchiveLine::from_message(queue, &d.properties, &d.data));
+            lines.push(source.line(&d));
         }
         if let Some(tag) = last_tag {
             channel
@@ -243,9 +304,9 @@ impl Dlq<'_> {
         Ok(())
     }
 
-    /// Moves dead letters of `queue` into the JSON Lines file `path` (created; it must not
-    /// exist), at most `limit` and at most those present at the start. Each batch of lines is
-    /// written and `fsync`ed before its messages are acked.
+    /// Moves dead letters of `queue` (or the messages of [`UNROUTABLE`]) into the JSON Lines
+    /// file `path` (created; it must not exist), at most `limit` and at most those present at
+    /// the start. Each batch of lines is written and `fsync`ed before its messages are acked.
     ///
     /// # Errors
     /// An unknown queue, a file that exists or cannot be written, a broker failure. Lines
@@ -259,7 +320,7 @@ impl Dlq<'_> {
         progress: &dyn Progress,
         stop: &CancellationToken,
     ) -> Result<DrainReport> {
-        self.check_queue(queue)?;
+        let source = self.source(queue)?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
@@ -274,7 +335,7 @@ impl Dlq<'_> {
                 )))
             })?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
-        let mut reader = Reader::open(self.broker, &dlq_name(queue), BATCH, limit).await?;
+        let mut reader = Reader::open(self.broker, &source.queue, BATCH, limit).await?;
         progress.start(reader.total());
         let mut moved = 0;
         let mut interrupted = false;
@@ -288,11 +349,8 @@ impl Dlq<'_> {
                 break;
             };
             for d in &batch {
-                serde_json::to_writer(
-                    &mut out,
-                    &ArchiveLine::from_message(queue, &d.properties, &d.data),
-                )
-                .map_err(|e| Error::from(std::io::Error::other(e)))?;
+                serde_json::to_writer(&mut out, &source.line(d))
+                    .map_err(|e| Error::from(std::io::Error::other(e)))?;
                 out.write_all(b"\n")?;
             }
             out.flush()?;
@@ -350,7 +408,7 @@ impl Dlq<'_> {
                 .iter()
                 .map(|l| (l, queue.unwrap_or(&l.queue)))
                 .collect();
-            let results = self.republish(&items).await?;
+            let results = self.republish(&items, true).await?;
             let failed = results.iter().filter(|r| r.is_err()).count();
             if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
                 report.moved += (chunk.len() - failed) as u64;
@@ -412,7 +470,8 @@ impl Dlq<'_> {
 
     /// Moves dead letters of `queue` straight back to the work queue (confirm, then ack),
     /// those matching `filter`, at most `limit`. Non-matching ones are republished to the
-    /// DLQ's tail (confirm, then ack) so the scan ends.
+    /// DLQ's tail (confirm, then ack) so the scan ends. For [`UNROUTABLE`], each message goes
+    /// to the work queue it is for when that queue is configured; the others stay.
     ///
     /// # Errors
     /// An unknown queue; broker or store failures (what was confirmed stays moved, the rest
@@ -425,9 +484,8 @@ impl Dlq<'_> {
         progress: &dyn Progress,
         stop: &CancellationToken,
     ) -> Result<MoveReport> {
-        self.check_queue(queue)?;
-        let dlq = dlq_name(queue);
-        let mut reader = Reader::open(self.broker, &dlq, BATCH, None).await?;
+        let source = self.source(queue)?;
+        let mut reader = Reader::open(self.broker, &source.queue, BATCH, None).await?;
         progress.start(reader.total());
         let mut report = MoveReport::default();
         let mut remaining = limit.unwrap_or(u64::MAX);
@@ -440,14 +498,11 @@ impl Dlq<'_> {
             if batch.is_empty() {
                 break;
             }
-            let lines: Vec<ArchiveLine> = batch
-                .iter()
-                .map(|d| ArchiveLine::from_message(queue, &d.properties, &d.data))
-                .collect();
+            let lines: Vec<ArchiveLine> = batch.iter().map(|d| source.line(d)).collect();
             let mut moving = Vec::new();
             let mut keeping = Vec::new();
             for (d, l) in batch.iter().zip(&lines) {
-                if remaining > 0 && filter.matches(l) {
+                if remaining > 0 && self.config.queue(&l.queue).is_some() && filter.matches(l) {
                     remaining -= 1;
                     moving.push((d, l));
                 } else {
@@ -455,11 +510,12 @@ impl Dlq<'_> {
                 }
             }
             let items: Vec<(&ArchiveLine, &str)> =
-                moving.iter().map(|(_, l)| (*l, queue)).collect();
-            let moved = self.republish(&items).await?;
+                moving.iter().map(|(_, l)| (*l, l.queue.as_str())).collect();
+            let moved = self.republish(&items, source.work_queue.is_some()).await?;
             let kept = futures::future::join_all(keeping.iter().map(|d| {
+                let (exchange, key) = source.tail(d);
                 self.publisher
-                    .publish(DLX, queue, &d.data, d.properties.clone(), &dlq)
+                    .publish(exchange, key, &d.data, d.properties.clone(), &source.queue)
             }))
             .await;
             let outcomes = moving
@@ -490,7 +546,9 @@ impl Dlq<'_> {
             }
             report.moved += moving.len() as u64;
             report.kept += keeping.len() as u64;
-            *report.by_queue.entry(queue.to_owned()).or_default() += moving.len() as u64;
+            for (_, l) in &moving {
+                *report.by_queue.entry(l.queue.clone()).or_default() += 1;
+            }
             progress.advance(batch.len() as u64);
         }
         reader.close().await;
@@ -499,8 +557,13 @@ impl Dlq<'_> {
 
     /// Publishes dead letters as fresh jobs to their queues: revive the jobs in the store
     /// (`dead` → `queued`) first, so that a worker receiving the message at once runs it, then
-    /// publish all with pipelined confirms. A job whose publish failed goes back to `dead`.
-    async fn republish(&self, items: &[(&ArchiveLine, &str)]) -> Result<Vec<Result<()>>> {
+    /// publish all with pipelined confirms. With `dead`, a job whose publish failed goes back
+    /// to `dead` (without, as for [`UNROUTABLE`], its status stays what it was).
+    async fn republish(
+        &self,
+        items: &[(&ArchiveLine, &str)],
+        dead: bool,
+    ) -> Result<Vec<Result<()>>> {
         let mut by_queue: BTreeMap<&str, Vec<Uuid>> = BTreeMap::new();
         for (line, queue) in items {
             if let Some(id) = line.message_id().and_then(|m| Uuid::parse_str(m).ok()) {
@@ -524,7 +587,8 @@ impl Dlq<'_> {
             if result.is_ok() {
                 crate::telemetry::count(crate::telemetry::JOBS_PUBLISHED, queue);
             }
-            if result.is_err()
+            if dead
+                && result.is_err()
                 && let Some(id) = line.message_id().and_then(|m| Uuid::parse_str(m).ok())
             {
                 let error = line.last_error.as_deref().unwrap_or("replay failed");
@@ -537,7 +601,8 @@ impl Dlq<'_> {
     }
 
     /// Removes the dead letters of `queue` present at the start (at most `limit`), marking
-    /// their jobs discarded in the store; returns how many.
+    /// their jobs discarded in the store; returns how many. From [`UNROUTABLE`], the jobs
+    /// (still `retrying` or `queued`) are first marked `dead`.
     ///
     /// # Errors
     /// An unknown queue; broker or store failures (what was acked is gone, the rest stays).
@@ -548,8 +613,8 @@ impl Dlq<'_> {
         progress: &dyn Progress,
         stop: &CancellationToken,
     ) -> Result<u64> {
-        self.check_queue(queue)?;
-        let mut reader = Reader::open(self.broker, &dlq_name(queue), BATCH, limit).await?;
+        let source = self.source(queue)?;
+        let mut reader = Reader::open(self.broker, &source.queue, BATCH, limit).await?;
         progress.start(reader.total());
         let mut purged = 0;
         while !stop.is_cancelled() {
@@ -562,7 +627,19 @@ impl Dlq<'_> {
                 .filter_map(|d| d.properties.message_id().as_ref())
                 .filter_map(|m| Uuid::parse_str(m.as_str()).ok())
                 .collect();
-            self.store.discard(&ids, now_ms()).await?;
+            let now = now_ms();
+            if source.work_queue.is_none() {
+                for id in &ids {
+                    self.store
+                        .dead(
+                            *id,
+                            "purged from warren.unroutable: its work queue was gone",
+                            now,
+                        )
+                        .await?;
+                }
+            }
+            self.store.discard(&ids, now).await?;
             reader
                 .channel()
                 .basic_ack(last, BasicAckOptions { multiple: true })

@@ -311,6 +311,8 @@ pub struct Setup {
     /// `[queues.NAME]` tables, keyed by a short alias; `{q}` in the body is not needed: the
     /// alias is replaced by a unique queue name.
     queues: BTreeMap<String, String>,
+    /// Queue names given by the test instead of a unique one, by alias.
+    fixed_names: BTreeMap<String, String>,
     handlers: Vec<(String, Arc<dyn Handler>)>,
     role: Role,
     amqp_url: String,
@@ -333,6 +335,7 @@ impl Setup {
             .try_init();
         Self {
             queues: BTreeMap::new(),
+            fixed_names: BTreeMap::new(),
             handlers: Vec::new(),
             role: Role::All,
             amqp_url: amqp_url(),
@@ -345,6 +348,13 @@ impl Setup {
     pub fn queue(mut self, alias: &str, body: &str) -> Self {
         self.queues.insert(alias.to_owned(), body.to_owned());
         self
+    }
+
+    /// Adds a queue with alias `alias` named `name` (not a unique name): for a test that
+    /// brings back a queue an earlier warren of the test had.
+    pub fn queue_named(mut self, alias: &str, name: &str, body: &str) -> Self {
+        self.fixed_names.insert(alias.to_owned(), name.to_owned());
+        self.queue(alias, body)
     }
 
     /// Runs the queue `alias` with an in-process handler.
@@ -385,7 +395,10 @@ impl Setup {
         let names: BTreeMap<String, String> = self
             .queues
             .keys()
-            .map(|alias| (alias.clone(), unique(alias)))
+            .map(|alias| {
+                let name = self.fixed_names.get(alias).cloned();
+                (alias.clone(), name.unwrap_or_else(|| unique(alias)))
+            })
             .collect();
         let mut text = self.extra.clone();
         for (alias, body) in &self.queues {

@@ -83,13 +83,13 @@ impl Drop for Children {
 }
 
 /// Writes `dir/queues.toml` with one queue `queue` whose `exec` handler, `dir/record.sh`,
-/// appends a line `JOB_ID WORKER` to `$EXEC_LOG` for every execution (`WORKER` is the
-/// process's `WORKER_NAME`, else `worker`): prefetch 16, `concurrency`, a 5 s timeout (so a
+/// appends a line `JOB_ID WORKER MS` to `$EXEC_LOG` for every execution (`WORKER` is the
+/// process's `WORKER_NAME`, else `worker`; `MS` when it started, ms since the Unix epoch): prefetch 16, `concurrency`, a 5 s timeout (so a
 /// lease lasts 10 s), 10 attempts with a short backoff, a 5 s shutdown grace.
 pub fn write_recording_queue(dir: &Path, queue: &str, concurrency: usize) {
     std::fs::write(
         dir.join("record.sh"),
-        "#!/bin/sh\nprintf '%s %s\\n' \"$WARREN_JOB_ID\" \"${WORKER_NAME:-worker}\" >> \"$EXEC_LOG\"\n",
+        "#!/bin/sh\nprintf '%s %s %s\\n' \"$WARREN_JOB_ID\" \"${WORKER_NAME:-worker}\" \"$(date +%s%3N)\" >> \"$EXEC_LOG\"\n",
     )
     .expect("script");
     std::fs::set_permissions(
@@ -111,12 +111,24 @@ pub fn write_recording_queue(dir: &Path, queue: &str, concurrency: usize) {
 /// Executions recorded by [`write_recording_queue`]'s handler in `dir`: (job id, worker)
 /// per line, in order.
 pub fn executions(dir: &Path) -> Vec<(String, String)> {
+    timed_executions(dir)
+        .into_iter()
+        .map(|(id, worker, _)| (id, worker))
+        .collect()
+}
+
+/// Executions recorded by [`write_recording_queue`]'s handler in `dir`: (job id, worker,
+/// when it started in ms since the Unix epoch) per line, in order.
+pub fn timed_executions(dir: &Path) -> Vec<(String, String, u64)> {
     std::fs::read_to_string(dir.join("executions.log"))
         .unwrap_or_default()
         .lines()
         .map(|line| {
-            let (id, worker) = line.split_once(' ').unwrap_or((line, ""));
-            (id.to_owned(), worker.to_owned())
+            let mut fields = line.split_whitespace();
+            let id = fields.next().unwrap_or_default().to_owned();
+            let worker = fields.next().unwrap_or_default().to_owned();
+            let at = fields.next().and_then(|t| t.parse().ok()).unwrap_or(0);
+            (id, worker, at)
         })
         .collect()
 }
