@@ -240,14 +240,17 @@ async fn every_bad_request_gets_its_problem_and_changes_nothing() {
         431,
         "huge headers"
     );
-    // A DELETE of a job that is not a UUID, and of the existing job with a trick suffix.
-    for path in [format!("{job}%2f..%2f"), "/v1/jobs/not-a-uuid".to_owned()] {
+    // A cancel of a job that is not a UUID, and of the existing job with a trick suffix.
+    for path in [
+        format!("{job}%2f..%2f/cancel"),
+        "/v1/jobs/not-a-uuid/cancel".to_owned(),
+    ] {
         let resp = w
             .http
-            .delete(format!("{}{path}", w.base))
+            .post(format!("{}{path}", w.base))
             .send()
             .await
-            .expect("delete");
+            .expect("cancel");
         assert_problem(resp, 404, &path).await;
     }
 

@@ -69,6 +69,92 @@ impl Problem {
         .retry_after(1)
     }
 
+    /// The problem for an error response the HTTP layer made without one (axum's `405`, a
+    /// framework extractor's rejection): the same status, except that `422` becomes `400`
+    /// (warren answers malformed input with 400 everywhere). `method` and `allow` (the
+    /// `Allow` header) word a 405's detail; `text` (the original body) is the detail
+    /// otherwise, when there is one. Slugs: `malformed-request` (400, 422), `not-found`
+    /// (404), `method-not-allowed` (405), `request-timeout` (408), `body-too-large` (413),
+    /// `unsupported-media-type` (415), `unavailable` (503), `internal-error` (500 and any
+    /// other 5xx), `http-error` (any other 4xx).
+    pub fn from_status(
+        status: StatusCode,
+        method: &axum::http::Method,
+        allow: Option<&HeaderValue>,
+        text: &[u8],
+    ) -> Self {
+        let text = String::from_utf8_lossy(text).trim().to_owned();
+        let or = |fallback: &str| {
+            if text.is_empty() {
+                fallback.to_owned()
+            } else {
+                text.clone()
+            }
+        };
+        let (status, slug, title, detail) = match status.as_u16() {
+            400 | 422 => (
+                StatusCode::BAD_REQUEST,
+                "malformed-request",
+                "Malformed request",
+                or("the request is malformed"),
+            ),
+            404 => (
+                status,
+                "not-found",
+                "Not found",
+                or("no such endpoint; see /openapi.json"),
+            ),
+            405 => (
+                status,
+                "method-not-allowed",
+                "Method not allowed",
+                format!(
+                    "{method} is not allowed here; this endpoint allows {}",
+                    allow
+                        .and_then(|a| a.to_str().ok())
+                        .unwrap_or("other methods")
+                ),
+            ),
+            408 => (
+                status,
+                "request-timeout",
+                "Request timeout",
+                or("the request took too long"),
+            ),
+            413 => (
+                status,
+                "body-too-large",
+                "Request body too large",
+                or("the request body is over this endpoint's limit"),
+            ),
+            415 => (
+                status,
+                "unsupported-media-type",
+                "Unsupported media type",
+                or("send Content-Type: application/json"),
+            ),
+            503 => (
+                status,
+                "unavailable",
+                "Service unavailable",
+                or("the service is unavailable"),
+            ),
+            s if s >= 500 => (
+                status,
+                "internal-error",
+                "Internal error",
+                or("the server failed"),
+            ),
+            _ => (status, "http-error", "HTTP error", or("the request failed")),
+        };
+        Self::new(status, slug, title, detail)
+    }
+
+    /// The `detail`: what went wrong with this request.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status
