@@ -113,6 +113,20 @@ impl PartialSchema for ProblemType {
                     .iter()
                     .map(|(slug, _)| format!("/problems/{slug}")),
             ))
+            // Names for generated enums (`UNKNOWN_QUEUE` rather than `VALUE_1`).
+            .extensions(Some(
+                [(
+                    "x-enum-varnames",
+                    serde_json::Value::from(
+                        PROBLEM_TYPES
+                            .iter()
+                            .map(|(slug, _)| slug.to_ascii_uppercase().replace('-', "_"))
+                            .collect::<Vec<_>>(),
+                    ),
+                )]
+                .into_iter()
+                .collect(),
+            ))
             .into()
     }
 }
