@@ -54,6 +54,17 @@ pub(super) fn allowed(method: &str, route: &str) -> Option<&'static [String]> {
     ALLOWED.get(&(method, route.to_owned())).map(Vec::as_slice)
 }
 
+/// The methods `route` takes, per the document (upper case, sorted), e.g. `["GET"]`.
+pub(super) fn methods(route: &str) -> Vec<String> {
+    let mut m: Vec<String> = ALLOWED
+        .keys()
+        .filter(|(_, r)| r == route)
+        .map(|(m, _)| m.to_ascii_uppercase())
+        .collect();
+    m.sort();
+    m
+}
+
 /// Middleware (a `route_layer`, so it sees the matched route): `400 malformed-request` for
 /// the first query parameter the operation does not take; otherwise the request goes on.
 pub(super) async fn refuse_unknown(
@@ -144,6 +155,7 @@ mod tests {
         assert_eq!(names("GET", "/v1/jobs/{id}"), Some(vec![]));
         assert_eq!(names("HEAD", "/healthz"), Some(vec![]));
         assert_eq!(names("TRACE", "/healthz"), None);
+        assert_eq!(methods("/v1/jobs/{id}/cancel"), ["POST"]);
     }
 
     #[test]
