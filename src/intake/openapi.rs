@@ -236,7 +236,7 @@ pub(crate) struct RequeueResult {
     kept: u64,
 }
 
-/// The answer to `DELETE /v1/queues/{queue}/dead`.
+/// The answer to `POST /v1/queues/{queue}/dead/purge`.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct PurgeResult {
     /// The work queue.

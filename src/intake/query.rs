@@ -4,7 +4,7 @@
 //! Which parameters an operation takes is read from the OpenAPI document (its `in: query`
 //! parameters), so the server cannot accept what the document does not list, nor the
 //! document list what the server ignores. Refusing rather than ignoring keeps a typo from
-//! changing what a request does (`DELETE …/dead?limt=5` would otherwise purge every dead
+//! changing what a request does (`POST …/dead/purge?limt=5` would otherwise purge every dead
 //! letter).
 
 use std::collections::HashMap;
