@@ -138,7 +138,8 @@ fn parse_item(raw: &RawValue) -> Result<(JobRequest, Option<String>), Problem> {
         ("queue" = String, Path, description = "A configured queue"),
         ("X-Correlation-ID" = Option<String>, Header, description = "Correlation id for every job of the batch (default: each job's id)"),
     ),
-    request_body(content = BatchRequestDoc, content_type = "application/json"),
+    request_body(content = BatchRequestDoc, content_type = "application/json",
+        example = json!({"jobs": [{"payload": {"n": 1}}, {"payload": {"n": 2}, "delay_ms": 1000, "idempotency_key": "order-2"}]})),
     responses(
         (status = 200, description = "One result per job, in request order", body = BatchResponseDoc),
         (status = 400, description = "`malformed-request`: not `{\"jobs\": [...]}`, no job, or an Idempotency-Key header", body = ProblemDocument, content_type = "application/problem+json"),

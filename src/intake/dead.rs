@@ -142,7 +142,8 @@ pub(super) struct RequeueRequest {
     summary = "Move dead letters back to the work queue",
     description = "Moves the matching dead letters present now back to the work queue (each acked in the DLQ only after the broker confirmed its copy). The body is optional: none (or `{}`) moves every dead letter present now.",
     params(("queue" = String, Path, description = "A configured queue")),
-    request_body(content = Option<RequeueRequest>, content_type = "application/json"),
+    request_body(content = Option<RequeueRequest>, content_type = "application/json",
+        example = json!({"error_contains": "timeout", "failed_after": "2026-01-02T03:04:05Z", "limit": 10})),
     responses(
         (status = 200, description = "How many moved and how many did not match and stay", body = RequeueResult),
         (status = 400, description = "`malformed-request`: not a JSON object of the fields below, or a time that is not RFC 3339", body = ProblemDocument, content_type = "application/problem+json"),

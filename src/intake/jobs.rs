@@ -338,7 +338,8 @@ async fn publish_new(
         ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; the same key with the same request returns the original job (Stripe's semantics, per queue)"),
         ("X-Correlation-ID" = Option<String>, Header, description = "1 to 255 visible ASCII characters; travels as the message's correlation_id to the handler (default: the job id)"),
     ),
-    request_body(content = JobRequest, content_type = "application/json"),
+    request_body(content = JobRequest, content_type = "application/json",
+        example = json!({"payload": {"customer": 42, "items": 3}, "max_attempts": 5})),
     responses(
         (status = 202, description = "Accepted: the broker confirmed the persistent message", body = JobView,
             headers(
