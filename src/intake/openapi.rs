@@ -279,7 +279,7 @@ pub(crate) struct Readiness {
 #[openapi(
     info(
         title = "warren",
-        description = "HTTP intake of warren, a work-queue job backend on RabbitMQ: jobs are accepted (202) only once the broker confirmed their persistent message. Errors are RFC 7807 problem documents (`application/problem+json`)."
+        description = "HTTP intake of warren, a work-queue job backend on RabbitMQ: jobs are accepted (202) only once the broker confirmed their persistent message. Every error is an RFC 7807 / RFC 9457 problem document (`application/problem+json`, see `ProblemType`), including what the HTTP layer refuses (a 405 with `Allow`, an unknown route); bad input changes nothing. Unknown query parameters are refused (400) on every operation. Integers are JSON Schema integers (`30.0` is 30)."
     ),
     paths(
         super::jobs::post_job,
