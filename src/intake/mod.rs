@@ -175,6 +175,6 @@ async fn not_found() -> Problem {
         StatusCode::NOT_FOUND,
         "not-found",
         "Not found",
-        "no such endpoint; see the README for the v1 API",
+        "no such endpoint; GET /openapi.json lists them",
     )
 }
