@@ -191,3 +191,49 @@ impl IntoResponse for Problem {
         resp
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Method;
+
+    #[test]
+    fn what_the_http_layer_answers_becomes_a_problem_with_a_stable_type() {
+        let doc = |status: u16, body: &str| {
+            let status = StatusCode::from_u16(status).expect("status");
+            Problem::from_status(status, &Method::PUT, None, body.as_bytes()).document()
+        };
+        let p = doc(
+            422,
+            "Failed to deserialize the JSON body into the target type: x",
+        );
+        assert_eq!(p["status"], 400, "a framework 422 is warren's 400");
+        assert_eq!(p["type"], "/problems/malformed-request");
+        assert!(
+            p["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("JSON body"))
+        );
+        assert_eq!(
+            doc(413, "length limit exceeded")["type"],
+            "/problems/body-too-large"
+        );
+        assert_eq!(doc(408, "")["type"], "/problems/request-timeout");
+        assert_eq!(doc(408, "")["detail"], "the request took too long");
+        assert_eq!(doc(502, "")["type"], "/problems/internal-error");
+        assert_eq!(doc(418, "")["type"], "/problems/http-error");
+        let allow = HeaderValue::from_static("GET, POST");
+        let p = Problem::from_status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &Method::PUT,
+            Some(&allow),
+            b"",
+        )
+        .document();
+        assert_eq!(p["type"], "/problems/method-not-allowed");
+        assert_eq!(
+            p["detail"],
+            "PUT is not allowed here; this endpoint allows GET, POST"
+        );
+    }
+}
