@@ -306,6 +306,13 @@ async fn every_bad_request_gets_its_problem_and_changes_nothing() {
         (
             reqwest::Method::POST,
             format!("{dead}/requeue"),
+            Some(("application/json", "\t")),
+            400,
+            "object",
+        ),
+        (
+            reqwest::Method::POST,
+            format!("{dead}/requeue"),
             Some(("application/json", r#"{"limit": -1}"#)),
             400,
             "limit",

@@ -171,9 +171,9 @@ pub(super) async fn requeue(
                 format!("a requeue request body is at most {MAX_REQUEUE_BODY} bytes"),
             )
         })?;
-    // No body, only whitespace or `null` is `{}`: requeue everything.
+    // No body, or `null`, is `{}`: requeue everything. (Whitespace alone is not JSON.)
     let trimmed = bytes.trim_ascii();
-    let req: RequeueRequest = if trimmed.is_empty() || trimmed == b"null" {
+    let req: RequeueRequest = if bytes.is_empty() || trimmed == b"null" {
         RequeueRequest::default()
     } else {
         super::jobs::require_json(&parts.headers)?;

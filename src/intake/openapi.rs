@@ -428,10 +428,8 @@ pub(crate) fn document(tokens: bool) -> utoipa::openapi::OpenApi {
 /// are written as JSON: utoipa 5.5 spells a link's `operationId` as `operation_id`.)
 pub(crate) fn document_json(tokens: bool) -> serde_json::Value {
     let mut doc = serde_json::to_value(document(tokens)).unwrap_or_default();
-    let targets = [
-        ("/v1/queues/{queue}/jobs", "202", "/id"),
-        ("/v1/queues/{queue}/jobs/batch", "200", "/results/0/job/id"),
-    ];
+    // (Not from a batch: its first item may have been refused, with no job to follow.)
+    let targets = [("/v1/queues/{queue}/jobs", "202", "/id")];
     for (path, status, pointer) in targets {
         let resp = &mut doc["paths"][path]["post"]["responses"][status];
         if resp.is_object() {
