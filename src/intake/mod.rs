@@ -80,12 +80,10 @@ pub(crate) fn router(state: IntakeState) -> Router {
 /// `WWW-Authenticate`); see [`Problem::from_status`].
 async fn problems_only(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let method = req.method().clone();
-    // axum adds `Allow` to a 405 outside this layer; the document says the same.
-    let allow = req
+    let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map(|r| query::methods(r.as_str()).join(", "))
-        .and_then(|m| axum::http::HeaderValue::from_str(&m).ok());
+        .cloned();
     let resp = next.run(req).await;
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -103,6 +101,11 @@ async fn problems_only(req: axum::extract::Request, next: axum::middleware::Next
     }
     let (mut parts, body) = resp.into_parts();
     let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    // axum adds `Allow` to a 405 outside this layer; the document says the same.
+    let allow = route
+        .filter(|_| status == StatusCode::METHOD_NOT_ALLOWED)
+        .map(|r| query::methods(r.as_str()).join(", "))
+        .and_then(|m| axum::http::HeaderValue::from_str(&m).ok());
     let problem = Problem::from_status(status, &method, allow.as_ref(), &text);
     let mut fresh = problem.into_response();
     parts.headers.remove(axum::http::header::CONTENT_LENGTH);
