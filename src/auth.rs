@@ -26,7 +26,7 @@ pub const MIN_TOKEN_LEN: usize = 32;
 pub enum Scope {
     /// Submit jobs, read job status, list queues.
     Jobs,
-    /// Everything `Jobs` may, plus the DLQ endpoints and `DELETE /v1/jobs/{id}`.
+    /// Everything `Jobs` may, plus the DLQ endpoints and `POST /v1/jobs/{id}/cancel`.
     Admin,
 }
 

@@ -27,16 +27,21 @@ pub struct JobView {
     #[schema(value_type = Option<serde_json::Value>)]
     pub result: Option<serde_json::Value>,
     /// Accepted at.
+    #[schema(format = DateTime)]
     pub created_at: String,
     /// First run started at.
+    #[schema(format = DateTime)]
     pub started_at: Option<String>,
     /// Reached a final status at.
+    #[schema(format = DateTime)]
     pub finished_at: Option<String>,
     /// Next attempt due at.
+    #[schema(format = DateTime)]
     pub next_attempt_at: Option<String>,
     /// Correlation id (from `X-Correlation-ID`, else the job id).
     pub correlation_id: Option<String>,
     /// When its dead letter was purged from the DLQ (`warren dlq purge`), for a `dead` job.
+    #[schema(format = DateTime)]
     pub discarded_at: Option<String>,
 }
 

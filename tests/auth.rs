@@ -87,11 +87,11 @@ async fn tokens_guard_jobs_and_only_admin_reaches_the_dlq_and_cancel() {
     // ...but neither cancels nor sees the DLQ.
     let resp = w
         .http
-        .delete(&job_url)
+        .post(format!("{job_url}/cancel"))
         .bearer_auth(JOBS)
         .send()
         .await
-        .expect("delete");
+        .expect("cancel");
     assert_eq!(resp.status(), 403);
     assert!(
         resp.headers()[WWW_AUTHENTICATE]
@@ -102,7 +102,7 @@ async fn tokens_guard_jobs_and_only_admin_reaches_the_dlq_and_cancel() {
     let dead_url = format!("{}/v1/queues/{q}/dead", w.base);
     for req in [
         w.http.get(&dead_url),
-        w.http.delete(&dead_url),
+        w.http.post(format!("{dead_url}/purge")),
         w.http.post(format!("{dead_url}/requeue")),
     ] {
         let resp = req.bearer_auth(JOBS).send().await.expect("dlq call");
@@ -131,11 +131,11 @@ async fn tokens_guard_jobs_and_only_admin_reaches_the_dlq_and_cancel() {
     assert_eq!(resp.status(), 200);
     let resp = w
         .http
-        .delete(&job_url)
+        .post(format!("{job_url}/cancel"))
         .header(AUTHORIZATION, format!("bearer {ADMIN}"))
         .send()
         .await
-        .expect("delete");
+        .expect("cancel");
     assert_eq!(resp.status(), 200);
     assert_eq!(
         resp.json::<Value>().await.expect("json")["status"],

@@ -226,6 +226,139 @@ async fn every_bad_request_gets_its_problem_and_changes_nothing() {
         assert_problem(req.send().await.expect("request"), r.status, r.what).await;
     }
 
+    // What the framework refuses before a handler runs is a problem too: bad or unknown
+    // query parameters, an undocumented method (405, with Allow), an unknown route, a
+    // requeue body that is not a JSON object or not JSON.
+    let dead = format!("/v1/queues/{q}/dead");
+    let framework = [
+        (
+            reqwest::Method::GET,
+            format!("{dead}?limit=-255"),
+            None,
+            400,
+            "limit",
+        ),
+        (
+            reqwest::Method::GET,
+            format!("{dead}?limit=101"),
+            None,
+            400,
+            "limit",
+        ),
+        (
+            reqwest::Method::GET,
+            format!("{dead}?limt=5"),
+            None,
+            400,
+            "limt",
+        ),
+        (
+            reqwest::Method::GET,
+            format!("{dead}?limit=1&limit=2"),
+            None,
+            400,
+            "limit",
+        ),
+        (
+            reqwest::Method::POST,
+            format!("{dead}/purge?limit=x"),
+            None,
+            400,
+            "limit",
+        ),
+        (
+            reqwest::Method::POST,
+            format!("{jobs}?priority=9"),
+            None,
+            400,
+            "priority",
+        ),
+        (
+            reqwest::Method::GET,
+            format!("{job}?verbose=1"),
+            None,
+            400,
+            "verbose",
+        ),
+        (reqwest::Method::DELETE, job.clone(), None, 405, "GET"),
+        (reqwest::Method::DELETE, dead.clone(), None, 405, "GET"),
+        (
+            reqwest::Method::PUT,
+            "/v1/queues".to_owned(),
+            None,
+            405,
+            "PUT",
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/nope".to_owned(),
+            None,
+            404,
+            "endpoint",
+        ),
+        (
+            reqwest::Method::POST,
+            format!("{dead}/requeue"),
+            Some(("application/json", "[1]")),
+            400,
+            "object",
+        ),
+        (
+            reqwest::Method::POST,
+            format!("{dead}/requeue"),
+            Some(("application/json", "\t")),
+            400,
+            "object",
+        ),
+        (
+            reqwest::Method::POST,
+            format!("{dead}/requeue"),
+            Some(("application/json", r#"{"limit": -1}"#)),
+            400,
+            "limit",
+        ),
+        (
+            reqwest::Method::POST,
+            format!("{dead}/requeue"),
+            Some(("application/json", r#"{"failed_after": "yesterday"}"#)),
+            400,
+            "failed_after",
+        ),
+        (
+            reqwest::Method::POST,
+            format!("{dead}/requeue"),
+            Some(("text/plain", "x")),
+            415,
+            "application/json",
+        ),
+    ];
+    for (method, path, body, status, names) in framework {
+        let what = format!("{method} {path} {body:?}");
+        let mut req = w.http.request(method, format!("{}{path}", w.base));
+        if let Some((ct, text)) = body {
+            req = req.header("content-type", ct).body(text);
+        }
+        let resp = req.send().await.expect("request");
+        if status == 405 {
+            assert!(resp.headers().contains_key("allow"), "{what}: no Allow");
+        }
+        let text = resp.headers().get("content-type").cloned();
+        let status_got = resp.status().as_u16();
+        let problem: Value = resp.json().await.expect("problem body is JSON");
+        assert_eq!(status_got, status, "{what}: {problem}");
+        assert_eq!(
+            text.as_ref().and_then(|v| v.to_str().ok()),
+            Some("application/problem+json"),
+            "{what}"
+        );
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains(names)),
+            "{what}: the detail should name `{names}`: {problem}"
+        );
+    }
+
     // Headers of 1 MiB in all: refused before any handler runs (hyper's limit).
     let resp = w
         .http
@@ -240,14 +373,17 @@ async fn every_bad_request_gets_its_problem_and_changes_nothing() {
         431,
         "huge headers"
     );
-    // A DELETE of a job that is not a UUID, and of the existing job with a trick suffix.
-    for path in [format!("{job}%2f..%2f"), "/v1/jobs/not-a-uuid".to_owned()] {
+    // A cancel of a job that is not a UUID, and of the existing job with a trick suffix.
+    for path in [
+        format!("{job}%2f..%2f/cancel"),
+        "/v1/jobs/not-a-uuid/cancel".to_owned(),
+    ] {
         let resp = w
             .http
-            .delete(format!("{}{path}", w.base))
+            .post(format!("{}{path}", w.base))
             .send()
             .await
-            .expect("delete");
+            .expect("cancel");
         assert_problem(resp, 404, &path).await;
     }
 

@@ -171,7 +171,7 @@ async fn peek_leaves_dead_letters_and_purge_removes_them_over_http() {
 
     let resp = w
         .http
-        .delete(format!("{}/v1/queues/{q}/dead", w.base))
+        .post(format!("{}/v1/queues/{q}/dead/purge", w.base))
         .send()
         .await
         .expect("purge");

@@ -1,5 +1,7 @@
 //! `GET /openapi.json` describes every route the intake serves, with the methods it serves
-//! them with, and is a valid OpenAPI 3.1 document whose references all resolve.
+//! them with, and is a valid OpenAPI 3.1 document whose references all resolve; its
+//! `security` says what this server checks (nothing without tokens, bearer scopes with
+//! them). tests/api_properties.rs checks the server against it request by request.
 
 mod common;
 
@@ -139,20 +141,21 @@ async fn every_route_is_in_the_spec_and_the_spec_is_valid_openapi() {
         );
     }
 
-    // Bearer security as the middleware enforces it: the DLQ needs admin (401 and 403),
-    // submitting needs a token (401), probes are open.
-    assert_eq!(
-        doc["components"]["securitySchemes"]["bearer"]["scheme"],
-        "bearer"
+    // Without tokens nothing is checked, so nothing is required.
+    assert!(
+        doc["components"]["securitySchemes"].is_null(),
+        "{}",
+        doc["components"]["securitySchemes"]
     );
-    let op = |path: &str, method: &str| doc["paths"][path][method].clone();
-    let peek = op("/v1/queues/{queue}/dead", "get");
-    assert_eq!(peek["security"][0]["bearer"][0], "admin", "{peek}");
-    assert!(peek["responses"]["403"].is_object() && peek["responses"]["401"].is_object());
-    let submit = op("/v1/queues/{queue}/jobs", "post");
-    assert_eq!(submit["security"][0]["bearer"][0], "jobs", "{submit}");
-    assert!(submit["responses"]["403"].is_null());
-    assert!(op("/readyz", "get")["security"].is_null());
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("item") {
+            assert!(op["security"].is_null(), "{method} {path} states security");
+            assert!(
+                op["responses"]["401"].is_null(),
+                "{method} {path} lists 401"
+            );
+        }
+    }
 
     // Every route the router serves is in the spec, with exactly the methods the router
     // allows (axum answers an unrouted method with 405 and `Allow`).
@@ -174,6 +177,11 @@ async fn every_route_is_in_the_spec_and_the_spec_is_valid_openapi() {
             .await
             .expect("OPTIONS");
         assert_eq!(resp.status(), 405, "OPTIONS {path}");
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/problem+json",
+            "OPTIONS {path}"
+        );
         let allow: BTreeSet<String> = resp.headers()["allow"]
             .to_str()
             .expect("ascii")
@@ -193,6 +201,52 @@ async fn every_route_is_in_the_spec_and_the_spec_is_valid_openapi() {
             routed.contains(path),
             "the spec documents {path}, which the router does not serve"
         );
+    }
+    w.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn with_tokens_the_spec_states_bearer_security_as_the_middleware_enforces_it() {
+    const ADMIN: &str = "admin:0123456789abcdef0123456789abcdef-admin";
+    let w = Setup::new()
+        .queue("api", "handler = \"noop\"")
+        .role(warren::Role::Intake)
+        .tokens(ADMIN)
+        .start()
+        .await;
+    let doc: Value = w
+        .http
+        .get(format!("{}/openapi.json", w.base))
+        .send()
+        .await
+        .expect("GET /openapi.json is open")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    let op = |path: &str, method: &str| doc["paths"][path][method].clone();
+    // The DLQ and cancel need admin (401 and 403), submitting a token (401), probes nothing.
+    for (path, method) in [
+        ("/v1/queues/{queue}/dead", "get"),
+        ("/v1/queues/{queue}/dead/purge", "post"),
+        ("/v1/jobs/{id}/cancel", "post"),
+    ] {
+        let o = op(path, method);
+        assert_eq!(
+            o["security"][0]["bearer"][0], "admin",
+            "{method} {path}: {o}"
+        );
+        assert!(o["responses"]["403"].is_object() && o["responses"]["401"].is_object());
+    }
+    let submit = op("/v1/queues/{queue}/jobs", "post");
+    assert_eq!(submit["security"][0]["bearer"][0], "jobs", "{submit}");
+    assert!(submit["responses"]["401"].is_object());
+    assert!(submit["responses"]["403"].is_null());
+    for path in ["/readyz", "/healthz", "/metrics", "/openapi.json"] {
+        assert!(op(path, "get")["security"].is_null(), "{path}");
     }
     w.stop().await.expect("clean stop");
 }

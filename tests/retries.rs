@@ -273,10 +273,10 @@ async fn a_cancelled_job_is_skipped_when_its_message_arrives() {
         .to_owned();
     let del = w
         .http
-        .delete(format!("{}/v1/jobs/{id}", w.base))
+        .post(format!("{}/v1/jobs/{id}/cancel", w.base))
         .send()
         .await
-        .expect("delete");
+        .expect("cancel");
     assert_eq!(del.status(), 200);
     assert_eq!(
         del.json::<serde_json::Value>().await.expect("json")["status"],
@@ -299,17 +299,21 @@ async fn a_cancelled_job_is_skipped_when_its_message_arrives() {
     // Finished jobs cannot be cancelled; unknown ones are 404.
     let del = w
         .http
-        .delete(format!("{}/v1/jobs/{after}", w.base))
+        .post(format!("{}/v1/jobs/{after}/cancel", w.base))
         .send()
         .await
-        .expect("delete");
+        .expect("cancel");
     assert_eq!(del.status(), 409);
     let del = w
         .http
-        .delete(format!("{}/v1/jobs/{}", w.base, uuid::Uuid::now_v7()))
+        .post(format!(
+            "{}/v1/jobs/{}/cancel",
+            w.base,
+            uuid::Uuid::now_v7()
+        ))
         .send()
         .await
-        .expect("delete");
+        .expect("cancel");
     assert_eq!(del.status(), 404);
     w.stop().await.expect("clean stop");
 }

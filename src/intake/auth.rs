@@ -3,7 +3,7 @@
 //! Which route needs which scope is decided in one place, [`required_scope`], from the
 //! route the request matched (not from the raw path, so encodings cannot dodge it):
 //! `/healthz`, `/readyz`, `/metrics` and `/openapi.json` are open; the DLQ routes
-//! (`/v1/queues/{queue}/dead…`) and `DELETE /v1/jobs/{id}` need `admin`; every other route
+//! (`/v1/queues/{queue}/dead…`) and `POST /v1/jobs/{id}/cancel` need `admin`; every other route
 //! needs a `jobs` or `admin` token. With no tokens configured every route is open: the
 //! router then does not layer this check at all (`super::router`).
 
@@ -18,11 +18,11 @@ use super::{IntakeState, Problem};
 use crate::auth::Scope;
 
 /// The scope a matched route needs, or `None` for an open one.
-pub(super) fn required_scope(method: &Method, route: &str) -> Option<Scope> {
+pub(super) fn required_scope(_method: &Method, route: &str) -> Option<Scope> {
     match route {
         "/healthz" | "/readyz" | "/metrics" | "/openapi.json" => None,
         r if r.starts_with("/v1/queues/{queue}/dead") => Some(Scope::Admin),
-        "/v1/jobs/{id}" if method == Method::DELETE => Some(Scope::Admin),
+        "/v1/jobs/{id}/cancel" => Some(Scope::Admin),
         _ => Some(Scope::Jobs),
     }
 }
@@ -115,7 +115,7 @@ mod tests {
             Some(Scope::Admin)
         );
         assert_eq!(
-            required_scope(&Method::DELETE, "/v1/jobs/{id}"),
+            required_scope(&Method::POST, "/v1/jobs/{id}/cancel"),
             Some(Scope::Admin)
         );
         assert_eq!(

@@ -10,17 +10,17 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::extract::{Path, int};
 use super::jobs::{self, Accepted, JobRequest, Prepared};
 use super::openapi::{BatchRequestDoc, BatchResponseDoc, ProblemDocument};
 use super::{IntakeState, Problem};
-use crate::config::QueueConfig;
 use crate::view::JobView;
 
 /// Most jobs in one batch request.
@@ -42,7 +42,9 @@ struct BatchRequest<'a> {
 #[serde(deny_unknown_fields)]
 struct BatchItem {
     payload: Box<RawValue>,
+    #[serde(default, deserialize_with = "int::delay_ms")]
     delay_ms: Option<u64>,
+    #[serde(default, deserialize_with = "int::max_attempts")]
     max_attempts: Option<u32>,
     idempotency_key: Option<String>,
 }
@@ -96,12 +98,10 @@ fn batch_too_large(detail: String) -> Problem {
     )
 }
 
-/// Parses and validates one item.
-fn prepare_item(
-    q: &QueueConfig,
-    raw: &RawValue,
-    correlation_id: Option<&String>,
-) -> Result<Prepared, Problem> {
+/// Parses one item and checks what the document's `BatchItem` schema states (fields, types,
+/// ranges, the key's form): a failure is the whole request's 400, naming the item.
+fn parse_item(raw: &RawValue) -> Result<(JobRequest, Option<String>), Problem> {
+    super::extract::require_object(raw.get().as_bytes(), "a job")?;
     let item: BatchItem = serde_json::from_str(raw.get())
         .map_err(|e| Problem::bad_request(format!("invalid job JSON: {e}")))?;
     let key = item
@@ -114,15 +114,20 @@ fn prepare_item(
         delay_ms: item.delay_ms,
         max_attempts: item.max_attempts,
     };
-    jobs::prepare(q, &req, key, correlation_id.cloned())
+    jobs::validate(&req)?;
+    Ok((req, key))
 }
 
 /// `POST /v1/queues/{queue}/jobs/batch`: 200 with one result per item (`{"status": 202,
 /// "job": …}` or `{"status": 4xx/5xx, "problem": …}`), in request order. The request as a
 /// whole is refused (a problem, nothing accepted) for an unknown queue (404), a non-JSON
-/// content type (415), a body that is not `{"jobs": [...]}` or holds no job (400), more than
-/// [`MAX_BATCH_JOBS`] jobs or a body past 16 MiB (413). `X-Correlation-ID` applies to every
-/// item; idempotency keys go in the items (`idempotency_key`), not in a header.
+/// content type (415), a body that is not `{"jobs": [...]}`, holds no job or an item that
+/// breaks the document's `BatchItem` schema (400, naming the item: `jobs[3]: …`), more than
+/// [`MAX_BATCH_JOBS`] jobs or a body past 16 MiB (413). What the schema cannot say is each
+/// item's own result: a payload over the queue's limit (413), a reused idempotency key
+/// (422), a full queue (429), the broker or the store unavailable (503).
+/// `X-Correlation-ID` applies to every item; idempotency keys go in the items
+/// (`idempotency_key`), not in a header.
 #[utoipa::path(
     post,
     path = "/v1/queues/{queue}/jobs/batch",
@@ -133,7 +138,8 @@ fn prepare_item(
         ("queue" = String, Path, description = "A configured queue"),
         ("X-Correlation-ID" = Option<String>, Header, description = "Correlation id for every job of the batch (default: each job's id)"),
     ),
-    request_body(content = BatchRequestDoc, content_type = "application/json"),
+    request_body(content = BatchRequestDoc, content_type = "application/json",
+        example = json!({"jobs": [{"payload": {"n": 1}}, {"payload": {"n": 2}, "delay_ms": 1000, "idempotency_key": "order-2"}]})),
     responses(
         (status = 200, description = "One result per job, in request order", body = BatchResponseDoc),
         (status = 400, description = "`malformed-request`: not `{\"jobs\": [...]}`, no job, or an Idempotency-Key header", body = ProblemDocument, content_type = "application/problem+json"),
@@ -166,6 +172,7 @@ pub(super) async fn post_batch(
             "a batch request body is at most {limit} bytes; send fewer jobs per request"
         ))
     })?;
+    super::extract::require_object(&bytes, "the batch")?;
     let req: BatchRequest<'_> = serde_json::from_slice(&bytes)
         .map_err(|e| Problem::bad_request(format!("invalid batch JSON: {e}")))?;
     if req.jobs.is_empty() {
@@ -178,11 +185,18 @@ pub(super) async fn post_batch(
         )));
     }
 
-    // Validate every item; keep the valid ones with their place in the request.
-    let mut results: Vec<Option<ItemResult>> = Vec::with_capacity(req.jobs.len());
-    let mut valid: Vec<(usize, Prepared)> = Vec::with_capacity(req.jobs.len());
+    // Every item must fit the schema, or nothing is accepted.
+    let mut items = Vec::with_capacity(req.jobs.len());
     for (i, raw) in req.jobs.iter().enumerate() {
-        match prepare_item(q, raw, correlation_id.as_ref()) {
+        let item = parse_item(raw)
+            .map_err(|p| Problem::bad_request(format!("jobs[{i}]: {}", p.detail())))?;
+        items.push(item);
+    }
+    // Each item's own limits; keep the valid ones with their place in the request.
+    let mut results: Vec<Option<ItemResult>> = Vec::with_capacity(items.len());
+    let mut valid: Vec<(usize, Prepared)> = Vec::with_capacity(items.len());
+    for (i, (item, key)) in items.iter().enumerate() {
+        match jobs::prepare(q, item, key.clone(), correlation_id.clone()) {
             Ok(p) => {
                 results.push(None);
                 valid.push((i, p));
@@ -190,6 +204,7 @@ pub(super) async fn post_batch(
             Err(p) => results.push(Some(Err(p).into())),
         }
     }
+    drop(items);
     drop(req);
     drop(bytes);
 

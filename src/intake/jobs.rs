@@ -3,13 +3,14 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+use super::extract::{Path, int};
 use super::openapi::ProblemDocument;
 use super::{IntakeState, Problem};
 use crate::config::QueueConfig;
@@ -27,17 +28,21 @@ const MAX_KEY_BYTES: usize = 255;
 /// Largest accepted `max_attempts`.
 const MAX_ATTEMPTS_LIMIT: u32 = 100;
 
-/// The request body of `POST /v1/queues/{queue}/jobs`.
+/// The request body of `POST /v1/queues/{queue}/jobs`. Unknown fields are refused
+/// (`additionalProperties: false`); the integers are JSON Schema integers (`30.0` is 30).
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct JobRequest {
-    /// Any JSON; becomes the message body byte for byte.
+    /// Any JSON; becomes the message body byte for byte (at most the queue's
+    /// `max_payload_bytes`, else 413).
     #[schema(value_type = serde_json::Value, example = json!({"customer": 42, "items": 3}))]
     pub(super) payload: Box<RawValue>,
     /// Wait this long before the first attempt (ms, 0 to 1,048,575,000: about 12 days).
-    #[schema(maximum = 1_048_575_000)]
+    #[serde(default, deserialize_with = "int::delay_ms")]
+    #[schema(minimum = 0, maximum = 1_048_575_000)]
     pub(super) delay_ms: Option<u64>,
     /// Override the queue's attempt budget (1 to 100).
+    #[serde(default, deserialize_with = "int::max_attempts")]
     #[schema(minimum = 1, maximum = 100)]
     pub(super) max_attempts: Option<u32>,
 }
@@ -135,6 +140,26 @@ pub(super) struct Prepared {
     delay: std::time::Duration,
 }
 
+/// 400 unless `max_attempts` (when given) is 1 to 100 and `delay_ms` at most
+/// [`crate::delay::MAX_DELAY`]: the constraints the document's `JobRequest` schema states.
+pub(super) fn validate(req: &JobRequest) -> Result<(), Problem> {
+    if let Some(n) = req.max_attempts
+        && !(1..=MAX_ATTEMPTS_LIMIT).contains(&n)
+    {
+        return Err(Problem::bad_request(format!(
+            "max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}"
+        )));
+    }
+    if std::time::Duration::from_millis(req.delay_ms.unwrap_or(0)) > crate::delay::MAX_DELAY {
+        return Err(Problem::bad_request(format!(
+            "delay_ms must be at most {} ({} days)",
+            crate::delay::MAX_DELAY.as_millis(),
+            crate::delay::MAX_DELAY.as_secs() / 86_400
+        )));
+    }
+    Ok(())
+}
+
 /// Checks one job request for queue `q` (payload size, `max_attempts`, `delay_ms`) and gives
 /// it an id; `idempotency_key` and `correlation_id` are already checked with [`token`].
 /// The one validation path of the single and the batch endpoint.
@@ -147,20 +172,9 @@ pub(super) fn prepare(
     if req.payload.get().len() > q.max_payload_bytes {
         return Err(too_large(q));
     }
+    validate(req)?;
     let max_attempts = req.max_attempts.unwrap_or(q.max_attempts);
-    if !(1..=MAX_ATTEMPTS_LIMIT).contains(&max_attempts) {
-        return Err(Problem::bad_request(format!(
-            "max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}"
-        )));
-    }
     let delay = std::time::Duration::from_millis(req.delay_ms.unwrap_or(0));
-    if delay > crate::delay::MAX_DELAY {
-        return Err(Problem::bad_request(format!(
-            "delay_ms must be at most {} ({} days)",
-            crate::delay::MAX_DELAY.as_millis(),
-            crate::delay::MAX_DELAY.as_secs() / 86_400
-        )));
-    }
     let id = Uuid::now_v7();
     let now = now_ms();
     let next_attempt_at = (!delay.is_zero())
@@ -324,7 +338,8 @@ async fn publish_new(
         ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; the same key with the same request returns the original job (Stripe's semantics, per queue)"),
         ("X-Correlation-ID" = Option<String>, Header, description = "1 to 255 visible ASCII characters; travels as the message's correlation_id to the handler (default: the job id)"),
     ),
-    request_body(content = JobRequest, content_type = "application/json"),
+    request_body(content = JobRequest, content_type = "application/json",
+        example = json!({"payload": {"customer": 42, "items": 3}, "max_attempts": 5})),
     responses(
         (status = 202, description = "Accepted: the broker confirmed the persistent message", body = JobView,
             headers(
@@ -354,6 +369,7 @@ pub(super) async fn post_job(
     let bytes = axum::body::to_bytes(body, q.max_payload_bytes + ENVELOPE_SLACK)
         .await
         .map_err(|_| too_large(q))?;
+    super::extract::require_object(&bytes, "the job")?;
     let req: JobRequest = serde_json::from_slice(&bytes)
         .map_err(|e| Problem::bad_request(format!("invalid job JSON: {e}")))?;
     let job = prepare(
@@ -528,13 +544,16 @@ pub(super) async fn get_job(
     }
 }
 
-/// `DELETE /v1/jobs/{id}`: cancels a job that has not started (`queued` or `retrying`); its
-/// message is acked and skipped when it arrives. 409 once it runs or has finished.
+/// `POST /v1/jobs/{id}/cancel`: cancels a job that has not started (`queued` or
+/// `retrying`); its message is acked and skipped when it arrives. 409 once it runs or has
+/// finished. The job stays readable (`GET /v1/jobs/{id}` shows it `cancelled`): cancelling
+/// is a change of state, not a deletion, hence a POST rather than a `DELETE`.
 #[utoipa::path(
-    delete,
-    path = "/v1/jobs/{id}",
+    post,
+    path = "/v1/jobs/{id}/cancel",
     tag = "jobs",
     summary = "Cancel a job that has not started",
+    description = "Cancels a `queued` or `retrying` job; its message is acked and skipped when it arrives. The job stays readable as `cancelled`. Needs the `admin` scope when tokens are configured.",
     params(("id" = String, Path, description = "The job id (a UUID)")),
     responses(
         (status = 200, description = "Cancelled; its message is acked and skipped when it arrives", body = JobView),

@@ -4,10 +4,12 @@
 mod auth;
 mod batch;
 mod dead;
+mod extract;
 mod jobs;
 pub(crate) mod openapi;
 mod ops;
 mod problem;
+mod query;
 
 use std::sync::Arc;
 
@@ -37,22 +39,27 @@ pub(crate) struct IntakeState {
 /// The intake's routes. The state is shared behind one `Arc`, so a request clones one pointer
 /// rather than each field. With no tokens configured every route is open (DESIGN §9), so the
 /// token check is not layered at all.
+///
+/// Every error is a problem document: handlers and extractors answer with [`Problem`]s,
+/// unknown query parameters are refused by [`query::refuse_unknown`], an unknown route gets
+/// `404 not-found`, and [`problems_only`] turns whatever else answers an error without one
+/// (axum's `405` with its `Allow` header, a rejection of a framework extractor) into one.
 pub(crate) fn router(state: IntakeState) -> Router {
     let state = Arc::new(state);
     let router = Router::new()
         .route("/v1/queues/{queue}/jobs", post(jobs::post_job))
         .route("/v1/queues/{queue}/jobs/batch", post(batch::post_batch))
-        .route("/v1/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job))
-        .route(
-            "/v1/queues/{queue}/dead",
-            get(dead::peek).delete(dead::purge),
-        )
+        .route("/v1/jobs/{id}", get(jobs::get_job))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel_job))
+        .route("/v1/queues/{queue}/dead", get(dead::peek))
         .route("/v1/queues/{queue}/dead/requeue", post(dead::requeue))
+        .route("/v1/queues/{queue}/dead/purge", post(dead::purge))
         .route("/v1/queues", get(ops::list_queues))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz));
+        .route("/readyz", get(readyz))
+        .route_layer(axum::middleware::from_fn(query::refuse_unknown));
     let router = if state.config.auth.tokens.is_empty() {
         router
     } else {
@@ -61,7 +68,52 @@ pub(crate) fn router(state: IntakeState) -> Router {
             auth::require,
         ))
     };
-    router.fallback(not_found).with_state(state)
+    router
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(problems_only))
+        .with_state(state)
+}
+
+/// Middleware: an error response (4xx, 5xx) that is not already a problem document (nor
+/// `/readyz`'s JSON report) is replaced by one with the same status (a `422` of a framework
+/// extractor becomes `400`), keeping its headers (`Allow`, `Retry-After`,
+/// `WWW-Authenticate`); see [`Problem::from_status`].
+async fn problems_only(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .cloned();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let content_type = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type.starts_with("application/problem+json")
+        || content_type.starts_with("application/json")
+    {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    // axum adds `Allow` to a 405 outside this layer; the document says the same.
+    let allow = route
+        .filter(|_| status == StatusCode::METHOD_NOT_ALLOWED)
+        .map(|r| query::methods(r.as_str()).join(", "))
+        .and_then(|m| axum::http::HeaderValue::from_str(&m).ok());
+    let problem = Problem::from_status(status, &method, allow.as_ref(), &text);
+    let mut fresh = problem.into_response();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    for (name, value) in fresh.headers() {
+        parts.headers.insert(name.clone(), value.clone());
+    }
+    *fresh.headers_mut() = parts.headers;
+    fresh
 }
 
 /// `GET /healthz`: the process is up.
@@ -126,6 +178,6 @@ async fn not_found() -> Problem {
         StatusCode::NOT_FOUND,
         "not-found",
         "Not found",
-        "no such endpoint; see the README for the v1 API",
+        "no such endpoint; GET /openapi.json lists them",
     )
 }

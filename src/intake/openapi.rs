@@ -6,8 +6,10 @@
 //! handlers read and write the same JSON with leaner types of their own.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use axum::Json;
+use axum::extract::State;
 use axum::http::Method;
 use serde::Serialize;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
@@ -26,11 +28,23 @@ use crate::view::JobView;
 pub(crate) const PROBLEM_TYPES: &[(&str, &str)] = &[
     (
         "malformed-request",
-        "400: bad JSON, missing `payload`, unknown field, bad `max_attempts`, `delay_ms`, header or query",
+        "400: bad JSON, missing `payload`, unknown field, bad `max_attempts`, `delay_ms`, header, path or query value, or an unknown query parameter; `detail` names it",
     ),
     ("unknown-queue", "404: no such configured queue"),
     ("unknown-job", "404: no job with this id"),
     ("not-found", "404: no such endpoint"),
+    (
+        "method-not-allowed",
+        "405 with Allow: the endpoint does not take this method",
+    ),
+    (
+        "request-timeout",
+        "408: the request took too long to arrive",
+    ),
+    (
+        "body-too-large",
+        "413: the request body is over the endpoint's limit (64 KiB for a requeue)",
+    ),
     (
         "not-cancellable",
         "409: the job runs or has finished; only queued or retrying jobs can be cancelled",
@@ -64,6 +78,11 @@ pub(crate) const PROBLEM_TYPES: &[(&str, &str)] = &[
         "503 with Retry-After: broker down, publish not confirmed, or store unreachable; nothing was accepted",
     ),
     ("dlq-failed", "500: a DLQ operation failed"),
+    ("internal-error", "500: warren failed; the log says why"),
+    (
+        "http-error",
+        "another 4xx the HTTP layer answered; `detail` says why",
+    ),
     (
         "unauthorized",
         "401 with WWW-Authenticate: no bearer token, or one that is not valid (only when tokens are configured)",
@@ -93,6 +112,20 @@ impl PartialSchema for ProblemType {
                 PROBLEM_TYPES
                     .iter()
                     .map(|(slug, _)| format!("/problems/{slug}")),
+            ))
+            // Names for generated enums (`UNKNOWN_QUEUE` rather than `VALUE_1`).
+            .extensions(Some(
+                [(
+                    "x-enum-varnames",
+                    serde_json::Value::from(
+                        PROBLEM_TYPES
+                            .iter()
+                            .map(|(slug, _)| slug.to_ascii_uppercase().replace('-', "_"))
+                            .collect::<Vec<_>>(),
+                    ),
+                )]
+                .into_iter()
+                .collect(),
             ))
             .into()
     }
@@ -125,24 +158,34 @@ pub(crate) struct ProblemDocument {
 
 /// The body of `POST /v1/queues/{queue}/jobs/batch`.
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(as = BatchRequest)]
 pub(crate) struct BatchRequestDoc {
-    /// 1 to 1,000 jobs; each is checked on its own (a bad one is that item's 400).
+    /// 1 to 1,000 jobs. An item that breaks this schema is the whole request's 400 (nothing
+    /// accepted); what the schema cannot say (the queue's payload limit, a reused key, a
+    /// full queue) is that item's own result.
+    #[schema(min_items = 1, max_items = 1000)]
     jobs: Vec<BatchItemDoc>,
 }
 
 /// One job of a batch: the single POST's body plus its idempotency key.
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(as = BatchItem)]
 pub(crate) struct BatchItemDoc {
-    /// Any JSON; becomes the message body byte for byte.
+    /// Any JSON; becomes the message body byte for byte (at most the queue's
+    /// `max_payload_bytes`, else this item's 413).
     #[schema(value_type = serde_json::Value)]
     payload: serde_json::Value,
-    /// Wait this long before the first attempt (ms).
+    /// Wait this long before the first attempt (ms, 0 to 1,048,575,000: about 12 days).
+    #[schema(minimum = 0, maximum = 1_048_575_000)]
     delay_ms: Option<u64>,
     /// Override the queue's attempt budget (1 to 100).
+    #[schema(minimum = 1, maximum = 100)]
     max_attempts: Option<u32>,
-    /// This job's idempotency key (the batch takes no Idempotency-Key header).
+    /// This job's idempotency key (the batch takes no Idempotency-Key header): 1 to 255
+    /// printable ASCII characters.
+    #[schema(pattern = "^[ -~]{1,255}$", max_length = 255, min_length = 1)]
     idempotency_key: Option<String>,
 }
 
@@ -193,7 +236,7 @@ pub(crate) struct RequeueResult {
     kept: u64,
 }
 
-/// The answer to `DELETE /v1/queues/{queue}/dead`.
+/// The answer to `POST /v1/queues/{queue}/dead/purge`.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct PurgeResult {
     /// The work queue.
@@ -236,7 +279,7 @@ pub(crate) struct Readiness {
 #[openapi(
     info(
         title = "warren",
-        description = "HTTP intake of warren, a work-queue job backend on RabbitMQ: jobs are accepted (202) only once the broker confirmed their persistent message. Errors are RFC 7807 problem documents (`application/problem+json`)."
+        description = "HTTP intake of warren, a work-queue job backend on RabbitMQ: jobs are accepted (202) only once the broker confirmed their persistent message. Every error is an RFC 7807 / RFC 9457 problem document (`application/problem+json`, see `ProblemType`), including what the HTTP layer refuses (a 405 with `Allow`, an unknown route); bad input changes nothing. Unknown query parameters are refused (400) on every operation. Integers are JSON Schema integers (`30.0` is 30)."
     ),
     paths(
         super::jobs::post_job,
@@ -282,29 +325,43 @@ pub(crate) struct Readiness {
 )]
 pub(crate) struct ApiDoc;
 
-/// The document, with the server path `/`, warren's version, and the bearer-token security
-/// of each operation (from [`super::auth::required_scope`], the one table the middleware
-/// uses): its scope as the requirement's role, and its 401/403 answers.
-pub(crate) fn document() -> utoipa::openapi::OpenApi {
+/// Queue names as configuration allows them (`config::validate_queue_name`): 1 to 200
+/// letters, digits, `_`, `-` and `.` (a name that is not configured is a 404).
+pub(crate) const QUEUE_PATTERN: &str = "^[A-Za-z0-9_.-]{1,200}$";
+/// `Idempotency-Key` and `X-Correlation-ID` headers: 1 to 255 printable ASCII characters
+/// that neither start nor end with a space (HTTP strips those, RFC 9110 §5.5), as the
+/// intake's `token` check accepts them; they travel as AMQP short strings.
+pub(crate) const HEADER_TOKEN_PATTERN: &str = "^[!-~]([ -~]{0,253}[!-~])?$";
+
+/// The document as this server runs it: the server path `/`, warren's version, the exact
+/// form of each path and header parameter, the `400` every operation may answer (an
+/// unknown query parameter, a malformed path), and, only when `tokens` (API tokens are
+/// configured, DESIGN §9), the bearer-token security of each operation from
+/// [`super::auth::required_scope`] (the one table the middleware uses): its scope as the
+/// requirement's role (OpenAPI 3.1 §4.8.30), and its 401/403 answers. Without tokens no
+/// operation has a security requirement, because none is checked.
+pub(crate) fn document(tokens: bool) -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc.servers = Some(vec![Server::new("/")]);
-    if let Some(c) = doc.components.as_mut() {
+    if tokens && let Some(c) = doc.components.as_mut() {
         c.add_security_scheme(
             "bearer",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
     }
     let problem = |what: &str| {
-        ResponseBuilder::new()
-            .description(what)
-            .content(
-                "application/problem+json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("Problem")))
-                    .build(),
-            )
-            .build()
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build(),
+        )
     };
     for (path, item) in doc.paths.paths.iter_mut() {
         let ops = [
@@ -314,20 +371,50 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
         ];
         for (method, op) in ops {
             let Some(op) = op else { continue };
+            for p in op.parameters.iter_mut().flatten() {
+                let schema = match p.name.as_str() {
+                    "queue" => ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some(QUEUE_PATTERN))
+                        .min_length(Some(1))
+                        .max_length(Some(200)),
+                    "id" => ObjectBuilder::new().schema_type(Type::String).format(Some(
+                        utoipa::openapi::SchemaFormat::KnownFormat(
+                            utoipa::openapi::KnownFormat::Uuid,
+                        ),
+                    )),
+                    "Idempotency-Key" | "X-Correlation-ID" => ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some(HEADER_TOKEN_PATTERN))
+                        .min_length(Some(1))
+                        .max_length(Some(255)),
+                    _ => continue,
+                };
+                p.schema = Some(schema.into());
+            }
+            op.responses
+                .responses
+                .entry("400".into())
+                .or_insert_with(|| {
+                    problem("`malformed-request`: an unknown query parameter or a malformed path")
+                });
+            if !tokens {
+                continue;
+            }
             let Some(scope) = super::auth::required_scope(&method, path) else {
                 continue;
             };
             op.security = Some(vec![SecurityRequirement::new("bearer", [scope.as_str()])]);
             op.responses.responses.insert(
                 "401".into(),
-                RefOr::T(problem(
-                    "`unauthorized`: no valid bearer token (when tokens are configured)",
-                )),
+                problem("`unauthorized` (with WWW-Authenticate): no valid bearer token"),
             );
             if scope == crate::auth::Scope::Admin {
                 op.responses.responses.insert(
                     "403".into(),
-                    RefOr::T(problem("`forbidden`: the token lacks the `admin` scope")),
+                    problem(
+                        "`forbidden` (with WWW-Authenticate): the token lacks the `admin` scope",
+                    ),
                 );
             }
         }
@@ -335,7 +422,29 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// `GET /openapi.json`: this API's OpenAPI 3.1 document.
+/// [`document`] as JSON, with OpenAPI links (3.1 §4.8.20) from an accepted job to what can
+/// be done with it next, so that clients and tools (schemathesis' stateful phase) follow
+/// `id` from the answer to `GET /v1/jobs/{id}` and `POST /v1/jobs/{id}/cancel`. (The links
+/// are written as JSON: utoipa 5.5 spells a link's `operationId` as `operation_id`.)
+pub(crate) fn document_json(tokens: bool) -> serde_json::Value {
+    let mut doc = serde_json::to_value(document(tokens)).unwrap_or_default();
+    // (Not from a batch: its first item may have been refused, with no job to follow.)
+    let targets = [("/v1/queues/{queue}/jobs", "202", "/id")];
+    for (path, status, pointer) in targets {
+        let resp = &mut doc["paths"][path]["post"]["responses"][status];
+        if resp.is_object() {
+            let id = format!("$response.body#{pointer}");
+            resp["links"] = serde_json::json!({
+                "GetJob": { "operationId": "get_job", "parameters": { "id": id } },
+                "CancelJob": { "operationId": "cancel_job", "parameters": { "id": id } },
+            });
+        }
+    }
+    doc
+}
+
+/// `GET /openapi.json`: this API's OpenAPI 3.1 document, as this server runs (see
+/// [`document`]).
 #[utoipa::path(
     get,
     path = "/openapi.json",
@@ -343,8 +452,10 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
     summary = "This OpenAPI document",
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json"))
 )]
-pub(super) async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(document())
+pub(super) async fn openapi_json(
+    State(state): State<Arc<super::IntakeState>>,
+) -> Json<serde_json::Value> {
+    Json(document_json(!state.config.auth.tokens.is_empty()))
 }
 
 #[cfg(test)]
@@ -394,7 +505,12 @@ mod tests {
 
     #[test]
     fn the_document_serializes_and_names_its_version() {
-        let json = serde_json::to_value(document()).expect("serializes");
+        let json = document_json(false);
+        assert_eq!(
+            json["paths"]["/v1/queues/{queue}/jobs"]["post"]["responses"]["202"]["links"]["GetJob"]
+                ["operationId"],
+            "get_job"
+        );
         assert_eq!(json["openapi"], "3.1.0");
         assert_eq!(json["info"]["version"], env!("CARGO_PKG_VERSION"));
         assert!(json["components"]["schemas"]["ProblemType"]["enum"].is_array());
