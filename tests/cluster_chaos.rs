@@ -19,7 +19,10 @@
 //! Checks: every 202 ends `succeeded`; each job ran at least once, none more than twice, and
 //! at most the killed worker's `concurrency` twice; every 503 carries `Retry-After`; each
 //! intake that lost its node, and every intake when the queue's leader was lost, accepted
-//! again within 5 s; every delayed job ran within [`DELAY_BOUND`] of its due time. The
+//! again within 5 s; every delayed job ran within [`DELAY_BOUND`] of its due time.
+//!
+//! After the load, a majority is lost (the two nodes intake A does not use get `stop_app`):
+//! POSTs are answered 503, never 202; with the nodes back, a POST is accepted and runs. The
 //! figures are printed (and kept in RELIABILITY.md). When the test fails, the processes'
 //! logs are kept under `target/test-logs/`.
 
@@ -634,6 +637,18 @@ async fn scenario(cluster: &Cluster) {
         .filter(|id| runs.get(*id) == Some(&2))
         .count();
     let more = runs.values().filter(|n| **n > 2).count();
+    // Jobs whose POST was answered 503 and that ran anyway: a publish whose confirm did not
+    // come in time (the client was told 503, not 202) that the broker still enqueued.
+    let known: std::collections::HashSet<&str> = accepted
+        .iter()
+        .map(String::as_str)
+        .chain(delayed.iter().map(|d| d.id.as_str()))
+        .chain([first.as_str()])
+        .collect();
+    let refused_but_ran = runs
+        .keys()
+        .filter(|id| !known.contains(id.as_str()))
+        .count();
 
     let mut recoveries = Vec::new();
     for (what, t, intake) in &faults {
@@ -648,7 +663,7 @@ async fn scenario(cluster: &Cluster) {
         }
     }
     eprintln!(
-        "store {}: sent {}, accepted {}, refused 503 {refused}, no answer {no_answer}, lost {lost}, ran twice {twice}; recoveries {:?}",
+        "store {}: sent {}, accepted {}, refused 503 {refused}, no answer {no_answer}, lost {lost}, ran twice {twice}, refused but ran {refused_but_ran}; recoveries {:?}",
         store.backend().name(),
         log.len(),
         accepted.len(),
@@ -718,6 +733,81 @@ async fn scenario(cluster: &Cluster) {
             warnings(&dir, ["intake-a.log", "intake-b.log"][i])
         );
     }
+    majority_lost(&http, &intakes[0], &q, &store).await;
     drop(children);
     keep_logs.finished();
+}
+
+/// 5. A majority lost: the two nodes intake A does not use get `stop_app`. The work queue
+///    cannot commit a publish without a majority of its members, so the intake answers 503
+///    with `Retry-After`, never 202; once both are back it accepts again, and the job runs.
+async fn majority_lost(http: &reqwest::Client, intake: &str, queue: &str, store: &TestStore) {
+    let keep = node_of(http, intake).await;
+    let stopped: Vec<u16> = (1..=3).filter(|n| *n != keep).collect();
+    for n in stopped.clone() {
+        tokio::task::spawn_blocking(move || Cluster::rabbitmqctl(n, &["stop_app"]))
+            .await
+            .expect("stop_app");
+    }
+    eprintln!("majority lost: nodes {stopped:?} stopped, node {keep} alone");
+    let post = || async {
+        http.post(format!("{intake}/v1/queues/{queue}/jobs"))
+            .json(&json!({"payload": {"majority": "lost"}}))
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+    };
+    let asked = Instant::now();
+    let answers = futures::future::join_all((0..5).map(|_| post())).await;
+    let answered_in = asked.elapsed();
+    for answer in answers {
+        let resp = answer.expect("an answer within 30 s");
+        assert!(
+            resp.status() != 503 || resp.headers().contains_key("retry-after"),
+            "a 503 carries Retry-After"
+        );
+        assert_eq!(
+            resp.status(),
+            503,
+            "without a majority nothing is accepted: {:?}",
+            resp.text().await
+        );
+    }
+    eprintln!("majority lost: 5 POSTs answered 503 with Retry-After within {answered_in:?}");
+    let restarts = stopped.iter().map(|n| {
+        let n = *n;
+        tokio::task::spawn_blocking(move || {
+            Cluster::rabbitmqctl(n, &["start_app"]);
+            Cluster::rabbitmqctl(n, &["await_startup"]);
+        })
+    });
+    for r in futures::future::join_all(restarts).await {
+        r.expect("start_app");
+    }
+    let back = Instant::now();
+    let id = loop {
+        if let Ok(resp) = post().await
+            && resp.status() == 202
+        {
+            let v: Value = resp.json().await.expect("json");
+            break v["id"].as_str().expect("id").to_owned();
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(30),
+            "the intake did not accept within 30 s of the majority's return"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!(
+        "majority back: intake A accepted again after {:?}",
+        back.elapsed()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store.statuses().await.get(&id) != Some(&JobStatus::Succeeded) {
+        assert!(
+            Instant::now() < deadline,
+            "the job accepted after the majority's return did not succeed within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
