@@ -301,6 +301,29 @@ impl Drop for KeepLogs {
     }
 }
 
+/// SIGKILL of node `n`'s VM (`what` it is, for the log); returns when it was gone.
+async fn kill_node(n: u16, what: &str, start: Instant) -> Instant {
+    tokio::task::spawn_blocking(move || Cluster::script(&["kill", &n.to_string()]))
+        .await
+        .expect("kill");
+    eprintln!(
+        "[{:>5.1}s] SIGKILL to node {n}'s VM ({what})",
+        start.elapsed().as_secs_f64()
+    );
+    Instant::now()
+}
+
+/// Starts killed node `n` again and waits until it is back in the cluster.
+async fn restart_node(n: u16, start: Instant) {
+    tokio::task::spawn_blocking(move || Cluster::script(&["restart", &n.to_string()]))
+        .await
+        .expect("restart");
+    eprintln!(
+        "[{:>5.1}s] node {n} started again",
+        start.elapsed().as_secs_f64()
+    );
+}
+
 /// One delayed job: its id and when it was due (ms since the Unix epoch).
 struct Delayed {
     id: String,
@@ -487,25 +510,12 @@ async fn scenario(cluster: &Cluster) {
     //    the queue elects a new leader, and every intake publishes to it).
     at(25).await;
     let killed = queue_leader(&http, &q).await;
-    tokio::task::spawn_blocking(move || Cluster::script(&["kill", &killed.to_string()]))
-        .await
-        .expect("kill");
-    let t = Instant::now();
-    eprintln!(
-        "[{:>5.1}s] SIGKILL to node {killed}'s VM (the work queue's leader)",
-        start.elapsed().as_secs_f64()
-    );
+    let t = kill_node(killed, "the work queue's leader", start).await;
     for intake in [0, 1] {
         faults.push((format!("SIGKILL node {killed} (leader)"), t, Some(intake)));
     }
     at(30).await;
-    tokio::task::spawn_blocking(move || Cluster::script(&["restart", &killed.to_string()]))
-        .await
-        .expect("restart");
-    eprintln!(
-        "[{:>5.1}s] node {killed} started again",
-        start.elapsed().as_secs_f64()
-    );
+    restart_node(killed, start).await;
 
     // 3. Delayed jobs wait in the delay levels; the node leading most of those levels dies.
     at(32).await;
@@ -518,14 +528,7 @@ async fn scenario(cluster: &Cluster) {
     );
     at(36).await;
     let killed = delay_levels_leader(&http).await;
-    tokio::task::spawn_blocking(move || Cluster::script(&["kill", &killed.to_string()]))
-        .await
-        .expect("kill");
-    let t = Instant::now();
-    eprintln!(
-        "[{:>5.1}s] SIGKILL to node {killed}'s VM (the delay levels' leader)",
-        start.elapsed().as_secs_f64()
-    );
+    let t = kill_node(killed, "the delay levels' leader", start).await;
     for intake in [0, 1] {
         faults.push((
             format!("SIGKILL node {killed} (delay levels' leader)"),
@@ -534,13 +537,7 @@ async fn scenario(cluster: &Cluster) {
         ));
     }
     at(40).await;
-    tokio::task::spawn_blocking(move || Cluster::script(&["restart", &killed.to_string()]))
-        .await
-        .expect("restart");
-    eprintln!(
-        "[{:>5.1}s] node {killed} started again",
-        start.elapsed().as_secs_f64()
-    );
+    restart_node(killed, start).await;
 
     // 4. SIGKILL of worker w1's process group, started again 3 s later.
     at(45).await;

@@ -7,15 +7,30 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::Setup;
+use common::{Setup, TestWarren};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use warren::Role;
-use warren::dlq::{Filter, UNROUTABLE};
+use warren::dlq::{Filter, MoveReport, UNROUTABLE};
 use warren::workers::{Outcome, handler_fn};
 
 /// How long the retries wait in the delay levels.
 const RETRY_AFTER: Duration = Duration::from_secs(3);
+
+/// `warren dlq requeue warren.unroutable` on `w`'s configuration.
+async fn requeue_all(w: &TestWarren) -> MoveReport {
+    w.app()
+        .dlq()
+        .requeue(
+            UNROUTABLE,
+            &Filter::default(),
+            None,
+            &(),
+            &CancellationToken::new(),
+        )
+        .await
+        .expect("requeue")
+}
 
 #[tokio::test]
 async fn retries_of_a_removed_queue_land_in_the_unroutable_queue_and_go_back() {
@@ -92,16 +107,7 @@ async fn retries_of_a_removed_queue_land_in_the_unroutable_queue_and_go_back() {
             .any(|r| r.queue == UNROUTABLE && r.depth.unwrap_or(0) >= 3),
         "warren dlq list shows {UNROUTABLE}: {listed:?}"
     );
-    let kept = dlq
-        .requeue(
-            UNROUTABLE,
-            &Filter::default(),
-            None,
-            &(),
-            &CancellationToken::new(),
-        )
-        .await
-        .expect("requeue");
+    let kept = requeue_all(&other).await;
     assert!(
         !kept.by_queue.contains_key(&name),
         "a message whose queue is not configured stays: {kept:?}"
@@ -114,18 +120,7 @@ async fn retries_of_a_removed_queue_land_in_the_unroutable_queue_and_go_back() {
         .queue_named("gone", &name, "handler = \"noop\"\nmax_attempts = 3")
         .start()
         .await;
-    let report = back
-        .app()
-        .dlq()
-        .requeue(
-            UNROUTABLE,
-            &Filter::default(),
-            None,
-            &(),
-            &CancellationToken::new(),
-        )
-        .await
-        .expect("requeue");
+    let report = requeue_all(&back).await;
     assert_eq!(
         report.by_queue.get(&name),
         Some(&3),
