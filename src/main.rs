@@ -299,24 +299,22 @@ async fn topology(config: Config, action: TopologyAction) -> anyhow::Result<()> 
                 .chain((0..warren::delay::LEVELS).map(warren::delay::level_name))
                 .chain([warren::delay::UNROUTABLE.to_owned()]);
             for name in names {
-                {
-                    let s = warren::topology::inspect(&broker, &name).await?;
-                    let show =
-                        |v: Option<u32>| v.map_or_else(|| "missing".to_owned(), |n| n.to_string());
-                    println!(
-                        "{:<40} {:>10} {:>10}",
-                        s.name,
-                        show(s.messages),
-                        show(s.consumers)
-                    );
-                    let (Ok(m), None, Some(_)) = (&management, &unreachable, s.messages) else {
-                        continue;
-                    };
-                    match m.queue_members(&name).await {
-                        Ok(Some(members)) => println!("  {}", members.summary()),
-                        Ok(None) => {}
-                        Err(e) => unreachable = Some(e.to_string()),
-                    }
+                let s = warren::topology::inspect(&broker, &name).await?;
+                let show =
+                    |v: Option<u32>| v.map_or_else(|| "missing".to_owned(), |n| n.to_string());
+                println!(
+                    "{:<40} {:>10} {:>10}",
+                    s.name,
+                    show(s.messages),
+                    show(s.consumers)
+                );
+                let (Ok(m), None, Some(_)) = (&management, &unreachable, s.messages) else {
+                    continue;
+                };
+                match m.queue_members(&name).await {
+                    Ok(Some(members)) => println!("  {}", members.summary()),
+                    Ok(None) => {}
+                    Err(e) => unreachable = Some(e.to_string()),
                 }
             }
             if let Some(why) = unreachable {
@@ -550,7 +548,7 @@ async fn dlq(config: Config, action: DlqAction) -> anyhow::Result<()> {
                     );
                 }
                 if lines.is_empty() {
-                    println!("(no messages in {})", held_in(&queue));
+                    println!("(no messages in {})", warren::dlq::held_in(&queue));
                 }
             }
         }
@@ -566,7 +564,7 @@ async fn dlq(config: Config, action: DlqAction) -> anyhow::Result<()> {
             println!(
                 "drained {} message(s) of {} to {}{}",
                 r.moved,
-                held_in(&queue),
+                warren::dlq::held_in(&queue),
                 r.path.display(),
                 if r.interrupted {
                     " (stopped early)"
@@ -633,7 +631,7 @@ async fn dlq(config: Config, action: DlqAction) -> anyhow::Result<()> {
                     to.join(", ")
                 },
                 r.kept,
-                held_in(&queue),
+                warren::dlq::held_in(&queue),
                 if r.interrupted {
                     " (stopped early)"
                 } else {
@@ -647,19 +645,9 @@ async fn dlq(config: Config, action: DlqAction) -> anyhow::Result<()> {
             drop(bar);
             println!(
                 "purged {n} message(s) from {}; their jobs are marked discarded",
-                held_in(&queue)
+                warren::dlq::held_in(&queue)
             );
         }
     }
     Ok(())
-}
-
-/// The broker queue a `warren dlq` command on `queue` reads: `{queue}.dlq`, or
-/// `warren.unroutable` itself.
-fn held_in(queue: &str) -> String {
-    if queue == warren::dlq::UNROUTABLE {
-        queue.to_owned()
-    } else {
-        warren::topology::dlq_name(queue)
-    }
 }

@@ -149,6 +149,15 @@ pub struct Dlq<'a> {
     pub(crate) store: &'a Arc<dyn Store>,
 }
 
+/// The broker queue a DLQ command on `queue` reads: `{queue}.dlq`, or [`UNROUTABLE`] itself.
+pub fn held_in(queue: &str) -> String {
+    if queue == UNROUTABLE {
+        queue.to_owned()
+    } else {
+        dlq_name(queue)
+    }
+}
+
 /// What a DLQ command reads: a work queue's `{queue}.dlq`, or [`UNROUTABLE`].
 struct Source {
     /// The broker queue read.
@@ -191,16 +200,15 @@ impl Dlq<'_> {
 
     /// The DLQ of configured queue `queue`, or [`UNROUTABLE`] itself.
     fn source(&self, queue: &str) -> Result<Source> {
-        if queue == UNROUTABLE {
-            return Ok(Source {
-                queue: UNROUTABLE.to_owned(),
-                work_queue: None,
-            });
-        }
-        self.check_queue(queue)?;
+        let work_queue = if queue == UNROUTABLE {
+            None
+        } else {
+            self.check_queue(queue)?;
+            Some(queue.to_owned())
+        };
         Ok(Source {
-            queue: dlq_name(queue),
-            work_queue: Some(queue.to_owned()),
+            queue: held_in(queue),
+            work_queue,
         })
     }
 
