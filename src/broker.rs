@@ -10,10 +10,15 @@
 //! another: a **failover**, logged with both nodes and counted in
 //! `warren_broker_failovers_total`. Channels of the dead connection fail, and their users
 //! (the publisher, each consumer) open new ones, which land on the new node.
+//!
+//! With more than one node, each process also keeps a **standby connection**: one idle,
+//! already opened connection to another node. A failover takes it rather than making a new
+//! connection, whose TCP and AMQP handshakes (and authentication) a cluster that just lost a
+//! node can take seconds to answer; a new standby is then opened in the background.
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, PoolConfig, RecycleError, RecycleResult, Timeouts};
@@ -48,6 +53,10 @@ struct Nodes {
     name: String,
     /// Why the last attempt to connect to each node failed (for the error when none answers).
     last_errors: Mutex<Vec<Option<String>>>,
+    /// The standby connection and the index of its node (see the module's docs).
+    standby: Mutex<Option<(usize, Connection)>>,
+    /// True while a task is opening a standby connection.
+    opening_standby: AtomicBool,
 }
 
 impl Nodes {
@@ -65,15 +74,29 @@ impl Nodes {
         let n = self.urls.len();
         let current = self.current.load(Ordering::Acquire);
         let start = if current == NONE { 0 } else { current };
+        // The node in use first, then the standby's node (its connection is ready at once),
+        // then the others in the shuffled order.
+        let mut order: Vec<usize> = (0..n).map(|k| (start + k) % n).collect();
+        if let Some(s) = self.standby_node()
+            && s != start
+        {
+            order.retain(|&i| i != s);
+            order.insert(1, s);
+        }
         let mut attempts = futures::stream::FuturesUnordered::new();
         let mut started = 0;
         let mut last = None;
         loop {
             if started < n {
-                let at = (start + started) % n;
+                let at = order[started];
                 started += 1;
-                let nodes = Arc::clone(self);
-                let task = tokio::spawn(async move { nodes.attempt(at).await });
+                let task = match self.take_standby(at) {
+                    Some(conn) => tokio::spawn(async move { Ok(conn) }),
+                    None => {
+                        let nodes = Arc::clone(self);
+                        tokio::spawn(async move { nodes.attempt(at).await })
+                    }
+                };
                 attempts.push(async move { (at, task.await) });
             }
             let finished = if started < n {
@@ -93,6 +116,7 @@ impl Nodes {
             match result {
                 Ok(conn) => {
                     self.connected(current, at);
+                    self.keep_standby();
                     if !attempts.is_empty() {
                         tokio::spawn(async move {
                             while let Some((_, joined)) = attempts.next().await {
@@ -119,6 +143,62 @@ impl Nodes {
                 lapin::ConnectionState::Closed,
             ))
         }))
+    }
+
+    /// The node of a live standby connection, if there is one.
+    fn standby_node(&self) -> Option<usize> {
+        let standby = self.standby.lock().ok()?;
+        standby
+            .as_ref()
+            .filter(|(_, conn)| conn.status().connected())
+            .map(|(at, _)| *at)
+    }
+
+    /// Takes the standby connection if it goes to node `at` and is still open.
+    fn take_standby(&self, at: usize) -> Option<Connection> {
+        let mut standby = self.standby.lock().ok()?;
+        if standby.as_ref().is_some_and(|(s, _)| *s == at) {
+            let (_, conn) = standby.take()?;
+            if conn.status().connected() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Makes sure a standby connection to a node other than the one in use is open or being
+    /// opened (in a background task; with one node, nothing). A standby to the node now in
+    /// use, or a closed one, is replaced.
+    fn keep_standby(self: &Arc<Self>) {
+        let n = self.urls.len();
+        let current = self.current.load(Ordering::Acquire);
+        if n < 2 || current == NONE {
+            return;
+        }
+        if self.standby_node().is_some_and(|at| at != current) {
+            return;
+        }
+        if self.opening_standby.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let nodes = Arc::clone(self);
+        tokio::spawn(async move {
+            let old = nodes.standby.lock().ok().and_then(|mut s| s.take());
+            if let Some((_, conn)) = old {
+                let _ = conn.close(200, "warren: standby replaced".into()).await;
+            }
+            for k in 1..n {
+                let at = (current + k) % n;
+                if let Ok(conn) = nodes.attempt(at).await {
+                    tracing::debug!(node = %nodes.shown[at], "standby connection open");
+                    if let Ok(mut standby) = nodes.standby.lock() {
+                        *standby = Some((at, conn));
+                    }
+                    break;
+                }
+            }
+            nodes.opening_standby.store(false, Ordering::Release);
+        });
     }
 
     /// One attempt to connect to node `at`, bounded by [`CONNECT_TIMEOUT`].
@@ -232,6 +312,8 @@ impl Broker {
             shown,
             current: AtomicUsize::new(NONE),
             name: format!("warren {name} (pid {})", std::process::id()),
+            standby: Mutex::new(None),
+            opening_standby: AtomicBool::new(false),
         });
         // Connecting may try every node, each for up to CONNECT_TIMEOUT.
         let create = CONNECT_TIMEOUT * u32::try_from(nodes.urls.len()).unwrap_or(u32::MAX);
@@ -282,6 +364,8 @@ impl Broker {
     /// [`ErrorKind::BrokerUnavailable`] when no node can be reached (each within 5 s); the
     /// message names each node and why.
     pub async fn channel(&self) -> Result<Channel> {
+        // A standby lost since the last connection (its node stopped) is replaced here.
+        self.nodes.keep_standby();
         let conn = self.pool.get().await.map_err(|e| {
             let why = match e {
                 managed::PoolError::Backend(_) | managed::PoolError::Timeout(_) => self.nodes.why(),

@@ -36,8 +36,8 @@ use std::time::{Duration, Instant};
 
 use common::TestStore;
 use common::process::{
-    Children, free_port, rabbitmqctl, signal_group, spawn_warren, timed_executions, wait_ready,
-    write_recording_queue,
+    Children, free_port, rabbitmqctl, signal_group, spawn_intake, spawn_worker, timed_executions,
+    wait_ready, write_recording_queue,
 };
 use serde_json::{Value, json};
 use warren::store::JobStatus;
@@ -422,29 +422,13 @@ async fn scenario(cluster: &Cluster) {
         format!("http://127.0.0.1:{port_a}"),
         format!("http://127.0.0.1:{port_b}"),
     ];
+    let env = [("WARREN_AMQP_URL", urls)];
     for (port, name) in [(port_a, "intake-a"), (port_b, "intake-b")] {
-        let pid = spawn_warren(
-            &dir,
-            store.url(),
-            &["serve"],
-            port,
-            &format!("{name}.log"),
-            &[("WARREN_AMQP_URL", urls)],
-        )
-        .id();
-        children.0.push(pid);
+        children
+            .0
+            .push(spawn_intake(&dir, store.url(), name, port, &env));
     }
-    let worker = |name: &str| {
-        spawn_warren(
-            &dir,
-            store.url(),
-            &["work"],
-            free_port(),
-            &format!("{name}.log"),
-            &[("WORKER_NAME", name), ("WARREN_AMQP_URL", urls)],
-        )
-        .id()
-    };
+    let worker = |name: &str| spawn_worker(&dir, store.url(), name, &env);
     children.0.push(worker("w1"));
     children.0.push(worker("w2"));
     wait_ready(&intakes[0], &dir, "intake-a.log").await;

@@ -22,7 +22,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::process::{
-    Children, executions, free_port, signal_group, spawn_warren, wait_ready, write_recording_queue,
+    Children, executions, free_port, signal_group, spawn_intake, spawn_worker, wait_ready,
+    write_recording_queue,
 };
 use common::{QueueCleanup, Raw, TestStore, unique};
 use serde_json::{Value, json};
@@ -70,29 +71,11 @@ async fn scenario() {
         format!("http://127.0.0.1:{port_b}"),
     ];
     for (port, name) in [(port_a, "intake-a"), (port_b, "intake-b")] {
-        children.0.push(
-            spawn_warren(
-                &dir,
-                store.url(),
-                &["serve"],
-                port,
-                &format!("{name}.log"),
-                &[],
-            )
-            .id(),
-        );
+        children
+            .0
+            .push(spawn_intake(&dir, store.url(), name, port, &[]));
     }
-    let worker = |name: &str| {
-        spawn_warren(
-            &dir,
-            store.url(),
-            &["work"],
-            free_port(),
-            &format!("{name}.log"),
-            &[("WORKER_NAME", name)],
-        )
-        .id()
-    };
+    let worker = |name: &str| spawn_worker(&dir, store.url(), name, &[]);
     children.0.push(worker("w1"));
     children.0.push(worker("w2"));
     let http = reqwest::Client::builder()

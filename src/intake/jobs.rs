@@ -214,8 +214,14 @@ pub(super) fn store_down(queue: &str, e: &Error) -> Problem {
 
 /// Accepts a prepared job whose row the store answered `inserted` for: replays the job of an
 /// existing key, else publishes the message (persistent, mandatory) and returns only once the
-/// broker confirmed it; a failed publish removes the row and gives 503 (429 for a full queue).
-/// The one acceptance path of the single and the batch endpoint.
+/// broker confirmed it; a failed publish gives 503 (429 for a full queue). The one acceptance
+/// path of the single and the batch endpoint.
+///
+/// A keyed job whose publish failed in a way that may still have reached the queue (no
+/// confirm in time, the connection lost while waiting) keeps its row, un-accepted: the
+/// client's retry with the same `Idempotency-Key` republishes that job, with the same id,
+/// rather than making a second one (see [`replay`]). Should the first copy have reached the
+/// queue after all, the two messages carry one job id, and the worker's claim runs it once.
 pub(super) async fn accept(
     state: &IntakeState,
     q: &QueueConfig,
@@ -227,41 +233,87 @@ pub(super) async fn accept(
         payload,
         delay,
     } = job;
-    match inserted {
-        Inserted::New => {}
+    let record = match inserted {
+        Inserted::New => pending_record(&new),
         Inserted::Existing {
             record,
             request_hash,
             accepted,
-        } => {
-            let record = replay(state, *record, request_hash, accepted, &new).await?;
-            return Ok(Accepted {
-                record,
-                replayed: true,
-            });
-        }
-    }
-    publish_new(state, q, new, payload, delay).await
+        } => match replay(state, *record, request_hash, accepted, &new).await? {
+            Replay::Done(record) => {
+                return Ok(Accepted {
+                    record,
+                    replayed: true,
+                });
+            }
+            // The original's row is gone (its publish was refused) and this request's row
+            // took its place: publish it as a new job.
+            Replay::PublishNew => pending_record(&new),
+            Replay::Republish(record) => {
+                let record = publish(state, q, record, payload, delay, true).await?;
+                return Ok(Accepted {
+                    record,
+                    replayed: true,
+                });
+            }
+        },
+    };
+    let record = publish(state, q, record, payload, delay, false).await?;
+    Ok(Accepted {
+        record,
+        replayed: false,
+    })
 }
 
-/// Publishes a new job's first message and waits for the confirm (see [`accept`]). Its log
-/// lines name job id, queue, attempt and correlation id as fields of their own rather than
-/// through a span: a span per job cost 6–9 % of the intake's CPU (BENCHMARKS.md), and
-/// nothing below logs.
-async fn publish_new(
+/// The record of a job just inserted, before its publish.
+fn pending_record(new: &NewJob) -> JobRecord {
+    JobRecord {
+        id: new.id,
+        queue: new.queue.clone(),
+        status: JobStatus::Queued,
+        attempts: 0,
+        max_attempts: new.max_attempts,
+        last_error: None,
+        result: None,
+        correlation_id: new.correlation_id.clone(),
+        idempotency_key: new.idempotency_key.clone(),
+        created_at: new.created_at,
+        started_at: None,
+        finished_at: None,
+        next_attempt_at: new.next_attempt_at,
+        discarded_at: None,
+    }
+}
+
+/// True when a publish that failed with `e` may nonetheless have reached the queue: only a
+/// nack and a returned (unroutable) message are answers that it did not.
+fn may_have_arrived(e: &Error) -> bool {
+    !matches!(
+        e.kind(),
+        ErrorKind::Nacked { .. } | ErrorKind::Unroutable { .. }
+    )
+}
+
+/// Publishes the first message of the job `record` (its row stored, un-accepted when keyed)
+/// and waits for the confirm (see [`accept`]); `again` when an earlier request's publish of
+/// the same job failed. Its log lines name job id, queue, attempt and correlation id as
+/// fields of their own rather than through a span: a span per job cost 6–9 % of the intake's
+/// CPU (BENCHMARKS.md), and nothing below logs.
+async fn publish(
     state: &IntakeState,
     q: &QueueConfig,
-    new: NewJob,
+    record: JobRecord,
     payload: bytes::Bytes,
     delay: std::time::Duration,
-) -> Result<Accepted, Problem> {
+    again: bool,
+) -> Result<JobRecord, Problem> {
     let msg = JobMessage {
-        id: new.id,
-        queue: new.queue,
+        id: record.id,
+        queue: record.queue.clone(),
         attempt: 1,
-        max_attempts: new.max_attempts,
-        correlation_id: new.correlation_id,
-        idempotency_key: new.idempotency_key,
+        max_attempts: record.max_attempts,
+        correlation_id: record.correlation_id.clone(),
+        idempotency_key: record.idempotency_key.clone(),
         payload,
     };
     // A line about this job, with the fields every such line carries.
@@ -286,9 +338,17 @@ async fn publish_new(
     )
     .await
     {
-        job_event!(tracing::Level::WARN, error = %e, "publish failed; job refused");
-        if let Err(forget) = state.store.forget_unpublished(msg.id).await {
-            job_event!(tracing::Level::WARN, error = %forget, "could not remove unpublished job");
+        if msg.idempotency_key.is_some() && may_have_arrived(&e) {
+            job_event!(
+                tracing::Level::WARN,
+                error = %e,
+                "publish failed and may have reached the queue; job refused, kept for a retry with its Idempotency-Key"
+            );
+        } else {
+            job_event!(tracing::Level::WARN, error = %e, "publish failed; job refused");
+            if let Err(forget) = state.store.forget_unpublished(msg.id).await {
+                job_event!(tracing::Level::WARN, error = %forget, "could not remove unpublished job");
+            }
         }
         return Err(publish_problem(&e, q.max_length.is_some()));
     }
@@ -302,27 +362,10 @@ async fn publish_new(
     job_event!(
         tracing::Level::DEBUG,
         delay_ms = delay.as_millis() as u64,
+        republished = again,
         "job accepted"
     );
-    Ok(Accepted {
-        record: JobRecord {
-            id: msg.id,
-            queue: msg.queue,
-            status: JobStatus::Queued,
-            attempts: 0,
-            max_attempts: msg.max_attempts,
-            last_error: None,
-            result: None,
-            correlation_id: msg.correlation_id,
-            idempotency_key: msg.idempotency_key,
-            created_at: new.created_at,
-            started_at: None,
-            finished_at: None,
-            next_attempt_at: new.next_attempt_at,
-            discarded_at: None,
-        },
-        replayed: false,
-    })
+    Ok(record)
 }
 
 /// `POST /v1/queues/{queue}/jobs`: store the job as `queued`, publish it (persistent,
@@ -431,17 +474,34 @@ fn sorted(v: serde_json::Value) -> serde_json::Value {
     }
 }
 
+/// What a request whose `Idempotency-Key` is taken gets: see [`replay`].
+enum Replay {
+    /// The original job, accepted: answer it.
+    Done(JobRecord),
+    /// The original's publish failed and its row is gone; this request's row was inserted.
+    PublishNew,
+    /// The original's publish failed in a way that may have reached the queue (its row kept,
+    /// un-accepted): publish the same job again.
+    Republish(JobRecord),
+}
+
 /// A request whose `Idempotency-Key` is taken (Stripe's semantics): same request → the
-/// original job (202, `Idempotent-Replayed: true`); a different request → 422. While the
-/// original's publish awaits its confirm, wait for it (bounded); if it failed, its row is gone
-/// and this request gets a 503 to retry.
+/// original job (202, `Idempotent-Replayed: true`); a different request → 422.
+///
+/// While the original's publish may still await its confirm, wait for it (at most one
+/// confirm timeout, then 409 `request-in-progress` with `Retry-After`): a publish takes at
+/// most two confirm timeouts (opening a channel, then the confirm), so a row still
+/// un-accepted that long after its `created_at` belongs to a request that failed (or an
+/// intake that died) between insert and confirm, and this request publishes the job again
+/// ([`Replay::Republish`]). Two messages with one job id are safe: the worker's claim runs
+/// the job once.
 async fn replay(
     state: &IntakeState,
     mut record: JobRecord,
     hash: Option<String>,
     mut accepted: bool,
     new: &NewJob,
-) -> Result<JobRecord, Problem> {
+) -> Result<Replay, Problem> {
     if hash != new.request_hash {
         return Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -450,27 +510,32 @@ async fn replay(
             "this Idempotency-Key was used with a different request; use a new key",
         ));
     }
+    let timeout_ms =
+        i64::try_from(state.config.broker.confirm_timeout.as_millis()).unwrap_or(i64::MAX);
+    let orphaned_at = |r: &JobRecord| {
+        r.created_at
+            .saturating_add(timeout_ms.saturating_mul(2))
+            .saturating_add(ORPHAN_SLACK_MS)
+    };
     let deadline = tokio::time::Instant::now() + state.config.broker.confirm_timeout;
     while !accepted {
+        let now = now_ms();
+        if now >= orphaned_at(&record) {
+            return Ok(Replay::Republish(record));
+        }
         if tokio::time::Instant::now() >= deadline {
+            let wait_s = ((orphaned_at(&record) - now + 999) / 1000).max(1);
             return Err(Problem::new(
                 StatusCode::CONFLICT,
                 "request-in-progress",
                 "Request in progress",
                 "a request with this Idempotency-Key is still being accepted; retry shortly",
             )
-            .retry_after(1));
+            .retry_after(u64::try_from(wait_s).unwrap_or(1)));
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         match state.store.insert(new).await {
-            Ok(Inserted::New) => {
-                // The original's publish failed and its row is gone; ours must not stay either
-                // (nothing was published for it). The client's retry starts afresh.
-                let _ = state.store.forget_unpublished(new.id).await;
-                return Err(Problem::unavailable(
-                    "the first request with this Idempotency-Key was not accepted; retry",
-                ));
-            }
+            Ok(Inserted::New) => return Ok(Replay::PublishNew),
             Ok(Inserted::Existing {
                 record: r,
                 accepted: a,
@@ -485,8 +550,12 @@ async fn replay(
             }
         }
     }
-    Ok(record)
+    Ok(Replay::Done(record))
 }
+
+/// Added to two confirm timeouts before an un-accepted keyed job counts as orphaned (ms):
+/// room for the store's insert and clocks of intakes on different hosts.
+const ORPHAN_SLACK_MS: i64 = 1_000;
 
 /// Maps a failed publish to 429 (queue full) or 503 (broker trouble); never a 202.
 fn publish_problem(e: &Error, has_max_length: bool) -> Problem {

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod proxy;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -517,7 +518,7 @@ impl TestWarren {
     }
 
     /// Waits until `/readyz` says the broker, the store and the topology are ready.
-    async fn wait_ready(&self) {
+    pub async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok(resp) = self.http.get(format!("{}/readyz", self.base)).send().await

@@ -46,6 +46,43 @@ pub fn spawn_warren(
         .expect("spawn warren")
 }
 
+/// Starts a `warren serve` intake named `name` on `127.0.0.1:port` (see [`spawn_warren`];
+/// its log is `dir/name.log`); returns its pid.
+pub fn spawn_intake(
+    dir: &Path,
+    store_url: &str,
+    name: &str,
+    port: u16,
+    env: &[(&str, &str)],
+) -> u32 {
+    spawn_warren(
+        dir,
+        store_url,
+        &["serve"],
+        port,
+        &format!("{name}.log"),
+        env,
+    )
+    .id()
+}
+
+/// Starts a `warren work` process named `name` (see [`spawn_warren`]; its log is
+/// `dir/name.log`, and `WORKER_NAME=name` tells the recording handler who ran a job); returns
+/// its pid.
+pub fn spawn_worker(dir: &Path, store_url: &str, name: &str, env: &[(&str, &str)]) -> u32 {
+    let mut env = env.to_vec();
+    env.push(("WORKER_NAME", name));
+    spawn_warren(
+        dir,
+        store_url,
+        &["work"],
+        free_port(),
+        &format!("{name}.log"),
+        &env,
+    )
+    .id()
+}
+
 /// Runs `rabbitmqctl ARGS` (against the local broker, or the node `-n NODE` names) and fails
 /// the test, with the tool's stderr, when it is missing or the command fails.
 pub fn rabbitmqctl(args: &[&str]) {
