@@ -11,19 +11,25 @@
 //! serves, looks every [`sweep_every`] for jobs overdue by more than `worker.retry_sweep_after`
 //! (default 30 s) and publishes each straight to its work queue, with a confirm.
 //!
+//! A paused queue is not swept (`crate::admission`), nor for one `retry_sweep_after` after it
+//! was last seen paused: its delayed messages come back to the work queue and wait there
+//! unclaimed, so they would look lost, and each sweep would publish another copy.
+//!
 //! Nothing runs twice for it: [`crate::store::JobStore::take_overdue`] hands each overdue job
 //! to one process and makes it due again one more `retry_sweep_after` later (so a publish that
 //! fails is tried again then), a claim clears the kept payload, and a late original that
 //! arrives after the copy meets the claim like any duplicate (acked if the job finished,
 //! parked while it runs).
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::admission::{Admission, Pauses};
 use crate::message::JobMessage;
 use crate::publisher::Publisher;
 use crate::store::{Overdue, Store, now_ms};
@@ -37,16 +43,19 @@ pub(crate) fn sweep_every(retry_sweep_after: Duration) -> Duration {
     (retry_sweep_after / 3).clamp(Duration::from_millis(250), Duration::from_secs(10))
 }
 
-/// Sweeps `queues` until `stop`: see the module docs.
+/// Sweeps `queues` until `stop`, leaving out the ones `pauses` says are paused: see the
+/// module docs.
 pub(crate) async fn run(
     store: Arc<dyn Store>,
     publisher: Arc<Publisher>,
     queues: Vec<String>,
     retry_sweep_after: Duration,
+    pauses: Arc<Pauses>,
     stop: CancellationToken,
 ) {
     let every = sweep_every(retry_sweep_after);
     let after_ms = i64::try_from(retry_sweep_after.as_millis()).unwrap_or(i64::MAX);
+    let mut last_paused: HashMap<String, Instant> = HashMap::new();
     loop {
         // Jittered (±20 %), so that the processes of a fleet do not sweep in step.
         let wait = every.mul_f64(rand::rng().random_range(0.8..1.2));
@@ -54,7 +63,25 @@ pub(crate) async fn run(
             () = stop.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
         }
-        if let Err(e) = sweep(&*store, &publisher, &queues, after_ms, &stop).await {
+        let now = Instant::now();
+        for q in &queues {
+            if pauses.admission(q) == Admission::Park {
+                last_paused.insert(q.clone(), now);
+            }
+        }
+        let active: Vec<String> = queues
+            .iter()
+            .filter(|q| {
+                last_paused
+                    .get(*q)
+                    .is_none_or(|at| now.duration_since(*at) >= retry_sweep_after)
+            })
+            .cloned()
+            .collect();
+        if active.is_empty() {
+            continue;
+        }
+        if let Err(e) = sweep(&*store, &publisher, &active, after_ms, &stop).await {
             warn!(error = %e, "sweeping for overdue retries failed; will try again");
         }
     }
