@@ -8,6 +8,7 @@ mod extract;
 mod jobs;
 pub(crate) mod openapi;
 mod ops;
+mod pause;
 mod problem;
 mod query;
 pub(crate) mod routes;

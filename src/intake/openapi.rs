@@ -91,7 +91,7 @@ pub(crate) const PROBLEM_TYPES: &[(&str, &str)] = &[
     ),
     (
         "forbidden",
-        "403 with WWW-Authenticate: the token's scope is not enough (DLQ endpoints and cancel need `admin`)",
+        "403 with WWW-Authenticate: the token's scope is not enough (DLQ endpoints, cancel, pause and resume need `admin`)",
     ),
 ];
 
@@ -298,6 +298,7 @@ pub(crate) struct Readiness {
         ArchiveLine,
         ArchiveProperties,
         super::dead::RequeueRequest,
+        super::pause::PauseState,
         RequeueResult,
         PurgeResult,
         Health,

@@ -69,6 +69,8 @@ routes! {
     GET "/v1/jobs/{id}" => super::jobs::get_job, JOBS;
     POST "/v1/jobs/{id}/cancel" => super::jobs::cancel_job, ADMIN;
     GET "/v1/queues" => super::ops::list_queues, JOBS;
+    POST "/v1/queues/{queue}/pause" => super::pause::pause, ADMIN;
+    POST "/v1/queues/{queue}/resume" => super::pause::resume, ADMIN;
     GET "/v1/queues/{queue}/dead" => super::dead::peek, ADMIN;
     POST "/v1/queues/{queue}/dead/requeue" => super::dead::requeue, ADMIN;
     POST "/v1/queues/{queue}/dead/purge" => super::dead::purge, ADMIN;
@@ -143,6 +145,8 @@ mod tests {
         assert_eq!(scope(&Method::HEAD, "/v1/jobs/{id}"), JOBS);
         assert_eq!(scope(&Method::POST, "/v1/queues/{queue}/jobs"), JOBS);
         assert_eq!(scope(&Method::GET, "/readyz"), OPEN);
+        assert_eq!(scope(&Method::POST, "/v1/queues/{queue}/pause"), ADMIN);
+        assert_eq!(scope(&Method::POST, "/v1/queues/{queue}/resume"), ADMIN);
         // A method the route does not take still needs the route's scope before its 405.
         assert_eq!(scope(&Method::DELETE, "/v1/jobs/{id}/cancel"), ADMIN);
         assert_eq!(scope(&Method::POST, "/healthz"), OPEN);
