@@ -1,7 +1,8 @@
 //! Pausing a queue: every worker of it, in every process, stops taking deliveries within 2 s
 //! (jobs posted meanwhile wait `ready` in the broker and `queued` in the store), jobs already
 //! running finish, the pause survives a worker's restart, and after a resume every job runs.
-//! Only an `admin` token pauses; an unknown queue is a 404 problem.
+//! Deliveries a worker already held run once rather than being handed back. Only an `admin`
+//! token pauses; an unknown queue is a 404 problem.
 
 mod common;
 
@@ -140,13 +141,11 @@ fn cli(dir: &Path, store_url: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
-#[tokio::test]
-async fn a_pause_stops_every_process_and_a_resume_runs_what_waited() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let dir = dir.path();
-    let q = unique("pause");
-    let _cleanup = QueueCleanup(vec![q.clone(), format!("{q}.dlq")]);
-    // Each execution is recorded; a payload saying "hold" runs until `dir/release` exists.
+/// Writes `dir/queues.toml` with one queue `queue` (prefetch 4, `concurrency`) whose handler,
+/// `dir/hold.sh`, records each execution (see `common::process::executions`, with the
+/// process's `WORKER_NAME`) and, for a payload containing "hold", runs until the file named
+/// by `$RELEASE` exists.
+fn write_holding_queue(dir: &Path, queue: &str, concurrency: usize) {
     std::fs::write(
         dir.join("hold.sh"),
         "#!/bin/sh\npayload=$(cat)\nprintf '%s %s %s\\n' \"$WARREN_JOB_ID\" \"$WORKER_NAME\" \"$(date +%s%3N)\" >> \"$EXEC_LOG\"\n\
@@ -161,11 +160,44 @@ async fn a_pause_stops_every_process_and_a_resume_runs_what_waited() {
     std::fs::write(
         dir.join("queues.toml"),
         format!(
-            "[worker]\nshutdown_grace = \"5s\"\n\n[queues.\"{q}\"]\nhandler = {{ exec = [\"hold.sh\"] }}\n\
-             prefetch = 4\nconcurrency = 4\ntimeout = \"60s\"\n"
+            "[worker]\nshutdown_grace = \"5s\"\n\n[queues.\"{queue}\"]\nhandler = {{ exec = [\"hold.sh\"] }}\n\
+             prefetch = 4\nconcurrency = {concurrency}\ntimeout = \"60s\"\n"
         ),
     )
     .expect("config");
+}
+
+/// `GET /v1/jobs/{id}` as JSON.
+async fn job(http: &reqwest::Client, base: &str, id: &str) -> Value {
+    http.get(format!("{base}/v1/jobs/{id}"))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// Polls job `id` until it is `succeeded` (30 s at most); returns it.
+async fn await_succeeded(http: &reqwest::Client, base: &str, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = job(http, base, id).await;
+        if now["status"] == "succeeded" {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "job {id} did not succeed: {now}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_pause_stops_every_process_and_a_resume_runs_what_waited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    let q = unique("pause");
+    let _cleanup = QueueCleanup(vec![q.clone(), format!("{q}.dlq")]);
+    write_holding_queue(dir, &q, 4);
     let store = TestStore::new(dir).await;
     let release = dir.join("release");
     let release = release.to_str().expect("utf-8 path");
@@ -455,4 +487,103 @@ async fn only_admin_pauses_and_an_unknown_queue_is_a_404_problem() {
     );
     assert_eq!(queues(JOBS).await["queues"][0]["paused"], false);
     w.stop().await.expect("clean stop");
+}
+
+/// With `concurrency` below `prefetch`, deliveries wait in the worker for a free slot. A pause
+/// lets them run (they are not handed back, which would count against the quorum queue's
+/// delivery limit): each runs once, on its first attempt, while jobs posted after the pause
+/// wait in the broker.
+#[tokio::test]
+async fn deliveries_a_worker_held_when_paused_run_once_and_later_jobs_wait() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    let q = unique("prefetched");
+    let _cleanup = QueueCleanup(vec![q.clone(), format!("{q}.dlq")]);
+    write_holding_queue(dir, &q, 1);
+    let store = TestStore::new(dir).await;
+    let release = dir.join("release");
+    let release = release.to_str().expect("utf-8 path");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let env = [("WORKER_NAME", "a"), ("RELEASE", release)];
+    let mut a = spawn_warren(dir, store.url(), &["run"], port, "a.log", &env);
+    let mut children = Children(vec![a.id()]);
+    wait_ready(&base, dir, "a.log").await;
+    let raw = Raw::connect().await;
+    await_consumers(&raw, &q, 1, Duration::from_secs(30)).await;
+    let http = reqwest::Client::new();
+    let post = |payload: Value| {
+        let (http, url) = (http.clone(), format!("{base}/v1/queues/{q}/jobs"));
+        async move {
+            common::accepted_id(
+                http.post(url)
+                    .json(&json!({ "payload": payload }))
+                    .send()
+                    .await
+                    .expect("POST"),
+            )
+            .await
+        }
+    };
+
+    // One job holds the only slot; three more are delivered behind it (prefetch 4).
+    let held = post(json!("hold")).await;
+    let mut behind = Vec::new();
+    for n in 0..3 {
+        behind.push(post(json!({ "n": n })).await);
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !(executions(dir).iter().any(|(id, _)| *id == held) && raw.depth(&q).await == Some(0)) {
+        assert!(Instant::now() < deadline, "the jobs were not delivered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!ran_any(dir, &behind), "the slot is taken");
+
+    let resp = http
+        .post(format!("{base}/v1/queues/{q}/pause"))
+        .send()
+        .await
+        .expect("pause");
+    assert_eq!(resp.status(), 200);
+    await_logged(dir, &[("a.log", 0)], PAUSED, &q, Instant::now() + WITHIN).await;
+    let later = post(json!("later")).await;
+    std::fs::write(release, b"").expect("release");
+    for id in behind.iter().chain([&held]) {
+        let done = await_succeeded(&http, &base, id).await;
+        assert_eq!(done["attempts"], 1, "ran on its first attempt: {done}");
+    }
+    let runs = executions(dir);
+    for id in &behind {
+        assert_eq!(
+            runs.iter().filter(|(r, _)| r == id).count(),
+            1,
+            "{id} ran once"
+        );
+    }
+    assert!(
+        logged(
+            dir,
+            "a.log",
+            "started the jobs delivered before the pause took effect",
+            &q
+        ) == 1,
+        "the log says the held deliveries ran"
+    );
+    // They ran during the pause: handed back, they would wait in the queue with `later`.
+    assert_eq!(
+        raw.depth(&q).await,
+        Some(1),
+        "only the job posted after the pause waits"
+    );
+    assert_eq!(job(&http, &base, &later).await["status"], "queued");
+
+    let resp = http
+        .post(format!("{base}/v1/queues/{q}/resume"))
+        .send()
+        .await
+        .expect("resume");
+    assert_eq!(resp.status(), 200);
+    await_succeeded(&http, &base, &later).await;
+    stop(&mut a).await;
+    children.0.clear();
 }
