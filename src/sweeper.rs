@@ -63,21 +63,13 @@ pub(crate) async fn run(
             () = stop.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
         }
-        let now = Instant::now();
-        for q in &queues {
-            if pauses.admission(q) == Admission::Park {
-                last_paused.insert(q.clone(), now);
-            }
-        }
-        let active: Vec<String> = queues
-            .iter()
-            .filter(|q| {
-                last_paused
-                    .get(*q)
-                    .is_none_or(|at| now.duration_since(*at) >= retry_sweep_after)
-            })
-            .cloned()
-            .collect();
+        let active = sweepable(
+            &queues,
+            |q| pauses.admission(q),
+            &mut last_paused,
+            Instant::now(),
+            retry_sweep_after,
+        );
         if active.is_empty() {
             continue;
         }
@@ -85,6 +77,32 @@ pub(crate) async fn run(
             warn!(error = %e, "sweeping for overdue retries failed; will try again");
         }
     }
+}
+
+/// The queues of `queues` to sweep at `now`: not those `admission` parks (paused), nor those
+/// seen parked within the last `quiet` (their delayed messages that came back during the pause
+/// still wait in the work queue). `last_paused` keeps when each queue was last seen parked.
+fn sweepable(
+    queues: &[String],
+    admission: impl Fn(&str) -> Admission,
+    last_paused: &mut HashMap<String, Instant>,
+    now: Instant,
+    quiet: Duration,
+) -> Vec<String> {
+    for q in queues {
+        if admission(q) == Admission::Park {
+            last_paused.insert(q.clone(), now);
+        }
+    }
+    queues
+        .iter()
+        .filter(|q| {
+            last_paused
+                .get(*q)
+                .is_none_or(|at| now.duration_since(*at) >= quiet)
+        })
+        .cloned()
+        .collect()
 }
 
 /// One sweep: takes overdue jobs in batches and publishes each again. Returns how many were
@@ -161,6 +179,34 @@ async fn resend(publisher: &Publisher, job: Overdue, now: i64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paused_queues_are_left_out_until_a_quiet_period_after_their_resume() {
+        let queues = vec!["a".to_owned(), "b".to_owned()];
+        let quiet = Duration::from_secs(30);
+        let mut last = HashMap::new();
+        let t0 = Instant::now();
+        let paused_a = |q: &str| {
+            if q == "a" {
+                Admission::Park
+            } else {
+                Admission::Admit
+            }
+        };
+        assert_eq!(sweepable(&queues, paused_a, &mut last, t0, quiet), ["b"]);
+        let none = |_: &str| Admission::Admit;
+        let soon = t0 + Duration::from_secs(10);
+        assert_eq!(
+            sweepable(&queues, none, &mut last, soon, quiet),
+            ["b"],
+            "resumed 10 s ago"
+        );
+        let later = t0 + quiet;
+        assert_eq!(
+            sweepable(&queues, none, &mut last, later, quiet),
+            ["a", "b"]
+        );
+    }
 
     #[test]
     fn sweeps_a_third_as_often_as_the_bound_within_limits() {
