@@ -267,6 +267,8 @@ impl App {
         }
 
         if !worker_queues.is_empty() {
+            // Which queues are paused, read from the store every second (`crate::admission`).
+            let pauses = crate::admission::Pauses::start(self.store.clone(), stop.clone());
             let ctx = Arc::new(WorkerContext {
                 broker: self.broker.clone(),
                 publisher: self.publisher.clone(),
@@ -279,6 +281,7 @@ impl App {
                 shutdown_grace: self.config.worker.shutdown_grace,
                 store_gate: crate::store_gate::StoreGate::new(self.store.clone()),
                 stop: stop.clone(),
+                pauses: pauses.clone(),
             });
             {
                 // Overdue retries and delayed jobs of the queues this process serves.
@@ -295,7 +298,7 @@ impl App {
                 );
                 tasks.spawn(async move {
                     tokio::select! {
-                        () = ready.cancelled() => crate::sweeper::run(store, publisher, served, after, stop).await,
+                        () = ready.cancelled() => crate::sweeper::run(store, publisher, served, after, pauses, stop).await,
                         () = stop.cancelled() => {}
                     }
                 });

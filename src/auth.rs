@@ -26,7 +26,8 @@ pub const MIN_TOKEN_LEN: usize = 32;
 pub enum Scope {
     /// Submit jobs, read job status, list queues.
     Jobs,
-    /// Everything `Jobs` may, plus the DLQ endpoints and `POST /v1/jobs/{id}/cancel`.
+    /// Everything `Jobs` may, plus the DLQ endpoints, `POST /v1/jobs/{id}/cancel` and pausing
+    /// or resuming a queue.
     Admin,
 }
 

@@ -11,6 +11,11 @@
 //! 4. [`crate::retry::decide`] says succeed / retry / dead; the store is written, any message
 //!    (dead letter) is published with a confirm, and only then is the delivery acked.
 //!
+//! Before consuming, and while it consumes, each queue's consumer asks for admission
+//! ([`crate::admission`]): a paused queue's AMQP consumer is cancelled (`basic.cancel`), so its
+//! new jobs wait in the broker, and consumes again once the queue is resumed; jobs already
+//! delivered finish.
+//!
 //! Anything that cannot be recorded is handed back (`basic.nack` with requeue), so a broker or
 //! store fault costs a re-run, never a job. A supervisor reconnects with exponential backoff
 //! and jitter after broker failures. On shutdown the consumer is cancelled, in-flight jobs get
@@ -31,6 +36,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 use warren_workers::{Handler, Job, Outcome};
 
+use crate::admission::Admission;
 use crate::broker::Broker;
 use crate::config::QueueConfig;
 use crate::error::{Error, ErrorKind, Result};
@@ -58,6 +64,9 @@ pub(crate) struct WorkerContext {
     pub(crate) store_gate: Arc<crate::store_gate::StoreGate>,
     /// The process's stop signal (ends a store probe).
     pub(crate) stop: CancellationToken,
+    /// Which queues are paused (fleet-wide, read from the store): a paused queue's consumer
+    /// is cancelled until it is resumed.
+    pub(crate) pauses: Arc<crate::admission::Pauses>,
 }
 
 /// The longest wait between two reconnection attempts of a consumer: a broker that is back
@@ -149,58 +158,141 @@ async fn session(
     })??;
     crate::broker::bounded(channel.basic_qos(queue.prefetch, BasicQosOptions::default())).await?;
     let tag = format!("{}-{}", ctx.owner, queue.name);
-    let mut consumer = crate::broker::bounded(channel.basic_consume(
-        queue.name.as_str().into(),
-        tag.as_str().into(),
-        BasicConsumeOptions::default(),
-        FieldTable::default(),
-    ))
-    .await?;
-    info!(queue = %queue.name, prefetch = queue.prefetch, concurrency = queue.concurrency, "consuming");
     let settler = Settler::start(channel.clone());
     let slots = Arc::new(Semaphore::new(queue.concurrency));
+    let take = Take {
+        ctx,
+        queue,
+        handler,
+        settler: &settler,
+        tracker,
+        hard_stop,
+    };
+    // True while the AMQP consumer `tag` is live: it is cancelled before the channel closes.
+    let mut consuming = false;
+    let mut first = true;
     let result = loop {
-        let permit = tokio::select! {
-            () = shutdown.cancelled() => break Ok(()),
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break Ok(()),
-            },
-        };
-        if !ctx.store_gate.is_open() {
-            // The store cannot be reached: prefetched deliveries wait here untouched rather
-            // than fail one after the other (see `store_gate`).
+        // Admission (`crate::admission`): a paused queue is not consumed from at all.
+        if first {
+            // Not before the paused queues were read: a worker started while its queue is
+            // paused takes nothing.
             tokio::select! {
                 () = shutdown.cancelled() => break Ok(()),
-                () = ctx.store_gate.wait_open() => {}
+                () = ctx.pauses.read() => {}
+            }
+            first = false;
+            if ctx.pauses.admission(&queue.name) == Admission::Park {
+                info!(queue = %queue.name, "queue is paused; not consuming until it is resumed");
             }
         }
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break Ok(()),
-            next = consumer.next() => match next {
-                Some(Ok(delivery)) => {
-                    let ticket = settler.arrived(delivery.delivery_tag);
-                    let ctx = ctx.clone();
-                    let queue = queue.clone();
-                    let handler = handler.clone();
-                    let hard_stop = hard_stop.clone();
-                    tracker.spawn(async move {
-                        process(&ctx, &queue, handler.as_ref(), delivery, ticket, &hard_stop).await;
-                        drop(permit);
-                    });
+        if ctx.pauses.admission(&queue.name) == Admission::Park {
+            tokio::select! {
+                () = shutdown.cancelled() => break Ok(()),
+                () = ctx.pauses.until(&queue.name, Admission::Admit) => {}
+            }
+            info!(queue = %queue.name, "queue resumed; consuming again");
+        }
+        let mut consumer = match crate::broker::bounded(channel.basic_consume(
+            queue.name.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        ))
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => break Err(e),
+        };
+        consuming = true;
+        info!(queue = %queue.name, prefetch = queue.prefetch, concurrency = queue.concurrency, "consuming");
+        let paused = ctx.pauses.until(&queue.name, Admission::Park);
+        tokio::pin!(paused);
+        let ended = loop {
+            let permit = tokio::select! {
+                () = shutdown.cancelled() => break Ok(()),
+                () = &mut paused => break Ok(()),
+                p = slots.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break Ok(()),
+                },
+            };
+            if !ctx.store_gate.is_open() {
+                // The store cannot be reached: prefetched deliveries wait here untouched rather
+                // than fail one after the other (see `store_gate`).
+                tokio::select! {
+                    () = shutdown.cancelled() => break Ok(()),
+                    () = ctx.store_gate.wait_open() => {}
                 }
-                Some(Err(e)) => break Err(Error::from(e)),
-                None => break Err(ErrorKind::BrokerUnavailable("the broker cancelled the consumer".to_owned()).into()),
-            },
+            }
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break Ok(()),
+                () = &mut paused => break Ok(()),
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => take.start(delivery, permit),
+                    Some(Err(e)) => break Err(Error::from(e)),
+                    None => break Err(ErrorKind::BrokerUnavailable("the broker cancelled the consumer".to_owned()).into()),
+                },
+            }
+        };
+        if let Err(e) = ended {
+            break Err(e);
+        }
+        if shutdown.is_cancelled() {
+            break Ok(());
+        }
+        // Paused: stop deliveries at the broker, so new jobs wait there `ready`. Deliveries
+        // that reached this worker before the cancel run as usual (see `crate::admission`
+        // for why they are not handed back); the stream ends after the last of them.
+        if let Err(e) = crate::broker::bounded(
+            channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()),
+        )
+        .await
+        {
+            break Err(e);
+        }
+        consuming = false;
+        info!(queue = %queue.name, "queue paused; consumer cancelled, new jobs wait in the broker");
+        let mut delivered = 0_usize;
+        let drained = loop {
+            let delivery = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break Ok(()),
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => delivery,
+                    Some(Err(e)) => break Err(Error::from(e)),
+                    None => break Ok(()),
+                },
+            };
+            // (At shutdown an unstarted delivery goes back when the channel closes.)
+            let permit = tokio::select! {
+                () = shutdown.cancelled() => break Ok(()),
+                p = slots.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break Ok(()),
+                },
+            };
+            delivered += 1;
+            take.start(delivery, permit);
+        };
+        if let Err(e) = drained {
+            break Err(e);
+        }
+        if shutdown.is_cancelled() {
+            break Ok(());
+        }
+        if delivered > 0 {
+            info!(queue = %queue.name, jobs = delivered, "started the jobs delivered before the pause took effect");
         }
     };
     if result.is_ok() {
         // Stop deliveries; prefetched ones not yet started go back to the queue when the
         // channel closes. In-flight jobs still ack on this channel, so wait for them first.
-        let _ = channel
-            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-            .await;
+        if consuming {
+            let _ = channel
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await;
+        }
         finish_in_flight(tracker, ctx.shutdown_grace, hard_stop, &queue.name).await;
         settler.finish().await;
         let _ = channel
@@ -208,6 +300,32 @@ async fn session(
             .await;
     }
     result
+}
+
+/// What starting a delivery's job needs.
+struct Take<'a> {
+    ctx: &'a Arc<WorkerContext>,
+    queue: &'a Arc<QueueConfig>,
+    handler: &'a Arc<dyn Handler>,
+    settler: &'a Settler,
+    tracker: &'a TaskTracker,
+    hard_stop: &'a CancellationToken,
+}
+
+impl Take<'_> {
+    /// Runs `delivery`'s job in a task of its own, holding `permit` (one of the queue's
+    /// `concurrency` slots) until it ends.
+    fn start(&self, delivery: Delivery, permit: tokio::sync::OwnedSemaphorePermit) {
+        let ticket = self.settler.arrived(delivery.delivery_tag);
+        let ctx = self.ctx.clone();
+        let queue = self.queue.clone();
+        let handler = self.handler.clone();
+        let hard_stop = self.hard_stop.clone();
+        self.tracker.spawn(async move {
+            process(&ctx, &queue, handler.as_ref(), delivery, ticket, &hard_stop).await;
+            drop(permit);
+        });
+    }
 }
 
 /// Handles one delivery from start to ack (or hand-back).

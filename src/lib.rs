@@ -16,6 +16,7 @@
 //! # }
 //! ```
 
+mod admission;
 mod app;
 pub mod auth;
 mod broker;

@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use warren::{App, Config, Role};
 
+#[path = "cli/queues.rs"]
+mod queues_cli;
 #[path = "cli/store.rs"]
 mod store_cli;
 
@@ -51,11 +53,14 @@ enum Command {
         #[command(subcommand)]
         action: TopologyAction,
     },
-    /// Per queue: ready, unacked, consumers, retrying and dead (DLQ) messages, as a table.
+    /// Per queue: ready, unacked, consumers, retrying and dead (DLQ) messages and whether it
+    /// is paused, as a table; or pause or resume a queue.
     Queues {
         /// Print JSON (as `GET /v1/queues`) instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(subcommand)]
+        action: Option<queues_cli::QueuesAction>,
     },
     /// Show one job's status from the store, as JSON.
     Job {
@@ -219,7 +224,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Work { queues } => serve(config, Role::Workers(queues)).await,
         Command::Topology { action } => topology(config, action).await,
-        Command::Queues { json } => queues(config, json).await,
+        Command::Queues {
+            action: Some(action),
+            ..
+        } => queues_cli::run(&config, action).await,
+        Command::Queues { json, action: None } => queues(config, json).await,
         Command::Job { id } => job(config, &id).await,
         Command::Dlq { action } => dlq(config, action).await,
         Command::Store { action } => store_cli::run(&config, action).await,
@@ -337,25 +346,27 @@ async fn queues(config: Config, json: bool) -> anyhow::Result<()> {
     }
     let show = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |n| n.to_string());
     println!(
-        "{:<32} {:>8} {:>8} {:>9} {:>8} {:>8}",
-        "QUEUE", "READY", "UNACKED", "CONSUMERS", "RETRYING", "DEAD"
+        "{:<32} {:>8} {:>8} {:>9} {:>8} {:>8} {:>6}",
+        "QUEUE", "READY", "UNACKED", "CONSUMERS", "RETRYING", "DEAD", "PAUSED"
     );
     for q in &overview.queues {
         println!(
-            "{:<32} {:>8} {:>8} {:>9} {:>8} {:>8}",
+            "{:<32} {:>8} {:>8} {:>9} {:>8} {:>8} {:>6}",
             q.queue,
             show(q.ready),
             show(q.unacked),
             show(q.consumers),
             q.retrying,
-            show(q.dead)
+            show(q.dead),
+            if q.paused { "yes" } else { "no" }
         );
     }
     if let Some(n) = overview.unroutable {
         println!(
-            "{:<32} {:>8} {:>8} {:>9} {:>8} {:>8}",
+            "{:<32} {:>8} {:>8} {:>9} {:>8} {:>8} {:>6}",
             warren::dlq::UNROUTABLE,
             n,
+            "-",
             "-",
             "-",
             "-",

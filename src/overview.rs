@@ -11,7 +11,9 @@
 //! - `retrying`: the store's jobs in status `retrying`. The delay queues
 //!   (`warren.delay.NN`) are shared by every work queue, so their depths cannot be split by
 //!   queue; the store knows which job waits for which queue. A job delayed at submission
-//!   (`delay_ms`) is `queued`, not `retrying`.
+//!   (`delay_ms`) is `queued`, not `retrying`;
+//! - `paused`: the store's paused queues (`crate::admission`): a paused queue's workers take
+//!   no deliveries, so `ready` grows and `consumers` is 0.
 
 use std::collections::BTreeMap;
 use std::str::FromStr as _;
@@ -50,6 +52,9 @@ pub struct QueueOverview {
     pub retrying: u64,
     /// Dead letters waiting in `{queue}.dlq`.
     pub dead: Option<u64>,
+    /// The queue is paused (`POST /v1/queues/{queue}/pause`, `warren queues pause`): its
+    /// workers take no deliveries until it is resumed.
+    pub paused: bool,
 }
 
 /// The overview of every configured queue.
@@ -399,7 +404,7 @@ fn percent_decode(s: &str) -> String {
 ///
 /// # Errors
 /// [`crate::ErrorKind::BrokerUnavailable`] when the broker cannot be reached;
-/// [`crate::ErrorKind::Store`] when the store cannot be read. A management API that cannot be
+/// [`crate::ErrorKind::Store`] when the store cannot be read (retrying jobs, paused queues). A management API that cannot be
 /// reached is not an error: `unacked` is then `None` and [`Overview::management`] says why.
 pub async fn overview(
     config: &Config,
@@ -419,11 +424,17 @@ pub async fn overview(
         }
     };
     let unroutable = inspect(broker, crate::delay::UNROUTABLE);
-    let (inspections, retrying, unacked, unroutable) =
-        tokio::join!(inspections, store.retrying_counts(), management, unroutable);
+    let (inspections, retrying, paused, unacked, unroutable) = tokio::join!(
+        inspections,
+        store.retrying_counts(),
+        store.queues_paused(),
+        management,
+        unroutable
+    );
     let inspections = inspections?;
     let unroutable = unroutable?.messages.map(u64::from);
     let retrying = retrying?;
+    let paused = paused?;
     let (unacked, management) = match unacked {
         Ok(u) => (Some(u), "ok".to_owned()),
         Err(e) => (None, crate::redact(&e.to_string())),
@@ -439,6 +450,7 @@ pub async fn overview(
             consumers: work.consumers.map(u64::from),
             retrying: retrying.get(*q).copied().unwrap_or(0),
             dead: dead.messages.map(u64::from),
+            paused: paused.contains_key(*q),
         })
         .collect();
     Ok(Overview {

@@ -11,19 +11,25 @@
 //! serves, looks every [`sweep_every`] for jobs overdue by more than `worker.retry_sweep_after`
 //! (default 30 s) and publishes each straight to its work queue, with a confirm.
 //!
+//! A paused queue is not swept (`crate::admission`), nor for one `retry_sweep_after` after it
+//! was last seen paused: its delayed messages come back to the work queue and wait there
+//! unclaimed, so they would look lost, and each sweep would publish another copy.
+//!
 //! Nothing runs twice for it: [`crate::store::JobStore::take_overdue`] hands each overdue job
 //! to one process and makes it due again one more `retry_sweep_after` later (so a publish that
 //! fails is tried again then), a claim clears the kept payload, and a late original that
 //! arrives after the copy meets the claim like any duplicate (acked if the job finished,
 //! parked while it runs).
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::admission::{Admission, Pauses};
 use crate::message::JobMessage;
 use crate::publisher::Publisher;
 use crate::store::{Overdue, Store, now_ms};
@@ -37,16 +43,19 @@ pub(crate) fn sweep_every(retry_sweep_after: Duration) -> Duration {
     (retry_sweep_after / 3).clamp(Duration::from_millis(250), Duration::from_secs(10))
 }
 
-/// Sweeps `queues` until `stop`: see the module docs.
+/// Sweeps `queues` until `stop`, leaving out the ones `pauses` says are paused: see the
+/// module docs.
 pub(crate) async fn run(
     store: Arc<dyn Store>,
     publisher: Arc<Publisher>,
     queues: Vec<String>,
     retry_sweep_after: Duration,
+    pauses: Arc<Pauses>,
     stop: CancellationToken,
 ) {
     let every = sweep_every(retry_sweep_after);
     let after_ms = i64::try_from(retry_sweep_after.as_millis()).unwrap_or(i64::MAX);
+    let mut last_paused: HashMap<String, Instant> = HashMap::new();
     loop {
         // Jittered (±20 %), so that the processes of a fleet do not sweep in step.
         let wait = every.mul_f64(rand::rng().random_range(0.8..1.2));
@@ -54,10 +63,46 @@ pub(crate) async fn run(
             () = stop.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
         }
-        if let Err(e) = sweep(&*store, &publisher, &queues, after_ms, &stop).await {
+        let active = sweepable(
+            &queues,
+            |q| pauses.admission(q),
+            &mut last_paused,
+            Instant::now(),
+            retry_sweep_after,
+        );
+        if active.is_empty() {
+            continue;
+        }
+        if let Err(e) = sweep(&*store, &publisher, &active, after_ms, &stop).await {
             warn!(error = %e, "sweeping for overdue retries failed; will try again");
         }
     }
+}
+
+/// The queues of `queues` to sweep at `now`: not those `admission` parks (paused), nor those
+/// seen parked within the last `quiet` (their delayed messages that came back during the pause
+/// still wait in the work queue). `last_paused` keeps when each queue was last seen parked.
+fn sweepable(
+    queues: &[String],
+    admission: impl Fn(&str) -> Admission,
+    last_paused: &mut HashMap<String, Instant>,
+    now: Instant,
+    quiet: Duration,
+) -> Vec<String> {
+    for q in queues {
+        if admission(q) == Admission::Park {
+            last_paused.insert(q.clone(), now);
+        }
+    }
+    queues
+        .iter()
+        .filter(|q| {
+            last_paused
+                .get(*q)
+                .is_none_or(|at| now.duration_since(*at) >= quiet)
+        })
+        .cloned()
+        .collect()
 }
 
 /// One sweep: takes overdue jobs in batches and publishes each again. Returns how many were
@@ -134,6 +179,34 @@ async fn resend(publisher: &Publisher, job: Overdue, now: i64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paused_queues_are_left_out_until_a_quiet_period_after_their_resume() {
+        let queues = vec!["a".to_owned(), "b".to_owned()];
+        let quiet = Duration::from_secs(30);
+        let mut last = HashMap::new();
+        let t0 = Instant::now();
+        let paused_a = |q: &str| {
+            if q == "a" {
+                Admission::Park
+            } else {
+                Admission::Admit
+            }
+        };
+        assert_eq!(sweepable(&queues, paused_a, &mut last, t0, quiet), ["b"]);
+        let none = |_: &str| Admission::Admit;
+        let soon = t0 + Duration::from_secs(10);
+        assert_eq!(
+            sweepable(&queues, none, &mut last, soon, quiet),
+            ["b"],
+            "resumed 10 s ago"
+        );
+        let later = t0 + quiet;
+        assert_eq!(
+            sweepable(&queues, none, &mut last, later, quiet),
+            ["a", "b"]
+        );
+    }
 
     #[test]
     fn sweeps_a_third_as_often_as_the_bound_within_limits() {

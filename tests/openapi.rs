@@ -10,24 +10,35 @@ use std::collections::{BTreeMap, BTreeSet};
 use common::Setup;
 use serde_json::Value;
 
-/// The paths the router declares, read from its source (`.route("PATH", …)` in
-/// src/intake/mod.rs): the test follows the router as it grows.
+/// The paths the router serves, read from its source, the route table in
+/// src/intake/routes.rs (lines `METHOD "PATH" => handler, SCOPE;`): the test follows the router
+/// as it grows.
 fn router_paths() -> Vec<String> {
-    let src = std::fs::read_to_string(common::repo().join("src/intake/mod.rs"))
-        .expect("src/intake/mod.rs is readable");
+    let src = std::fs::read_to_string(common::repo().join("src/intake/routes.rs"))
+        .expect("src/intake/routes.rs is readable");
     let mut paths = Vec::new();
-    for (at, _) in src.match_indices(".route(") {
-        let rest = src[at + ".route(".len()..].trim_start();
+    for line in src.lines() {
+        let line = line.trim_start();
+        let Some((method, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method) {
+            continue;
+        }
         let Some(lit) = rest.strip_prefix('"') else {
             continue;
         };
-        if let Some(end) = lit.find('"') {
+        if let Some(end) = lit.find('"')
+            && lit[end..].starts_with("\" =>")
+        {
             paths.push(lit[..end].to_owned());
         }
     }
+    paths.sort();
+    paths.dedup();
     assert!(
         paths.len() >= 10,
-        "expected the router's routes in src/intake/mod.rs, found {paths:?}"
+        "expected the route table in src/intake/routes.rs, found {paths:?}"
     );
     paths
 }

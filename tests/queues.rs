@@ -33,6 +33,7 @@ async fn ready_and_dead_counts_match_what_is_in_the_queues_over_http_and_the_cli
     assert_eq!(e["dead"], 2, "{all}");
     assert_eq!(e["consumers"], 0, "{all}");
     assert_eq!(e["retrying"], 0, "{all}");
+    assert_eq!(e["paused"], false, "{all}");
     assert_eq!(all["management"], "ok", "the local management API answers");
     let node = all["broker_node"].as_str().unwrap_or_default();
     assert!(
@@ -78,7 +79,15 @@ async fn ready_and_dead_counts_match_what_is_in_the_queues_over_http_and_the_cli
         .collect();
     assert_eq!(
         header,
-        ["QUEUE", "READY", "UNACKED", "CONSUMERS", "RETRYING", "DEAD"]
+        [
+            "QUEUE",
+            "READY",
+            "UNACKED",
+            "CONSUMERS",
+            "RETRYING",
+            "DEAD",
+            "PAUSED"
+        ]
     );
     let row: Vec<&str> = table
         .lines()
@@ -91,6 +100,7 @@ async fn ready_and_dead_counts_match_what_is_in_the_queues_over_http_and_the_cli
     assert_eq!(row[3], "0", "consumers:\n{table}");
     assert_eq!(row[4], "0", "retrying:\n{table}");
     assert_eq!(row[5], "2", "dead:\n{table}");
+    assert_eq!(row[6], "no", "paused:\n{table}");
     let json: Value = serde_json::from_str(&run(&["queues", "--json"])).expect("JSON");
     assert_eq!(json["queues"][0]["queue"], q.as_str());
     assert_eq!(json["queues"][0]["ready"], 3);

@@ -1,31 +1,20 @@
 //! Bearer-token checks for the HTTP API (DESIGN §9; tokens and scopes in [`crate::auth`]).
 //!
-//! Which route needs which scope is decided in one place, [`required_scope`], from the
-//! route the request matched (not from the raw path, so encodings cannot dodge it):
-//! `/healthz`, `/readyz`, `/metrics` and `/openapi.json` are open; the DLQ routes
-//! (`/v1/queues/{queue}/dead…`) and `POST /v1/jobs/{id}/cancel` need `admin`; every other route
-//! needs a `jobs` or `admin` token. With no tokens configured every route is open: the
+//! Which route needs which scope is written in one place, the route table
+//! ([`super::routes::ROUTES`]), and looked up by the route the request matched (not by the
+//! raw path, so encodings cannot dodge it): `/healthz`, `/readyz`, `/metrics` and
+//! `/openapi.json` are open; the DLQ routes (`/v1/queues/{queue}/dead…`) and
+//! `POST /v1/jobs/{id}/cancel` need `admin`; the other routes need a `jobs` or `admin` token. With no tokens configured every route is open: the
 //! router then does not layer this check at all (`super::router`).
 
 use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::{IntakeState, Problem};
-use crate::auth::Scope;
-
-/// The scope a matched route needs, or `None` for an open one.
-pub(super) fn required_scope(_method: &Method, route: &str) -> Option<Scope> {
-    match route {
-        "/healthz" | "/readyz" | "/metrics" | "/openapi.json" => None,
-        r if r.starts_with("/v1/queues/{queue}/dead") => Some(Scope::Admin),
-        "/v1/jobs/{id}/cancel" => Some(Scope::Admin),
-        _ => Some(Scope::Jobs),
-    }
-}
 
 /// Middleware (a `route_layer`, so it sees the matched route): answers 401 without a known
 /// bearer token and 403 when the token's scope is not enough, both as problem+json with a
@@ -38,7 +27,7 @@ pub(super) async fn require(
 ) -> Response {
     let tokens = &state.config.auth.tokens;
     let route = route.as_ref().map_or("", MatchedPath::as_str);
-    let Some(needed) = required_scope(req.method(), route) else {
+    let Some(needed) = super::routes::scope(req.method(), route) else {
         return next.run(req).await;
     };
     let presented = req
@@ -103,31 +92,6 @@ fn challenge(problem: Problem, www_authenticate: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dlq_and_cancel_need_admin_and_probes_are_open() {
-        assert_eq!(
-            required_scope(&Method::GET, "/v1/queues/{queue}/dead"),
-            Some(Scope::Admin)
-        );
-        assert_eq!(
-            required_scope(&Method::POST, "/v1/queues/{queue}/dead/requeue"),
-            Some(Scope::Admin)
-        );
-        assert_eq!(
-            required_scope(&Method::POST, "/v1/jobs/{id}/cancel"),
-            Some(Scope::Admin)
-        );
-        assert_eq!(
-            required_scope(&Method::GET, "/v1/jobs/{id}"),
-            Some(Scope::Jobs)
-        );
-        assert_eq!(
-            required_scope(&Method::POST, "/v1/queues/{queue}/jobs"),
-            Some(Scope::Jobs)
-        );
-        assert_eq!(required_scope(&Method::GET, "/readyz"), None);
-    }
 
     #[test]
     fn bearer_scheme_is_case_insensitive_and_needs_a_token() {

@@ -32,7 +32,8 @@ fn dlq(state: &IntakeState) -> Dlq<'_> {
     }
 }
 
-fn known(state: &IntakeState, queue: &str) -> Result<(), Problem> {
+/// `404 unknown-queue` unless `queue` is configured.
+pub(super) fn known(state: &IntakeState, queue: &str) -> Result<(), Problem> {
     if state.config.queue(queue).is_some() {
         return Ok(());
     }

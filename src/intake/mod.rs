@@ -8,15 +8,16 @@ mod extract;
 mod jobs;
 pub(crate) mod openapi;
 mod ops;
+mod pause;
 mod problem;
 mod query;
+pub(crate) mod routes;
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -36,9 +37,9 @@ pub(crate) struct IntakeState {
     pub(crate) topology_ready: tokio_util::sync::CancellationToken,
 }
 
-/// The intake's routes. The state is shared behind one `Arc`, so a request clones one pointer
-/// rather than each field. With no tokens configured every route is open (DESIGN §9), so the
-/// token check is not layered at all.
+/// The intake's routes, from the route table [`routes::ROUTES`]. The state is shared behind
+/// one `Arc`, so a request clones one pointer rather than each field. With no tokens
+/// configured every route is open (DESIGN §9), so the token check is not layered at all.
 ///
 /// Every error is a problem document: handlers and extractors answer with [`Problem`]s,
 /// unknown query parameters are refused by [`query::refuse_unknown`], an unknown route gets
@@ -46,19 +47,11 @@ pub(crate) struct IntakeState {
 /// (axum's `405` with its `Allow` header, a rejection of a framework extractor) into one.
 pub(crate) fn router(state: IntakeState) -> Router {
     let state = Arc::new(state);
-    let router = Router::new()
-        .route("/v1/queues/{queue}/jobs", post(jobs::post_job))
-        .route("/v1/queues/{queue}/jobs/batch", post(batch::post_batch))
-        .route("/v1/jobs/{id}", get(jobs::get_job))
-        .route("/v1/jobs/{id}/cancel", post(jobs::cancel_job))
-        .route("/v1/queues/{queue}/dead", get(dead::peek))
-        .route("/v1/queues/{queue}/dead/requeue", post(dead::requeue))
-        .route("/v1/queues/{queue}/dead/purge", post(dead::purge))
-        .route("/v1/queues", get(ops::list_queues))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(openapi::openapi_json))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    let router = routes::ROUTES
+        .iter()
+        .fold(Router::new(), |router, r| {
+            router.route(r.path, (r.handler)())
+        })
         .route_layer(axum::middleware::from_fn(query::refuse_unknown));
     let router = if state.config.auth.tokens.is_empty() {
         router

@@ -1,9 +1,11 @@
 //! The OpenAPI 3.1 description of the HTTP API, served at `GET /openapi.json` (utoipa; the
 //! JSON only, no UI assets).
 //!
-//! Each handler carries its own `#[utoipa::path]`; [`ApiDoc`] lists them with the schemas of
-//! every request, response and problem type. The types here exist for the document only: the
-//! handlers read and write the same JSON with leaner types of their own.
+//! Each handler carries its own `#[utoipa::path]`; the route table (`super::routes`) lists
+//! the handlers, so the document's paths are the routes the router serves; [`ApiDoc`] adds the
+//! schemas of every request, response and problem type ([`spec`] joins the two). The types
+//! here exist for the document only: the handlers read and write the same JSON with leaner
+//! types of their own.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -89,7 +91,7 @@ pub(crate) const PROBLEM_TYPES: &[(&str, &str)] = &[
     ),
     (
         "forbidden",
-        "403 with WWW-Authenticate: the token's scope is not enough (DLQ endpoints and cancel need `admin`)",
+        "403 with WWW-Authenticate: the token's scope is not enough (DLQ endpoints, cancel, pause and resume need `admin`)",
     ),
 ];
 
@@ -274,26 +276,13 @@ pub(crate) struct Readiness {
     topology: String,
 }
 
-/// The OpenAPI document of the v1 API.
+/// The OpenAPI document of the v1 API without its paths: its description, schemas and tags.
+/// The paths come from the route table ([`super::routes::RoutePaths`]); [`spec`] joins them.
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "warren",
         description = "HTTP intake of warren, a work-queue job backend on RabbitMQ: jobs are accepted (202) only once the broker confirmed their persistent message. Every error is an RFC 7807 / RFC 9457 problem document (`application/problem+json`, see `ProblemType`), including what the HTTP layer refuses (a 405 with `Allow`, an unknown route); bad input changes nothing. Unknown query parameters are refused (400) on every operation. Integers are JSON Schema integers (`30.0` is 30)."
-    ),
-    paths(
-        super::jobs::post_job,
-        super::batch::post_batch,
-        super::jobs::get_job,
-        super::jobs::cancel_job,
-        super::ops::list_queues,
-        super::dead::peek,
-        super::dead::requeue,
-        super::dead::purge,
-        super::healthz,
-        super::readyz,
-        super::ops::metrics,
-        openapi_json,
     ),
     components(schemas(
         super::jobs::JobRequest,
@@ -309,6 +298,7 @@ pub(crate) struct Readiness {
         ArchiveLine,
         ArchiveProperties,
         super::dead::RequeueRequest,
+        super::pause::PauseState,
         RequeueResult,
         PurgeResult,
         Health,
@@ -325,6 +315,14 @@ pub(crate) struct Readiness {
 )]
 pub(crate) struct ApiDoc;
 
+/// The document's static part: [`ApiDoc`] with the paths of every route in the route table
+/// ([`super::routes::ROUTES`]), each operation as its handler's `#[utoipa::path]` describes it.
+pub(crate) fn spec() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(super::routes::RoutePaths::openapi());
+    doc
+}
+
 /// Queue names as configuration allows them (`config::validate_queue_name`): 1 to 200
 /// letters, digits, `_`, `-` and `.` (a name that is not configured is a 404).
 pub(crate) const QUEUE_PATTERN: &str = "^[A-Za-z0-9_.-]{1,200}$";
@@ -337,11 +335,11 @@ pub(crate) const HEADER_TOKEN_PATTERN: &str = "^[!-~]([ -~]{0,253}[!-~])?$";
 /// form of each path and header parameter, the `400` every operation may answer (an
 /// unknown query parameter, a malformed path), and, only when `tokens` (API tokens are
 /// configured, DESIGN §9), the bearer-token security of each operation from
-/// [`super::auth::required_scope`] (the one table the middleware uses): its scope as the
+/// the route table ([`super::routes::scope`], as the middleware reads it): its scope as the
 /// requirement's role (OpenAPI 3.1 §4.8.30), and its 401/403 answers. Without tokens no
 /// operation has a security requirement, because none is checked.
 pub(crate) fn document(tokens: bool) -> utoipa::openapi::OpenApi {
-    let mut doc = ApiDoc::openapi();
+    let mut doc = spec();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc.servers = Some(vec![Server::new("/")]);
     if tokens && let Some(c) = doc.components.as_mut() {
@@ -401,7 +399,7 @@ pub(crate) fn document(tokens: bool) -> utoipa::openapi::OpenApi {
             if !tokens {
                 continue;
             }
-            let Some(scope) = super::auth::required_scope(&method, path) else {
+            let Some(scope) = super::routes::scope(&method, path) else {
                 continue;
             };
             op.security = Some(vec![SecurityRequirement::new("bearer", [scope.as_str()])]);

@@ -13,14 +13,13 @@ use std::sync::LazyLock;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use utoipa::OpenApi as _;
 use utoipa::openapi::path::ParameterIn;
 
 use super::Problem;
 
 /// (method in lower case, route) → the names of its query parameters, from the document.
 static ALLOWED: LazyLock<HashMap<(String, String), Vec<String>>> = LazyLock::new(|| {
-    let doc = super::openapi::ApiDoc::openapi();
+    let doc = super::openapi::spec();
     let mut map = HashMap::new();
     for (path, item) in &doc.paths.paths {
         let ops = [

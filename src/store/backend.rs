@@ -136,6 +136,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn last_id(&self) -> Result<Option<Uuid>>;
     /// See [`super::Maintenance::import`].
     async fn import(&self, rows: &[JobRow]) -> Result<u64>;
+    /// See [`super::QueueControl::queue_pause`].
+    async fn queue_pause(&self, queue: &str, now: i64) -> Result<bool>;
+    /// See [`super::QueueControl::queue_resume`].
+    async fn queue_resume(&self, queue: &str) -> Result<bool>;
+    /// See [`super::QueueControl::queues_paused`].
+    async fn queues_paused(&self) -> Result<BTreeMap<String, i64>>;
 }
 
 /// A failed migration as an error an operator can act on: a database migrated by a newer

@@ -1080,6 +1080,50 @@ async fn concurrent_sweeps_hand_each_overdue_job_to_one_sweeper(a: Adapter) {
     assert_eq!(ids, want, "every overdue job handed out, none twice");
 }
 
+/// A pause is recorded once, seen by every store instance (another process), kept across a
+/// reopen (a restart), and gone after a resume; pausing or resuming twice changes nothing.
+async fn paused_queues_are_shared_and_survive_a_reopen(a: Adapter) {
+    let db = TestDb::new(a).await;
+    let s = db.open().await;
+    let other = db.open().await;
+    assert!(s.queues_paused().await.expect("read").is_empty());
+    assert!(s.queue_pause("reports", 1_000).await.expect("pause"));
+    assert!(
+        !other
+            .queue_pause("reports", 2_000)
+            .await
+            .expect("pause again"),
+        "already paused"
+    );
+    assert!(s.queue_pause("emails", 3_000).await.expect("pause"));
+    let want = std::collections::BTreeMap::from([
+        ("emails".to_owned(), 3_000),
+        ("reports".to_owned(), 1_000),
+    ]);
+    assert_eq!(
+        other.queues_paused().await.expect("read"),
+        want,
+        "the first pause's time stays"
+    );
+    drop((s, other));
+    let s = db.open().await;
+    assert_eq!(
+        s.queues_paused().await.expect("read"),
+        want,
+        "kept across a reopen"
+    );
+    assert!(s.queue_resume("reports").await.expect("resume"));
+    assert!(
+        !s.queue_resume("reports").await.expect("resume again"),
+        "not paused"
+    );
+    assert!(!s.queue_resume("never").await.expect("resume unknown"));
+    assert_eq!(
+        db.open().await.queues_paused().await.expect("read"),
+        std::collections::BTreeMap::from([("emails".to_owned(), 3_000)])
+    );
+}
+
 /// Runs each listed test on both adapters, as `sqlite::NAME` and `postgres::NAME`.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
@@ -1127,4 +1171,5 @@ conformance!(
     stores_opened_together_on_a_new_database_all_open,
     overdue_retries_and_delayed_jobs_are_handed_out_once,
     concurrent_sweeps_hand_each_overdue_job_to_one_sweeper,
+    paused_queues_are_shared_and_survive_a_reopen,
 );

@@ -29,7 +29,7 @@ use super::model::{
     Cancel, Claim, ClaimRequest, Claimed, Inserted, JobRecord, JobRow, JobStatus, NewJob, Overdue,
     OwnedClaim, StoreStatus, Success,
 };
-use super::traits::{JobStore, Maintenance};
+use super::traits::{JobStore, Maintenance, QueueControl};
 use super::{StoreError, StoreErrorKind};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -502,5 +502,20 @@ impl<B: Backend> Maintenance for SqlStore<B> {
 
     async fn import(&self, rows: &[JobRow]) -> Result<u64> {
         self.backend.import(rows).await
+    }
+}
+
+#[async_trait::async_trait]
+impl<B: Backend> QueueControl for SqlStore<B> {
+    async fn queue_pause(&self, queue: &str, now: i64) -> Result<bool> {
+        self.backend.queue_pause(queue, now).await
+    }
+
+    async fn queue_resume(&self, queue: &str) -> Result<bool> {
+        self.backend.queue_resume(queue).await
+    }
+
+    async fn queues_paused(&self) -> Result<BTreeMap<String, i64>> {
+        self.backend.queues_paused().await
     }
 }

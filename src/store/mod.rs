@@ -28,7 +28,7 @@ pub use model::{
     Cancel, Claim, ClaimRequest, Inserted, JobRecord, JobRow, JobStatus, NewJob, Overdue,
     StoreStatus,
 };
-pub use traits::{JobStore, Maintenance, Store};
+pub use traits::{JobStore, Maintenance, QueueControl, Store};
 
 use crate::error::{Error, Result};
 

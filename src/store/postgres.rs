@@ -156,6 +156,13 @@ pub(crate) mod sql {
             $12::bigint[], $13::bigint[], $14::bigint[], $15::text[], $16::bool[], $17::text[], \
             $18::bigint[], $19::bytea[]) \
         ON CONFLICT (id) DO NOTHING";
+    /// [`super::Backend::queue_pause`]: a queue paused already keeps its first `paused_at`.
+    pub(crate) const QUEUE_PAUSE: &str = "INSERT INTO paused_queues (queue, paused_at) \
+        VALUES ($1, $2) ON CONFLICT (queue) DO NOTHING";
+    /// [`super::Backend::queue_resume`].
+    pub(crate) const QUEUE_RESUME: &str = "DELETE FROM paused_queues WHERE queue = $1";
+    /// [`super::Backend::queues_paused`]: the whole (small) table.
+    pub(crate) const QUEUES_PAUSED: &str = "SELECT queue, paused_at FROM paused_queues";
 }
 
 /// `host:port/database` of `opts`, for messages (no credentials).
@@ -687,6 +694,33 @@ impl Backend for Postgres {
             .await
             .map_err(Self::err)?;
         Ok(done.rows_affected())
+    }
+
+    async fn queue_pause(&self, queue: &str, now: i64) -> Result<bool> {
+        let done = sqlx::query(sql::QUEUE_PAUSE)
+            .bind(queue)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn queue_resume(&self, queue: &str) -> Result<bool> {
+        let done = sqlx::query(sql::QUEUE_RESUME)
+            .bind(queue)
+            .execute(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn queues_paused(&self) -> Result<BTreeMap<String, i64>> {
+        let rows = sqlx::query_as::<_, (String, i64)>(sql::QUEUES_PAUSED)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        Ok(rows.into_iter().collect())
     }
 }
 

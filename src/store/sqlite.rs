@@ -862,6 +862,35 @@ impl Backend for Sqlite {
         tx.commit().await.map_err(Self::err)?;
         Ok(inserted)
     }
+
+    async fn queue_pause(&self, queue: &str, now: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO paused_queues (queue, paused_at) VALUES (?, ?) ON CONFLICT (queue) DO NOTHING",
+        )
+        .bind(queue)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(Self::err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn queue_resume(&self, queue: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM paused_queues WHERE queue = ?")
+            .bind(queue)
+            .execute(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn queues_paused(&self) -> Result<BTreeMap<String, i64>> {
+        let rows = sqlx::query_as::<_, (String, i64)>("SELECT queue, paused_at FROM paused_queues")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        Ok(rows.into_iter().collect())
+    }
 }
 
 #[cfg(test)]

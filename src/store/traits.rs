@@ -1,6 +1,7 @@
 //! The store's interface, by capability: [`JobStore`] (what the intake and the workers do to
-//! jobs), [`Maintenance`] (upkeep and operations), and [`Store`], their sum, which the rest of
-//! warren holds as `Arc<dyn Store>`.
+//! jobs), [`Maintenance`] (upkeep and operations), [`QueueControl`] (the fleet's shared queue
+//! state: pauses), and [`Store`], their sum, which the rest of warren holds as
+//! `Arc<dyn Store>`.
 //!
 //! Every adapter gives the same answers: `src/store/conformance.rs` runs one suite of tests
 //! on each.
@@ -133,7 +134,27 @@ pub trait Maintenance: Send + Sync + 'static {
     async fn import(&self, rows: &[JobRow]) -> Result<u64>;
 }
 
-/// The whole store: what `Arc<dyn Store>` offers.
-pub trait Store: JobStore + Maintenance {}
+/// The fleet's shared queue state: which queues are paused (DESIGN §3, §7). Every worker
+/// process reads [`QueueControl::queues_paused`] about once a second (`src/admission.rs`), so a
+/// pause written by any process reaches every worker of the queue on every host.
+///
+/// Every method fails with [`crate::ErrorKind::Store`] when the store cannot be reached.
+/// Queue names are not checked against the configuration here: callers do that.
+#[async_trait::async_trait]
+pub trait QueueControl: Send + Sync + 'static {
+    /// Pauses `queue` as of `now` (ms). True when this call paused it; false when it was
+    /// paused already (its first `paused_at` stays).
+    async fn queue_pause(&self, queue: &str, now: i64) -> Result<bool>;
 
-impl<T: JobStore + Maintenance> Store for T {}
+    /// Resumes `queue`. True when this call resumed it; false when it was not paused.
+    async fn queue_resume(&self, queue: &str) -> Result<bool>;
+
+    /// Every paused queue, with when it was paused (ms). One query over a table of at most
+    /// one row per queue.
+    async fn queues_paused(&self) -> Result<BTreeMap<String, i64>>;
+}
+
+/// The whole store: what `Arc<dyn Store>` offers.
+pub trait Store: JobStore + Maintenance + QueueControl {}
+
+impl<T: JobStore + Maintenance + QueueControl> Store for T {}
