@@ -48,14 +48,11 @@ const RATE: u64 = 200;
 const LOAD_SECS: u64 = 60;
 /// Each worker process's `concurrency`.
 const CONCURRENCY: usize = 8;
-/// The longest an intake may refuse jobs after losing its node. The target is 5 s
-/// ([`RECOVERY_TARGET`]); on this 2-core machine, with three nodes, four warren processes,
-/// the store and the load on it, an intake whose node is killed sometimes waits about 4 s for
-/// the surviving nodes to accept a new connection (seen at 5.07–5.08 s in 2 of 12 runs), so
-/// the test fails only past 8 s and prints a warning past the target.
-const RECOVERY_BOUND: Duration = Duration::from_secs(8);
-/// The recovery the cluster design aims at (DESIGN §11).
-const RECOVERY_TARGET: Duration = Duration::from_secs(5);
+/// The longest an intake may refuse jobs after losing its node (DESIGN §11, issue's target).
+/// A failover takes the process's standby connection to another node (`src/broker.rs`), so
+/// no handshake is waited for; before the standby, an intake whose node was killed sometimes
+/// waited ~4 s for a new connection on this 2-core machine.
+const RECOVERY_BOUND: Duration = Duration::from_secs(5);
 /// Delayed jobs posted before the delay levels' leader is killed.
 const DELAYED: u64 = 30;
 /// `worker.retry_sweep_after` of the workers: a delayed job overdue by more is published
@@ -714,11 +711,6 @@ async fn scenario(cluster: &Cluster) {
                 tail(&dir, ["intake-a.log", "intake-b.log"][i])
             )
         });
-        if r > RECOVERY_TARGET {
-            eprintln!(
-                "WARNING: {what}: intake {i} accepted again after {r:?}, past the {RECOVERY_TARGET:?} target"
-            );
-        }
         assert!(
             r <= RECOVERY_BOUND,
             "{what}: intake {i} accepted again only after {r:?}; its warnings:\n{}",
