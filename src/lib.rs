@@ -19,6 +19,7 @@
 mod app;
 pub mod auth;
 mod broker;
+pub mod bulk;
 pub mod config;
 mod consumer;
 mod dead_letter;

@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use warren::{App, Config, Role};
 
+#[path = "cli/jobs.rs"]
+mod jobs_cli;
 #[path = "cli/store.rs"]
 mod store_cli;
 
@@ -61,6 +63,11 @@ enum Command {
     Job {
         /// The job id (a UUID, as returned by POST).
         id: String,
+    },
+    /// Find jobs by queue, status, time, correlation id, key or error, and cancel many.
+    Jobs {
+        #[command(subcommand)]
+        action: jobs_cli::JobsAction,
     },
     /// See, drain, replay, requeue and purge dead letters (every move is confirm-then-ack).
     ///
@@ -221,6 +228,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Topology { action } => topology(config, action).await,
         Command::Queues { json } => queues(config, json).await,
         Command::Job { id } => job(config, &id).await,
+        Command::Jobs { action } => jobs_cli::run(&config, action).await,
         Command::Dlq { action } => dlq(config, action).await,
         Command::Store { action } => store_cli::run(&config, action).await,
     }
@@ -615,6 +623,7 @@ async fn dlq(config: Config, action: DlqAction) -> anyhow::Result<()> {
                 error_contains: error,
                 failed_after: failed_after.as_deref().map(parse_time).transpose()?,
                 failed_before: failed_before.as_deref().map(parse_time).transpose()?,
+                ..warren::dlq::Filter::default()
             };
             let bar = Bar::new("requeueing");
             let r = dlq

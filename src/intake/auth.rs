@@ -3,7 +3,8 @@
 //! Which route needs which scope is decided in one place, [`required_scope`], from the
 //! route the request matched (not from the raw path, so encodings cannot dodge it):
 //! `/healthz`, `/readyz`, `/metrics` and `/openapi.json` are open; the DLQ routes
-//! (`/v1/queues/{queue}/dead…`) and `POST /v1/jobs/{id}/cancel` need `admin`; every other route
+//! (`/v1/queues/{queue}/dead…`), `POST /v1/jobs/{id}/cancel` and the bulk actions
+//! (`POST /v1/jobs/cancel`, `POST /v1/jobs/requeue`) need `admin`; every other route
 //! needs a `jobs` or `admin` token. With no tokens configured every route is open: the
 //! router then does not layer this check at all (`super::router`).
 
@@ -23,6 +24,7 @@ pub(super) fn required_scope(_method: &Method, route: &str) -> Option<Scope> {
         "/healthz" | "/readyz" | "/metrics" | "/openapi.json" => None,
         r if r.starts_with("/v1/queues/{queue}/dead") => Some(Scope::Admin),
         "/v1/jobs/{id}/cancel" => Some(Scope::Admin),
+        "/v1/jobs/cancel" | "/v1/jobs/requeue" => Some(Scope::Admin),
         _ => Some(Scope::Jobs),
     }
 }

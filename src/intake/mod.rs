@@ -3,6 +3,7 @@
 
 mod auth;
 mod batch;
+mod bulk;
 mod dead;
 mod extract;
 mod jobs;
@@ -10,6 +11,7 @@ pub(crate) mod openapi;
 mod ops;
 mod problem;
 mod query;
+mod search;
 
 use std::sync::Arc;
 
@@ -49,6 +51,9 @@ pub(crate) fn router(state: IntakeState) -> Router {
     let router = Router::new()
         .route("/v1/queues/{queue}/jobs", post(jobs::post_job))
         .route("/v1/queues/{queue}/jobs/batch", post(batch::post_batch))
+        .route("/v1/jobs", get(search::list_jobs))
+        .route("/v1/jobs/cancel", post(bulk::cancel_jobs))
+        .route("/v1/jobs/requeue", post(bulk::requeue_jobs))
         .route("/v1/jobs/{id}", get(jobs::get_job))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel_job))
         .route("/v1/queues/{queue}/dead", get(dead::peek))

@@ -89,7 +89,7 @@ pub(crate) const PROBLEM_TYPES: &[(&str, &str)] = &[
     ),
     (
         "forbidden",
-        "403 with WWW-Authenticate: the token's scope is not enough (DLQ endpoints and cancel need `admin`)",
+        "403 with WWW-Authenticate: the token's scope is not enough (DLQ endpoints, cancel and the bulk actions need `admin`)",
     ),
 ];
 
@@ -286,6 +286,9 @@ pub(crate) struct Readiness {
         super::batch::post_batch,
         super::jobs::get_job,
         super::jobs::cancel_job,
+        super::search::list_jobs,
+        super::bulk::cancel_jobs,
+        super::bulk::requeue_jobs,
         super::ops::list_queues,
         super::dead::peek,
         super::dead::requeue,
@@ -311,6 +314,11 @@ pub(crate) struct Readiness {
         super::dead::RequeueRequest,
         RequeueResult,
         PurgeResult,
+        super::search::JobList,
+        super::search::FilterBody,
+        super::bulk::BulkRequest,
+        super::bulk::CancelResult,
+        super::bulk::BulkRequeueResult,
         Health,
         Readiness,
         ProblemDocument,
@@ -383,6 +391,11 @@ pub(crate) fn document(tokens: bool) -> utoipa::openapi::OpenApi {
                             utoipa::openapi::KnownFormat::Uuid,
                         ),
                     )),
+                    "created_after" | "created_before" => ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                            utoipa::openapi::KnownFormat::DateTime,
+                        ))),
                     "Idempotency-Key" | "X-Correlation-ID" => ObjectBuilder::new()
                         .schema_type(Type::String)
                         .pattern(Some(HEADER_TOKEN_PATTERN))

@@ -109,6 +109,12 @@ pub(super) async fn refuse_unknown(
     next.run(req).await
 }
 
+/// `application/x-www-form-urlencoded` decoding of a name or a value (see
+/// [`percent_decode`]).
+pub(super) fn form_decode(s: &str) -> String {
+    percent_decode(s)
+}
+
 /// `application/x-www-form-urlencoded` decoding of a name (`+` is a space, `%XX` a byte;
 /// bytes that are not UTF-8 are replaced).
 fn percent_decode(s: &str) -> String {

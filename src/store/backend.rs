@@ -136,6 +136,15 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn last_id(&self) -> Result<Option<Uuid>>;
     /// See [`super::Maintenance::import`].
     async fn import(&self, rows: &[JobRow]) -> Result<u64>;
+
+    // --- search (the SQL is built once, in `super::search`) ------------------------------
+
+    /// The adapter's placeholders and case-insensitive `LIKE`.
+    const DIALECT: super::search::Dialect;
+    /// Runs a statement of [`super::search::list_sql`]: the jobs it selects, in its order.
+    async fn list_rows(&self, sql: &super::search::Sql) -> Result<Vec<JobRecord>>;
+    /// See [`super::JobSearch::cancel_many`] (one statement).
+    async fn cancel_rows(&self, ids: &[Uuid], now: i64) -> Result<Vec<Uuid>>;
 }
 
 /// A failed migration as an error an operator can act on: a database migrated by a newer

@@ -156,6 +156,10 @@ pub(crate) mod sql {
             $12::bigint[], $13::bigint[], $14::bigint[], $15::text[], $16::bool[], $17::text[], \
             $18::bigint[], $19::bytea[]) \
         ON CONFLICT (id) DO NOTHING";
+    /// [`super::Backend::cancel_rows`]: [`CANCEL`] for a list of ids.
+    pub(crate) const CANCEL_MANY: &str = "UPDATE jobs SET status = 'cancelled', finished_at = $1, \
+        next_attempt_at = NULL, resend_payload = NULL WHERE id = ANY($2) \
+        AND status IN ('queued', 'retrying') RETURNING id";
 }
 
 /// `host:port/database` of `opts`, for messages (no credentials).
@@ -687,6 +691,34 @@ impl Backend for Postgres {
             .await
             .map_err(Self::err)?;
         Ok(done.rows_affected())
+    }
+
+    const DIALECT: super::search::Dialect = super::search::Dialect {
+        placeholder: |n| format!("${n}"),
+        ilike: "ILIKE",
+    };
+
+    async fn list_rows(&self, sql: &super::search::Sql) -> Result<Vec<JobRecord>> {
+        use super::search::Value;
+        let mut query = sqlx::query(&sql.text);
+        for v in &sql.values {
+            query = match v {
+                Value::Text(t) => query.bind(t.as_str()),
+                Value::Int(i) => query.bind(*i),
+                Value::Id(id) => query.bind(*id),
+            };
+        }
+        let rows = query.fetch_all(&self.pool).await.map_err(Self::err)?;
+        rows.iter().map(record).collect()
+    }
+
+    async fn cancel_rows(&self, ids: &[Uuid], now: i64) -> Result<Vec<Uuid>> {
+        sqlx::query_scalar(sql::CANCEL_MANY)
+            .bind(now)
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Self::err)
     }
 }
 
