@@ -235,17 +235,21 @@ async fn wait_depth(raw: &Raw, queue: &str, n: u32) {
     }
 }
 
+/// A `jobs`-scope token and an `admin` one (32 characters or more).
+const READER: &str = "reader-0123456789abcdef0123456789abcdef";
+const ADMIN: &str = "admin-0123456789abcdef0123456789abcdef";
+
 #[tokio::test]
 async fn a_jobs_token_searches_but_cannot_act_in_bulk() {
     let w = Setup::new()
         .queue("q", "handler = \"noop\"")
-        .tokens("jobs:reader-token, admin:admin-token")
+        .tokens(&format!("jobs:{READER}, admin:{ADMIN}"))
         .start()
         .await;
     let resp = w
         .http
         .get(format!("{}/v1/jobs", w.base))
-        .bearer_auth("reader-token")
+        .bearer_auth(READER)
         .send()
         .await
         .expect("GET");
@@ -259,10 +263,10 @@ async fn a_jobs_token_searches_but_cannot_act_in_bulk() {
     assert_eq!(resp.status(), 401);
     for path in ["/v1/jobs/cancel", "/v1/jobs/requeue"] {
         let body = json!({"ids": []});
-        let (status, problem) = post(&w, path, &body, Some("reader-token")).await;
+        let (status, problem) = post(&w, path, &body, Some(READER)).await;
         assert_eq!(status, 403, "{path}: {problem}");
         assert_eq!(problem["type"], "/problems/forbidden");
-        let (status, _) = post(&w, path, &body, Some("admin-token")).await;
+        let (status, _) = post(&w, path, &body, Some(ADMIN)).await;
         assert_eq!(status, 200, "{path}");
     }
 }
