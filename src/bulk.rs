@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::dlq::{Dlq, Filter};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::store::{JobFilter, JobStatus, Store};
 
 /// Most ids one request names (`{"ids": [...]}`, `warren jobs cancel --id`).
@@ -125,11 +125,11 @@ pub async fn cancel(
 }
 
 /// Moves the dead letters of the `dead` jobs of `selection` back to their work queues (see
-/// the module docs). A filter's `statuses`, when given, must be `dead` alone.
+/// the module docs). A filter takes the `dead` jobs it matches: one whose `statuses` leave
+/// out `dead` chooses none.
 ///
 /// # Errors
-/// [`crate::ErrorKind::Config`] for a filter on other statuses; store and broker failures
-/// (what was confirmed stays moved, the rest stays in the DLQ).
+/// Store and broker failures (what was confirmed stays moved, the rest stays in the DLQ).
 pub async fn requeue(
     dlq: &Dlq<'_>,
     store: &Arc<dyn Store>,
@@ -152,10 +152,8 @@ pub async fn requeue(
             }
         }
         Selection::Filter(filter) => {
-            if filter.statuses.iter().any(|s| *s != JobStatus::Dead) {
-                return Err(Error::config(
-                    "a requeue takes dead jobs only: leave `status` out or make it `dead`",
-                ));
+            if !filter.statuses.is_empty() && !filter.statuses.contains(&JobStatus::Dead) {
+                return Ok(RequeueReport::default());
             }
             let filter = JobFilter {
                 statuses: vec![JobStatus::Dead],

@@ -18,14 +18,40 @@ use crate::store::now_ms;
 /// Largest bulk request body (bytes): 1,000 ids fit with room to spare.
 const MAX_BODY: usize = 64 * 1024;
 
-/// The body of a bulk action: exactly one of `ids` and `filter`.
-#[derive(Deserialize, utoipa::ToSchema)]
+/// The body of a bulk action, as documented: exactly one of `ids` and `filter`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[schema(as = BulkRequest)]
+#[allow(dead_code)] // For the document only: `BulkRequest` reads the body.
+pub(crate) enum BulkRequestDoc {
+    /// These jobs.
+    Ids(ByIds),
+    /// Every job matching the filter.
+    Filter(ByFilter),
+}
+
+/// `{"ids": [...]}`.
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct BulkRequest {
+pub(crate) struct ByIds {
     /// These jobs (0 to 1,000 ids; repeats count once).
     #[schema(max_items = 1000)]
-    ids: Option<Vec<Uuid>>,
+    ids: Vec<Uuid>,
+}
+
+/// `{"filter": {...}}`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ByFilter {
     /// Every job matching these filters (those of `GET /v1/jobs`) when the action starts.
+    filter: FilterBody,
+}
+
+/// The body of a bulk action: exactly one of `ids` and `filter`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BulkRequest {
+    ids: Option<Vec<Uuid>>,
     filter: Option<FilterBody>,
 }
 
@@ -89,7 +115,7 @@ async fn selection(state: &IntakeState, request: Request) -> Result<Selection, P
     tag = "jobs",
     summary = "Cancel many jobs",
     description = "Cancels the `queued` and `retrying` jobs among those chosen by `ids` or by `filter` (exactly one); running and finished jobs are left alone and counted as not cancellable. A filter is worked through in pages and takes the jobs that matched when the request started. Each cancelled job's message is acked and skipped when it arrives. Needs the `admin` scope when tokens are configured.",
-    request_body(content = BulkRequest, content_type = "application/json",
+    request_body(content = BulkRequestDoc, content_type = "application/json",
         example = json!({"filter": {"queue": "reports", "status": ["queued"]}})),
     responses(
         (status = 200, description = "How many were cancelled and how many were not", body = CancelResult),
@@ -125,12 +151,12 @@ pub(super) async fn cancel_jobs(
     path = "/v1/jobs/requeue",
     tag = "dead letters",
     summary = "Requeue many dead jobs",
-    description = "Moves the dead letters of the `dead` jobs among those chosen by `ids` or by `filter` (exactly one; a filter's `status`, if given, must be `dead` alone) back to their work queues, each acked in its DLQ only after the broker confirmed its copy; the jobs are `queued` again with their attempts reset. Needs the `admin` scope when tokens are configured.",
-    request_body(content = BulkRequest, content_type = "application/json",
+    description = "Moves the dead letters of the `dead` jobs among those chosen by `ids` or by `filter` (exactly one; a filter takes the `dead` jobs it matches) back to their work queues, each acked in its DLQ only after the broker confirmed its copy; the jobs are `queued` again with their attempts reset. Needs the `admin` scope when tokens are configured.",
+    request_body(content = BulkRequestDoc, content_type = "application/json",
         example = json!({"filter": {"queue": "reports", "error_contains": "timeout"}})),
     responses(
         (status = 200, description = "How many were requeued and how many were not", body = BulkRequeueResult),
-        (status = 400, description = "`malformed-request`: not exactly one of `ids` and `filter`, more than 1,000 ids, a status other than `dead`, or a bad filter value", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 400, description = "`malformed-request`: not exactly one of `ids` and `filter`, more than 1,000 ids, or a bad filter value", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 404, description = "`unknown-queue`", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 413, description = "`body-too-large`: over 64 KiB", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported-media-type`", body = ProblemDocument, content_type = "application/problem+json"),
@@ -143,15 +169,6 @@ pub(super) async fn requeue_jobs(
     request: Request,
 ) -> Result<Json<BulkRequeueResult>, Problem> {
     let selection = selection(&state, request).await?;
-    if let Selection::Filter(f) = &selection
-        && f.statuses
-            .iter()
-            .any(|s| *s != crate::store::JobStatus::Dead)
-    {
-        return Err(Problem::bad_request(
-            "a requeue takes dead jobs only: leave `status` out or make it [\"dead\"]",
-        ));
-    }
     let report = crate::bulk::requeue(&super::dead::dlq(&state), &state.store, &selection)
         .await
         .map_err(|e| super::dead::failed(&e))?;

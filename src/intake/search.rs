@@ -29,7 +29,7 @@ pub(crate) struct JobList {
 
 /// The list filters as a JSON object (the `filter` of a bulk action); every field optional,
 /// unknown ones refused.
-#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[derive(Deserialize, Serialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FilterBody {
     /// Only jobs of this configured queue.
@@ -166,7 +166,7 @@ pub(super) fn store_failed(e: &crate::Error) -> Problem {
         ("idempotency_key" = Option<String>, Query, description = "Only jobs with this idempotency key", pattern = "^[ -~]{1,255}$", min_length = 1, max_length = 255),
         ("error_contains" = Option<String>, Query, description = "Only jobs whose last error contains this text, ignoring case (`%` and `_` are plain characters)", pattern = "^[^\\u0000-\\u001f]{1,256}$", min_length = 1, max_length = 256),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Jobs per page (default 50)"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the page before", pattern = "^[A-Za-z0-9_-]{1,100}$", min_length = 1, max_length = 100),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the page before, unchanged", pattern = "^A[Q-T][A-Za-z0-9_-]{20}[AEIMQUYcgkosw048]$", min_length = 23, max_length = 23),
     ),
     responses(
         (status = 200, description = "A page of jobs, newest first", body = JobList),

@@ -327,7 +327,7 @@ pub struct JobFilter {
 
 /// Where a page of a search starts: after the last job of the page before, as
 /// [`JobPage::next_cursor`] gave it. Opaque to clients: [`Cursor::encode`] is a
-/// base64url (unpadded) text of a version byte and the last job's id.
+/// base64url (unpadded, no stray bits) text of a version byte and the last job's id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
     /// The last job of the page before; the next page holds older jobs (smaller ids).
@@ -343,8 +343,8 @@ impl Cursor {
         Self { before: id }
     }
 
-    /// The text clients pass back (`cursor=`, `--cursor`): 23 bytes as 31 base64url
-    /// characters.
+    /// The text clients pass back (`cursor=`, `--cursor`): 17 bytes as 23 base64url
+    /// characters (`^A[Q-T][A-Za-z0-9_-]{20}[AEIMQUYcgkosw048]$`).
     pub fn encode(&self) -> String {
         use base64::Engine as _;
         let mut bytes = Vec::with_capacity(17);
