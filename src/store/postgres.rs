@@ -876,6 +876,72 @@ mod tests {
             vec![None::<Vec<u8>>; n]
         );
 
+        explain!("CANCEL_MANY", sql::CANCEL_MANY, 5_i64, &ids);
+        // The job search: one page of 51 for each filter, and a deep page.
+        {
+            use crate::store::model::{JobFilter, JobStatus};
+            use crate::store::search::{Value, list_sql};
+            let filters = [
+                JobFilter::default(),
+                JobFilter {
+                    statuses: vec![JobStatus::Dead],
+                    ..JobFilter::default()
+                },
+                JobFilter {
+                    statuses: vec![JobStatus::Queued, JobStatus::Retrying],
+                    ..JobFilter::default()
+                },
+                JobFilter {
+                    queue: Some("q3".into()),
+                    ..JobFilter::default()
+                },
+                JobFilter {
+                    queue: Some("q3".into()),
+                    statuses: vec![JobStatus::Dead],
+                    ..JobFilter::default()
+                },
+                JobFilter {
+                    created_after: Some(400_000),
+                    created_before: Some(500_000),
+                    ..JobFilter::default()
+                },
+                JobFilter {
+                    correlation_id: Some("c".into()),
+                    ..JobFilter::default()
+                },
+                JobFilter {
+                    idempotency_key: Some("key-30".into()),
+                    ..JobFilter::default()
+                },
+                JobFilter {
+                    error_contains: Some("timeout".into()),
+                    ..JobFilter::default()
+                },
+            ];
+            for (i, f) in filters.iter().enumerate() {
+                for before in [None, Some(id)] {
+                    let q = list_sql(<super::Postgres as super::Backend>::DIALECT, f, before, 51);
+                    let text = format!("EXPLAIN (FORMAT JSON) {}", q.text);
+                    let mut query = sqlx::query_scalar::<_, serde_json::Value>(&text);
+                    for v in &q.values {
+                        query = match v {
+                            Value::Text(t) => query.bind(t.clone()),
+                            Value::Int(n) => query.bind(*n),
+                            Value::Id(u) => query.bind(*u),
+                        };
+                    }
+                    let plan = query
+                        .fetch_one(&mut conn)
+                        .await
+                        .unwrap_or_else(|e| panic!("EXPLAIN list {f:?}: {e}"));
+                    assert!(
+                        !seq_scan_on_jobs(&plan),
+                        "list #{i} {f:?} reads the whole jobs table: {plan}"
+                    );
+                }
+            }
+        }
+
         for (name, plan) in &plans {
             let text = plan.to_string();
             assert!(
@@ -884,7 +950,7 @@ mod tests {
                 serde_json::to_string_pretty(plan).unwrap_or(text)
             );
         }
-        assert_eq!(plans.len(), 22, "every statement but COUNTS is explained");
+        assert_eq!(plans.len(), 23, "every statement but COUNTS is explained");
         // The check sees a whole-table read where there is one.
         let counts: serde_json::Value =
             sqlx::query_scalar(&format!("EXPLAIN (FORMAT JSON) {}", sql::COUNTS))
