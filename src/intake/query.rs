@@ -159,6 +159,24 @@ mod tests {
             Some(vec!["limit".to_owned()])
         );
         assert_eq!(names("GET", "/v1/jobs/{id}"), Some(vec![]));
+        assert_eq!(
+            names("GET", "/v1/jobs"),
+            Some(
+                [
+                    "queue",
+                    "status",
+                    "created_after",
+                    "created_before",
+                    "correlation_id",
+                    "idempotency_key",
+                    "error_contains",
+                    "limit",
+                    "cursor"
+                ]
+                .map(String::from)
+                .to_vec()
+            )
+        );
         assert_eq!(names("HEAD", "/healthz"), Some(vec![]));
         assert_eq!(names("TRACE", "/healthz"), None);
         assert_eq!(methods("/v1/jobs/{id}/cancel"), ["POST"]);

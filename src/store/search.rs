@@ -181,6 +181,30 @@ mod tests {
     };
 
     #[test]
+    fn a_cursor_reads_back_and_nothing_else_is_one() {
+        use crate::store::Cursor;
+        for _ in 0..100 {
+            let c = Cursor::after(Uuid::now_v7());
+            let text = c.encode();
+            assert_eq!(text.len(), 23);
+            assert!(text.starts_with('A'), "{text}");
+            assert!("QRST".contains(&text[1..2]), "{text}");
+            assert!("AEIMQUYcgkosw048".contains(&text[22..]), "{text}");
+            assert_eq!(Cursor::decode(&text), Some(c));
+        }
+        for bad in [
+            "",
+            "0",
+            "AQ",
+            "not-a-cursor",
+            "AgAAAAAAAAAAAAAAAAAAAAA",
+            "AQAAAAAAAAAAAAAAAAAAAAB",
+        ] {
+            assert_eq!(Cursor::decode(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn like_wildcards_are_plain_characters() {
         assert_eq!(contains_pattern("50%_a\\b"), "%50\\%\\_a\\\\b%");
     }
