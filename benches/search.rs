@@ -256,7 +256,8 @@ async fn main() {
             Box::new(|r| {
                 (
                     JobFilter {
-                        queue: Some(format!("queue-{}", r % 10)),
+                        // (Dead jobs are those with `i % 100` in 0..=2: queues 0 to 2.)
+                        queue: Some(format!("queue-{}", r % 3)),
                         statuses: vec![JobStatus::Dead],
                         ..JobFilter::default()
                     },
