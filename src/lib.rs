@@ -20,6 +20,7 @@ mod admission;
 mod app;
 pub mod auth;
 mod broker;
+pub mod bulk;
 pub mod config;
 mod consumer;
 mod dead_letter;

@@ -11,6 +11,8 @@ use warren::{App, Config, Role};
 
 #[path = "cli/queues.rs"]
 mod queues_cli;
+#[path = "cli/jobs.rs"]
+mod jobs_cli;
 #[path = "cli/store.rs"]
 mod store_cli;
 
@@ -66,6 +68,11 @@ enum Command {
     Job {
         /// The job id (a UUID, as returned by POST).
         id: String,
+    },
+    /// Find jobs by queue, status, time, correlation id, key or error, and cancel many.
+    Jobs {
+        #[command(subcommand)]
+        action: jobs_cli::JobsAction,
     },
     /// See, drain, replay, requeue and purge dead letters (every move is confirm-then-ack).
     ///
@@ -230,6 +237,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => queues_cli::run(&config, action).await,
         Command::Queues { json, action: None } => queues(config, json).await,
         Command::Job { id } => job(config, &id).await,
+        Command::Jobs { action } => jobs_cli::run(&config, action).await,
         Command::Dlq { action } => dlq(config, action).await,
         Command::Store { action } => store_cli::run(&config, action).await,
     }
@@ -626,6 +634,7 @@ async fn dlq(config: Config, action: DlqAction) -> anyhow::Result<()> {
                 error_contains: error,
                 failed_after: failed_after.as_deref().map(parse_time).transpose()?,
                 failed_before: failed_before.as_deref().map(parse_time).transpose()?,
+                ..warren::dlq::Filter::default()
             };
             let bar = Bar::new("requeueing");
             let r = dlq

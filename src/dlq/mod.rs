@@ -73,12 +73,22 @@ pub struct Filter {
     pub failed_after: Option<SystemTime>,
     /// Only dead letters that failed before this time.
     pub failed_before: Option<SystemTime>,
+    /// Only the dead letters of these jobs (by `message_id`); `None`: any job.
+    pub ids: Option<std::collections::HashSet<Uuid>>,
 }
 
 impl Filter {
     /// True when `line` passes every condition that is set. A dead letter without a
     /// `failed_at` passes no time condition.
     pub fn matches(&self, line: &ArchiveLine) -> bool {
+        if let Some(ids) = &self.ids
+            && !line
+                .message_id()
+                .and_then(|m| Uuid::parse_str(m).ok())
+                .is_some_and(|id| ids.contains(&id))
+        {
+            return false;
+        }
         if let Some(text) = &self.error_contains
             && !line
                 .last_error

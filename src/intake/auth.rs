@@ -4,7 +4,7 @@
 //! ([`super::routes::ROUTES`]), and looked up by the route the request matched (not by the
 //! raw path, so encodings cannot dodge it): `/healthz`, `/readyz`, `/metrics` and
 //! `/openapi.json` are open; the DLQ routes (`/v1/queues/{queue}/dead…`) and
-//! `POST /v1/jobs/{id}/cancel` need `admin`; the other routes need a `jobs` or `admin` token. With no tokens configured every route is open: the
+//! `POST /v1/jobs/{id}/cancel` and the bulk actions (`POST /v1/jobs/cancel`, `POST /v1/jobs/requeue`) need `admin`; the other routes need a `jobs` or `admin` token. With no tokens configured every route is open: the
 //! router then does not layer this check at all (`super::router`).
 
 use std::sync::Arc;

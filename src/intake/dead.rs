@@ -23,7 +23,7 @@ const MAX_PURGE: u64 = i64::MAX as u64;
 /// Largest requeue request body (bytes).
 const MAX_REQUEUE_BODY: usize = 64 * 1024;
 
-fn dlq(state: &IntakeState) -> Dlq<'_> {
+pub(super) fn dlq(state: &IntakeState) -> Dlq<'_> {
     Dlq {
         config: &state.config,
         broker: state.publisher.broker(),
@@ -48,7 +48,7 @@ pub(super) fn known(state: &IntakeState, queue: &str) -> Result<(), Problem> {
     ))
 }
 
-fn failed(e: &Error) -> Problem {
+pub(super) fn failed(e: &Error) -> Problem {
     tracing::warn!(error = %e, "DLQ operation failed");
     if e.is_unavailable() {
         Problem::unavailable(format!("DLQ operation failed: {e}"))
@@ -204,6 +204,7 @@ pub(super) async fn requeue(
         error_contains: req.error_contains,
         failed_after: time("failed_after", req.failed_after)?,
         failed_before: time("failed_before", req.failed_before)?,
+        ..Filter::default()
     };
     let report = dlq(&state)
         .requeue(&queue, &filter, req.limit, &(), &CancellationToken::new())

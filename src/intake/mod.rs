@@ -3,6 +3,7 @@
 
 mod auth;
 mod batch;
+mod bulk;
 mod dead;
 mod extract;
 mod jobs;
@@ -12,6 +13,7 @@ mod pause;
 mod problem;
 mod query;
 pub(crate) mod routes;
+mod search;
 
 use std::sync::Arc;
 

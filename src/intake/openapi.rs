@@ -91,7 +91,7 @@ pub(crate) const PROBLEM_TYPES: &[(&str, &str)] = &[
     ),
     (
         "forbidden",
-        "403 with WWW-Authenticate: the token's scope is not enough (DLQ endpoints, cancel, pause and resume need `admin`)",
+        "403 with WWW-Authenticate: the token's scope is not enough (DLQ endpoints, cancel, the bulk actions, pause and resume need `admin`)",
     ),
 ];
 
@@ -301,6 +301,13 @@ pub(crate) struct Readiness {
         super::pause::PauseState,
         RequeueResult,
         PurgeResult,
+        super::search::JobList,
+        super::search::FilterBody,
+        super::bulk::BulkRequestDoc,
+        super::bulk::ByIds,
+        super::bulk::ByFilter,
+        super::bulk::CancelResult,
+        super::bulk::BulkRequeueResult,
         Health,
         Readiness,
         ProblemDocument,
@@ -381,6 +388,11 @@ pub(crate) fn document(tokens: bool) -> utoipa::openapi::OpenApi {
                             utoipa::openapi::KnownFormat::Uuid,
                         ),
                     )),
+                    "created_after" | "created_before" => ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                            utoipa::openapi::KnownFormat::DateTime,
+                        ))),
                     "Idempotency-Key" | "X-Correlation-ID" => ObjectBuilder::new()
                         .schema_type(Type::String)
                         .pattern(Some(HEADER_TOKEN_PATTERN))

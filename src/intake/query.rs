@@ -108,6 +108,12 @@ pub(super) async fn refuse_unknown(
     next.run(req).await
 }
 
+/// `application/x-www-form-urlencoded` decoding of a name or a value (see
+/// [`percent_decode`]).
+pub(super) fn form_decode(s: &str) -> String {
+    percent_decode(s)
+}
+
 /// `application/x-www-form-urlencoded` decoding of a name (`+` is a space, `%XX` a byte;
 /// bytes that are not UTF-8 are replaced).
 fn percent_decode(s: &str) -> String {
@@ -152,6 +158,24 @@ mod tests {
             Some(vec!["limit".to_owned()])
         );
         assert_eq!(names("GET", "/v1/jobs/{id}"), Some(vec![]));
+        assert_eq!(
+            names("GET", "/v1/jobs"),
+            Some(
+                [
+                    "queue",
+                    "status",
+                    "created_after",
+                    "created_before",
+                    "correlation_id",
+                    "idempotency_key",
+                    "error_contains",
+                    "limit",
+                    "cursor"
+                ]
+                .map(String::from)
+                .to_vec()
+            )
+        );
         assert_eq!(names("HEAD", "/healthz"), Some(vec![]));
         assert_eq!(names("TRACE", "/healthz"), None);
         assert_eq!(methods("/v1/jobs/{id}/cancel"), ["POST"]);

@@ -66,6 +66,9 @@ macro_rules! routes {
 routes! {
     POST "/v1/queues/{queue}/jobs" => super::jobs::post_job, JOBS;
     POST "/v1/queues/{queue}/jobs/batch" => super::batch::post_batch, JOBS;
+    GET "/v1/jobs" => super::search::list_jobs, JOBS;
+    POST "/v1/jobs/cancel" => super::bulk::cancel_jobs, ADMIN;
+    POST "/v1/jobs/requeue" => super::bulk::requeue_jobs, ADMIN;
     GET "/v1/jobs/{id}" => super::jobs::get_job, JOBS;
     POST "/v1/jobs/{id}/cancel" => super::jobs::cancel_job, ADMIN;
     GET "/v1/queues" => super::ops::list_queues, JOBS;

@@ -142,6 +142,15 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn queue_resume(&self, queue: &str) -> Result<bool>;
     /// See [`super::QueueControl::queues_paused`].
     async fn queues_paused(&self) -> Result<BTreeMap<String, i64>>;
+
+    // --- search (the SQL is built once, in `super::search`) ------------------------------
+
+    /// The adapter's placeholders and case-insensitive `LIKE`.
+    const DIALECT: super::search::Dialect;
+    /// Runs a statement of [`super::search::list_sql`]: the jobs it selects, in its order.
+    async fn list_rows(&self, sql: &super::search::Sql) -> Result<Vec<JobRecord>>;
+    /// See [`super::JobSearch::cancel_many`] (one statement).
+    async fn cancel_rows(&self, ids: &[Uuid], now: i64) -> Result<Vec<Uuid>>;
 }
 
 /// A failed migration as an error an operator can act on: a database migrated by a newer

@@ -16,7 +16,9 @@ use std::time::Duration;
 use tokio::sync::Barrier;
 use uuid::Uuid;
 
-use super::model::{Cancel, Claim, ClaimRequest, Inserted, JobStatus, NewJob, Overdue};
+use super::model::{
+    Cancel, Claim, ClaimRequest, Cursor, Inserted, JobFilter, JobStatus, NewJob, Overdue,
+};
 use super::{OpenOptions, Store, StoreErrorKind, now_ms};
 use crate::error::ErrorKind;
 
@@ -1124,6 +1126,319 @@ async fn paused_queues_are_shared_and_survive_a_reopen(a: Adapter) {
     );
 }
 
+/// Jobs for the search tests: `(job, status it is brought to, last error)`, oldest first.
+/// Queues `a` and `b`; correlation ids `c0`…`c2`; every third keyed; created 1,000 ms
+/// apart, each with a UUIDv7 id of its creation time (as the intake makes them).
+async fn search_fixture(s: &Arc<dyn Store>) -> Vec<(NewJob, JobStatus)> {
+    let plan = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Retrying,
+        JobStatus::Succeeded,
+        JobStatus::Dead,
+        JobStatus::Cancelled,
+    ];
+    let mut out = Vec::new();
+    let base = SEARCH_BASE_MS;
+    for i in 0..24_i64 {
+        let mut job = new_job(if i % 2 == 0 { "a" } else { "b" });
+        job.created_at = base + i * 1_000;
+        job.correlation_id = Some(format!("c{}", i % 3));
+        if i % 3 == 0 {
+            job.idempotency_key = Some(format!("key-{i}"));
+            job.request_hash = Some("h".into());
+        }
+        let at = u64::try_from(job.created_at).unwrap_or(0);
+        job.id = Uuid::new_v7(uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            at / 1_000,
+            u32::try_from(at % 1_000).unwrap_or(0) * 1_000_000,
+        ));
+        out.push((job, plan[usize::try_from(i).unwrap_or(0) % plan.len()]));
+    }
+    for (job, status) in &out {
+        s.insert(job).await.expect("insert");
+        let id = job.id;
+        let now = now_ms();
+        match status {
+            JobStatus::Queued => {}
+            JobStatus::Cancelled => {
+                s.cancel(id, now).await.expect("cancel");
+            }
+            _ => {
+                s.claim(&claim_req(id, "w", now)).await.expect("claim");
+            }
+        }
+        match status {
+            JobStatus::Succeeded => s.succeed(id, "w", None, now).await.expect("succeed"),
+            JobStatus::Retrying => s
+                .retry(
+                    id,
+                    "w",
+                    "Timeout talking to 50%_off.example",
+                    now + 60_000,
+                    b"{}",
+                )
+                .await
+                .expect("retry"),
+            JobStatus::Dead => s
+                .dead(id, &format!("exit 65: bad payload {id}"), now)
+                .await
+                .expect("dead"),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// When the search fixture's first job was created (ms): 2026-01-01T00:00:00Z.
+const SEARCH_BASE_MS: i64 = 1_767_225_600_000;
+
+/// Every page of `filter` (`limit` each), walked with the cursors; asserts each page is
+/// newest first.
+async fn walk(s: &Arc<dyn Store>, filter: &JobFilter, limit: u32) -> Vec<Uuid> {
+    let mut ids = Vec::new();
+    let mut after = None;
+    for _ in 0..1_000 {
+        let page = s.list(filter, after, limit).await.expect("list");
+        assert!(page.jobs.len() <= limit as usize);
+        ids.extend(page.jobs.iter().map(|j| j.id));
+        match page.next_cursor {
+            Some(c) => {
+                assert_eq!(
+                    page.jobs.len(),
+                    limit as usize,
+                    "only the last page is short"
+                );
+                after = Some(Cursor::decode(&c.encode()).expect("a cursor reads back"));
+            }
+            None => return ids,
+        }
+    }
+    panic!("more than 1,000 pages");
+}
+
+async fn search_filters_each_condition_newest_first(a: Adapter) {
+    let db = TestDb::new(a).await;
+    let s = db.open().await;
+    let jobs = search_fixture(&s).await;
+    let expect = |keep: &dyn Fn(&NewJob, JobStatus) -> bool| -> Vec<Uuid> {
+        jobs.iter()
+            .rev()
+            .filter(|(j, st)| keep(j, *st))
+            .map(|(j, _)| j.id)
+            .collect()
+    };
+    let all = walk(&s, &JobFilter::default(), 50).await;
+    assert_eq!(all, expect(&|_, _| true), "newest first, every job");
+    let cases: Vec<(JobFilter, Vec<Uuid>)> = vec![
+        (
+            JobFilter {
+                queue: Some("a".into()),
+                ..JobFilter::default()
+            },
+            expect(&|j, _| j.queue == "a"),
+        ),
+        (
+            JobFilter {
+                statuses: vec![JobStatus::Dead],
+                ..JobFilter::default()
+            },
+            expect(&|_, st| st == JobStatus::Dead),
+        ),
+        (
+            JobFilter {
+                statuses: vec![JobStatus::Queued, JobStatus::Retrying],
+                ..JobFilter::default()
+            },
+            expect(&|_, st| matches!(st, JobStatus::Queued | JobStatus::Retrying)),
+        ),
+        (
+            JobFilter {
+                queue: Some("b".into()),
+                statuses: vec![JobStatus::Running, JobStatus::Dead],
+                ..JobFilter::default()
+            },
+            expect(&|j, st| j.queue == "b" && matches!(st, JobStatus::Running | JobStatus::Dead)),
+        ),
+        (
+            JobFilter {
+                created_after: Some(SEARCH_BASE_MS + 5_000),
+                created_before: Some(SEARCH_BASE_MS + 12_000),
+                ..JobFilter::default()
+            },
+            expect(&|j, _| {
+                (SEARCH_BASE_MS + 5_000..SEARCH_BASE_MS + 12_000).contains(&j.created_at)
+            }),
+        ),
+        (
+            JobFilter {
+                correlation_id: Some("c1".into()),
+                ..JobFilter::default()
+            },
+            expect(&|j, _| j.correlation_id.as_deref() == Some("c1")),
+        ),
+        (
+            JobFilter {
+                idempotency_key: Some("key-9".into()),
+                ..JobFilter::default()
+            },
+            expect(&|j, _| j.idempotency_key.as_deref() == Some("key-9")),
+        ),
+        (
+            // Case ignored; `%` and `_` are plain characters.
+            JobFilter {
+                error_contains: Some("TIMEOUT talking to 50%_".into()),
+                ..JobFilter::default()
+            },
+            expect(&|_, st| st == JobStatus::Retrying),
+        ),
+        (
+            JobFilter {
+                error_contains: Some("50_".into()),
+                ..JobFilter::default()
+            },
+            vec![],
+        ),
+        (
+            JobFilter {
+                error_contains: Some("%".into()),
+                queue: Some("a".into()),
+                ..JobFilter::default()
+            },
+            expect(&|j, st| j.queue == "a" && st == JobStatus::Retrying),
+        ),
+        (
+            JobFilter {
+                queue: Some("nowhere".into()),
+                ..JobFilter::default()
+            },
+            vec![],
+        ),
+    ];
+    for (filter, want) in cases {
+        for limit in [1, 3, 500] {
+            assert_eq!(
+                walk(&s, &filter, limit).await,
+                want,
+                "{filter:?}, limit {limit}"
+            );
+        }
+    }
+    // The records are whole.
+    let dead = s
+        .list(
+            &JobFilter {
+                statuses: vec![JobStatus::Dead],
+                ..JobFilter::default()
+            },
+            None,
+            1,
+        )
+        .await
+        .expect("list");
+    let got = &dead.jobs[0];
+    assert_eq!(Some(got.clone()), s.get(got.id).await.expect("get"));
+    assert!(
+        got.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("exit 65"))
+    );
+}
+
+/// Pages cut anywhere see every job once, in order, while new jobs arrive between pages
+/// (those are newer than the cursor, so the walk does not see them).
+async fn pages_see_every_job_once_while_jobs_arrive(a: Adapter) {
+    let db = TestDb::new(a).await;
+    let s = db.open().await;
+    let jobs: Vec<NewJob> = (0..260).map(|_| new_job("q")).collect();
+    s.insert_many(&jobs).await.expect("insert_many");
+    let mut want: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
+    want.sort();
+    want.reverse();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s
+            .list(&JobFilter::default(), after, 50)
+            .await
+            .expect("list");
+        seen.extend(page.jobs.iter().map(|j| j.id));
+        s.insert(&new_job("q")).await.expect("insert");
+        match page.next_cursor {
+            Some(c) => after = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, want, "no duplicate, no gap, newest first");
+    let first = s
+        .list(&JobFilter::default(), None, 500)
+        .await
+        .expect("list");
+    assert_eq!(
+        first.jobs.len(),
+        266,
+        "260 jobs and the 6 added while walking"
+    );
+    assert_eq!(first.next_cursor, None);
+    let one = s.list(&JobFilter::default(), None, 1).await.expect("list");
+    assert_eq!(one.jobs.len(), 1);
+    assert!(one.next_cursor.is_some());
+}
+
+async fn cancel_many_changes_only_jobs_not_started(a: Adapter) {
+    let db = TestDb::new(a).await;
+    let s = db.open().await;
+    let jobs = search_fixture(&s).await;
+    let ids: Vec<Uuid> = jobs
+        .iter()
+        .map(|(j, _)| j.id)
+        .chain([Uuid::now_v7()])
+        .collect();
+    let mut cancelled = s.cancel_many(&ids, 7).await.expect("cancel_many");
+    cancelled.sort();
+    let mut want: Vec<Uuid> = jobs
+        .iter()
+        .filter(|(_, st)| matches!(st, JobStatus::Queued | JobStatus::Retrying))
+        .map(|(j, _)| j.id)
+        .collect();
+    want.sort();
+    assert_eq!(cancelled, want);
+    for (job, before) in &jobs {
+        let r = s.get(job.id).await.expect("get").expect("row");
+        if want.contains(&job.id) {
+            assert_eq!((r.status, r.finished_at), (JobStatus::Cancelled, Some(7)));
+            // A delivery of a cancelled job is acked, not run.
+            assert_eq!(
+                s.claim(&claim_req(job.id, "w2", now_ms()))
+                    .await
+                    .expect("claim"),
+                Claim::Final(JobStatus::Cancelled)
+            );
+        } else {
+            assert_eq!(r.status, *before);
+        }
+    }
+    assert!(s.cancel_many(&ids, 8).await.expect("again").is_empty());
+    assert!(s.cancel_many(&[], 8).await.expect("none").is_empty());
+}
+
+async fn status_counts_by_queue_and_status(a: Adapter) {
+    let db = TestDb::new(a).await;
+    let s = db.open().await;
+    assert!(s.status_counts().await.expect("counts").is_empty());
+    search_fixture(&s).await;
+    let counts = s.status_counts().await.expect("counts");
+    assert_eq!(counts.len(), 2);
+    for q in ["a", "b"] {
+        assert_eq!(counts[q].values().sum::<u64>(), 12, "{q}");
+    }
+    // Queue `a` holds the even jobs: statuses 0, 2, 4 of the plan.
+    assert_eq!(counts["a"].get(&JobStatus::Queued), Some(&4));
+    assert_eq!(counts["a"].get(&JobStatus::Running), None);
+    assert_eq!(counts["b"].get(&JobStatus::Running), Some(&4));
+}
+
 /// Runs each listed test on both adapters, as `sqlite::NAME` and `postgres::NAME`.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
@@ -1172,4 +1487,8 @@ conformance!(
     overdue_retries_and_delayed_jobs_are_handed_out_once,
     concurrent_sweeps_hand_each_overdue_job_to_one_sweeper,
     paused_queues_are_shared_and_survive_a_reopen,
+    search_filters_each_condition_newest_first,
+    pages_see_every_job_once_while_jobs_arrive,
+    cancel_many_changes_only_jobs_not_started,
+    status_counts_by_queue_and_status,
 );

@@ -29,7 +29,8 @@ use super::model::{
     Cancel, Claim, ClaimRequest, Claimed, Inserted, JobRecord, JobRow, JobStatus, NewJob, Overdue,
     OwnedClaim, StoreStatus, Success,
 };
-use super::traits::{JobStore, Maintenance, QueueControl};
+use super::model::{Cursor, JobFilter, JobPage, StatusCounts};
+use super::traits::{JobSearch, JobStore, Maintenance, QueueControl};
 use super::{StoreError, StoreErrorKind};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -517,5 +518,39 @@ impl<B: Backend> QueueControl for SqlStore<B> {
 
     async fn queues_paused(&self) -> Result<BTreeMap<String, i64>> {
         self.backend.queues_paused().await
+    }
+}
+
+#[async_trait::async_trait]
+impl<B: Backend> JobSearch for SqlStore<B> {
+    async fn list(&self, filter: &JobFilter, after: Option<Cursor>, limit: u32) -> Result<JobPage> {
+        let limit = limit.clamp(*super::PAGE_LIMITS.start(), *super::PAGE_LIMITS.end());
+        // One more than the page: whether a next page exists, without a count.
+        let sql = super::search::list_sql(B::DIALECT, filter, after.map(|c| c.before), limit + 1);
+        let mut jobs = self.backend.list_rows(&sql).await?;
+        let more = jobs.len() > limit as usize;
+        jobs.truncate(limit as usize);
+        let next_cursor = if more {
+            jobs.last().map(|j| Cursor::after(j.id))
+        } else {
+            None
+        };
+        Ok(JobPage { jobs, next_cursor })
+    }
+
+    async fn status_counts(&self) -> Result<StatusCounts> {
+        let mut out = StatusCounts::new();
+        for (queue, status, n) in self.backend.counts().await? {
+            *out.entry(queue).or_default().entry(status).or_default() += n;
+        }
+        Ok(out)
+    }
+
+    async fn cancel_many(&self, ids: &[Uuid], now: i64) -> Result<Vec<Uuid>> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            out.extend(self.backend.cancel_rows(chunk, now).await?);
+        }
+        Ok(out)
     }
 }

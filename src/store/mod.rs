@@ -17,6 +17,7 @@ mod error;
 mod group_commit;
 mod model;
 mod postgres;
+mod search;
 mod sqlite;
 mod traits;
 
@@ -28,7 +29,8 @@ pub use model::{
     Cancel, Claim, ClaimRequest, Inserted, JobRecord, JobRow, JobStatus, NewJob, Overdue,
     StoreStatus,
 };
-pub use traits::{JobStore, Maintenance, QueueControl, Store};
+pub use model::{Cursor, DEFAULT_PAGE_LIMIT, JobFilter, JobPage, PAGE_LIMITS, StatusCounts};
+pub use traits::{JobSearch, JobStore, Maintenance, QueueControl, Store};
 
 use crate::error::{Error, Result};
 

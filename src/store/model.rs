@@ -8,7 +8,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 /// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     /// Accepted and waiting in its work queue (or a delay).
@@ -50,6 +50,16 @@ impl JobStatus {
             _ => return None,
         })
     }
+
+    /// Every status, in the order of a job's life.
+    pub const ALL: [JobStatus; 6] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Retrying,
+        JobStatus::Succeeded,
+        JobStatus::Dead,
+        JobStatus::Cancelled,
+    ];
 
     /// True for `succeeded`, `dead` and `cancelled`: a delivery of such a job is acked, not run.
     pub fn is_final(self) -> bool {
@@ -289,3 +299,89 @@ pub(crate) struct Success {
 pub(crate) fn to_u32(v: i64) -> u32 {
     u32::try_from(v).unwrap_or(0)
 }
+
+/// Which jobs a search ([`crate::store::JobSearch::list`]) or a bulk action takes: every
+/// condition that is set must hold (`GET /v1/jobs`, `warren jobs list`, DESIGN §3).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    /// Only jobs of this queue.
+    pub queue: Option<String>,
+    /// Only jobs in one of these statuses (empty: any status).
+    pub statuses: Vec<JobStatus>,
+    /// Only jobs created at or after this time (ms).
+    pub created_after: Option<i64>,
+    /// Only jobs created before this time (ms). The search also bounds the job id (UUIDv7,
+    /// made at creation) to before this time plus 1 s, so that an old range is an index seek
+    /// rather than a walk from the newest job; a job whose id is more than 1 s later than
+    /// its `created_at` (a row written by hand, or by hosts whose clocks differ more) may be
+    /// left out.
+    pub created_before: Option<i64>,
+    /// Only jobs with exactly this correlation id.
+    pub correlation_id: Option<String>,
+    /// Only jobs with exactly this idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Only jobs whose `last_error` contains this text, ignoring case (ASCII letters only
+    /// on SQLite; `%` and `_` are plain characters).
+    pub error_contains: Option<String>,
+}
+
+/// Where a page of a search starts: after the last job of the page before, as
+/// [`JobPage::next_cursor`] gave it. Opaque to clients: [`Cursor::encode`] is a
+/// base64url (unpadded, no stray bits) text of a version byte and the last job's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// The last job of the page before; the next page holds older jobs (smaller ids).
+    pub(crate) before: uuid::Uuid,
+}
+
+/// The version byte that starts an encoded [`Cursor`].
+const CURSOR_V1: u8 = 1;
+
+impl Cursor {
+    /// The cursor of a page that starts after (older than) job `id`.
+    pub fn after(id: uuid::Uuid) -> Self {
+        Self { before: id }
+    }
+
+    /// The text clients pass back (`cursor=`, `--cursor`): 17 bytes as 23 base64url
+    /// characters (`^A[Q-T][A-Za-z0-9_-]{20}[AEIMQUYcgkosw048]$`).
+    pub fn encode(&self) -> String {
+        use base64::Engine as _;
+        let mut bytes = Vec::with_capacity(17);
+        bytes.push(CURSOR_V1);
+        bytes.extend_from_slice(self.before.as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// Reads [`Cursor::encode`]'s text; `None` for anything else (a malformed cursor is the
+    /// caller's 400).
+    pub fn decode(text: &str) -> Option<Self> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .ok()?;
+        match bytes.split_first() {
+            Some((&CURSOR_V1, id)) => Some(Self {
+                before: uuid::Uuid::from_slice(id).ok()?,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Fewest and most jobs one page of a search holds.
+pub const PAGE_LIMITS: std::ops::RangeInclusive<u32> = 1..=500;
+/// Jobs in a page when the caller does not say.
+pub const DEFAULT_PAGE_LIMIT: u32 = 50;
+
+/// One page of a search: newest first (by id: UUIDv7 ids sort by creation time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobPage {
+    /// Up to the page's limit of jobs, newest first.
+    pub jobs: Vec<JobRecord>,
+    /// Where the next (older) page starts; `None` on the last page.
+    pub next_cursor: Option<Cursor>,
+}
+
+/// Jobs by queue, then by status (statuses without jobs are absent).
+pub type StatusCounts = BTreeMap<String, BTreeMap<JobStatus, u64>>;

@@ -163,6 +163,10 @@ pub(crate) mod sql {
     pub(crate) const QUEUE_RESUME: &str = "DELETE FROM paused_queues WHERE queue = $1";
     /// [`super::Backend::queues_paused`]: the whole (small) table.
     pub(crate) const QUEUES_PAUSED: &str = "SELECT queue, paused_at FROM paused_queues";
+    /// [`super::Backend::cancel_rows`]: [`CANCEL`] for a list of ids.
+    pub(crate) const CANCEL_MANY: &str = "UPDATE jobs SET status = 'cancelled', finished_at = $1, \
+        next_attempt_at = NULL, resend_payload = NULL WHERE id = ANY($2) \
+        AND status IN ('queued', 'retrying') RETURNING id";
 }
 
 /// `host:port/database` of `opts`, for messages (no credentials).
@@ -722,6 +726,34 @@ impl Backend for Postgres {
             .map_err(Self::err)?;
         Ok(rows.into_iter().collect())
     }
+
+    const DIALECT: super::search::Dialect = super::search::Dialect {
+        placeholder: |n| format!("${n}"),
+        ilike: "ILIKE",
+    };
+
+    async fn list_rows(&self, sql: &super::search::Sql) -> Result<Vec<JobRecord>> {
+        use super::search::Value;
+        let mut query = sqlx::query(&sql.text);
+        for v in &sql.values {
+            query = match v {
+                Value::Text(t) => query.bind(t.as_str()),
+                Value::Int(i) => query.bind(*i),
+                Value::Id(id) => query.bind(*id),
+            };
+        }
+        let rows = query.fetch_all(&self.pool).await.map_err(Self::err)?;
+        rows.iter().map(record).collect()
+    }
+
+    async fn cancel_rows(&self, ids: &[Uuid], now: i64) -> Result<Vec<Uuid>> {
+        sqlx::query_scalar(sql::CANCEL_MANY)
+            .bind(now)
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Self::err)
+    }
 }
 
 #[cfg(test)]
@@ -878,6 +910,72 @@ mod tests {
             vec![None::<Vec<u8>>; n]
         );
 
+        explain!("CANCEL_MANY", sql::CANCEL_MANY, 5_i64, &ids);
+        // The job search: one page of 51 for each filter, and a deep page.
+        {
+            use crate::store::model::{JobFilter, JobStatus};
+            use crate::store::search::{Value, list_sql};
+            let filters = [
+                JobFilter::default(),
+                JobFilter {
+                    statuses: vec![JobStatus::Dead],
+                    ..JobFilter::default()
+                },
+                JobFilter {
+                    statuses: vec![JobStatus::Queued, JobStatus::Retrying],
+                    ..JobFilter::default()
+                },
+                JobFilter {
+                    queue: Some("q3".into()),
+                    ..JobFilter::default()
+                },
+                JobFilter {
+                    queue: Some("q3".into()),
+                    statuses: vec![JobStatus::Dead],
+                    ..JobFilter::default()
+                },
+                JobFilter {
+                    created_after: Some(400_000),
+                    created_before: Some(500_000),
+                    ..JobFilter::default()
+                },
+                JobFilter {
+                    correlation_id: Some("c".into()),
+                    ..JobFilter::default()
+                },
+                JobFilter {
+                    idempotency_key: Some("key-30".into()),
+                    ..JobFilter::default()
+                },
+                JobFilter {
+                    error_contains: Some("timeout".into()),
+                    ..JobFilter::default()
+                },
+            ];
+            for (i, f) in filters.iter().enumerate() {
+                for before in [None, Some(id)] {
+                    let q = list_sql(<super::Postgres as super::Backend>::DIALECT, f, before, 51);
+                    let text = format!("EXPLAIN (FORMAT JSON) {}", q.text);
+                    let mut query = sqlx::query_scalar::<_, serde_json::Value>(&text);
+                    for v in &q.values {
+                        query = match v {
+                            Value::Text(t) => query.bind(t.clone()),
+                            Value::Int(n) => query.bind(*n),
+                            Value::Id(u) => query.bind(*u),
+                        };
+                    }
+                    let plan = query
+                        .fetch_one(&mut conn)
+                        .await
+                        .unwrap_or_else(|e| panic!("EXPLAIN list {f:?}: {e}"));
+                    assert!(
+                        !seq_scan_on_jobs(&plan),
+                        "list #{i} {f:?} reads the whole jobs table: {plan}"
+                    );
+                }
+            }
+        }
+
         for (name, plan) in &plans {
             let text = plan.to_string();
             assert!(
@@ -886,7 +984,7 @@ mod tests {
                 serde_json::to_string_pretty(plan).unwrap_or(text)
             );
         }
-        assert_eq!(plans.len(), 22, "every statement but COUNTS is explained");
+        assert_eq!(plans.len(), 23, "every statement but COUNTS is explained");
         // The check sees a whole-table read where there is one.
         let counts: serde_json::Value =
             sqlx::query_scalar(&format!("EXPLAIN (FORMAT JSON) {}", sql::COUNTS))

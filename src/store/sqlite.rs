@@ -891,6 +891,50 @@ impl Backend for Sqlite {
             .map_err(Self::err)?;
         Ok(rows.into_iter().collect())
     }
+
+    const DIALECT: super::search::Dialect = super::search::Dialect {
+        placeholder: |n| format!("?{n}"),
+        ilike: "LIKE",
+    };
+
+    async fn list_rows(&self, sql: &super::search::Sql) -> Result<Vec<JobRecord>> {
+        use super::search::Value;
+        let mut query = sqlx::query(&sql.text);
+        for v in &sql.values {
+            query = match v {
+                Value::Text(t) => query.bind(t.as_str()),
+                Value::Int(i) => query.bind(*i),
+                Value::Id(id) => query.bind(id.to_string()),
+            };
+        }
+        let rows = query.fetch_all(&self.pool).await.map_err(Self::err)?;
+        rows.iter().map(record).collect()
+    }
+
+    async fn cancel_rows(&self, ids: &[Uuid], now: i64) -> Result<Vec<Uuid>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The single cancel's statement (`cancel_row`), for a list of ids.
+        let sql = "UPDATE jobs SET status = 'cancelled', finished_at = ?, next_attempt_at = NULL, \
+             resend_payload = NULL WHERE id IN (SELECT value FROM json_each(?)) \
+             AND status IN ('queued', 'retrying') RETURNING id";
+        let list = serde_json::to_string(&ids.iter().map(Uuid::to_string).collect::<Vec<_>>())
+            .map_err(|e| Error::store_kind(StoreErrorKind::Other, format!("ids as JSON: {e}")))?;
+        let mut conn = self.writer().await?;
+        let rows = sqlx::query(sql)
+            .bind(now)
+            .bind(list)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        ids_in_order(&rows)
+    }
+}
+
+/// The `id` column of `rows`, parsed, in row order.
+fn ids_in_order(rows: &[SqliteRow]) -> Result<Vec<Uuid>> {
+    rows.iter().map(|row| uuid_at(row, "id")).collect()
 }
 
 #[cfg(test)]

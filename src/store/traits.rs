@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use super::model::{
-    Cancel, Claim, ClaimRequest, Inserted, JobRecord, JobRow, NewJob, Overdue, StoreStatus,
+    Cancel, Claim, ClaimRequest, Cursor, Inserted, JobFilter, JobPage, JobRecord, JobRow, NewJob,
+    Overdue, StatusCounts, StoreStatus,
 };
 use crate::error::Result;
 
@@ -154,7 +155,31 @@ pub trait QueueControl: Send + Sync + 'static {
     async fn queues_paused(&self) -> Result<BTreeMap<String, i64>>;
 }
 
-/// The whole store: what `Arc<dyn Store>` offers.
-pub trait Store: JobStore + Maintenance + QueueControl {}
+/// Finding jobs and acting on many at once: `GET /v1/jobs`, `POST /v1/jobs/cancel`,
+/// `warren jobs list|cancel`, the dashboard's counts.
+#[async_trait::async_trait]
+pub trait JobSearch: Send + Sync + 'static {
+    /// One page of the jobs matching `filter`, newest first (by id: UUIDv7 ids sort by
+    /// creation time), starting after `after` (the page before's
+    /// [`JobPage::next_cursor`]; `None` for the first page), at most `limit` jobs (the
+    /// caller keeps it within [`super::PAGE_LIMITS`]). Keyset-paginated: walking the pages
+    /// sees every job that matched when it started exactly once, however jobs are added
+    /// meanwhile (new jobs are newer than any cursor). With 1,000,000 jobs a page of 50 with
+    /// any single filter takes a few ms (BENCHMARKS.md); `error_contains` reads every job
+    /// with an error, newest first, until the page is full.
+    async fn list(&self, filter: &JobFilter, after: Option<Cursor>, limit: u32) -> Result<JobPage>;
 
-impl<T: JobStore + Maintenance + QueueControl> Store for T {}
+    /// Jobs by queue, then by status. Counts the whole table (an index-only scan): for
+    /// operators' overviews, not a request path that runs per job.
+    async fn status_counts(&self) -> Result<StatusCounts>;
+
+    /// [`JobStore::cancel`] for many jobs in one statement: those of `ids` that are
+    /// `queued` or `retrying` become `cancelled` (`finished_at` = `now`, ms); the others,
+    /// and unknown ids, are left alone. Returns the ids cancelled.
+    async fn cancel_many(&self, ids: &[Uuid], now: i64) -> Result<Vec<Uuid>>;
+}
+
+/// The whole store: what `Arc<dyn Store>` offers.
+pub trait Store: JobStore + Maintenance + JobSearch + QueueControl {}
+
+impl<T: JobStore + Maintenance + JobSearch + QueueControl> Store for T {}

@@ -1,0 +1,292 @@
+//! `warren jobs list|cancel`: the job search and bulk cancel from the command line, on the
+//! store directly (as `warren job ID`), answering as `GET /v1/jobs` and
+//! `POST /v1/jobs/cancel` do.
+
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use warren::Config;
+use warren::store::{self, Cursor, JobFilter, JobStatus, PAGE_LIMITS};
+use warren::view::JobView;
+
+/// What `warren jobs` does.
+#[derive(Subcommand, Debug)]
+pub(crate) enum JobsAction {
+    /// Find jobs, newest first, a page at a time (a table, or `GET /v1/jobs`'s JSON).
+    List {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Jobs per page (1 to 500).
+        #[arg(long, default_value_t = store::DEFAULT_PAGE_LIMIT)]
+        limit: u32,
+        /// Start after this page cursor (the hint below a page, or `next_cursor`).
+        #[arg(long, value_name = "CURSOR")]
+        cursor: Option<String>,
+        /// Print JSON as `GET /v1/jobs` answers it.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel queued and retrying jobs by id or by filter (asks first; --yes to skip).
+    Cancel {
+        /// A job to cancel; repeat for several (at most 1,000).
+        #[arg(long = "id", value_name = "ID")]
+        ids: Vec<String>,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Count what would be cancelled; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask (needed when stdin is not a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// The list filters (DESIGN §3), every one optional.
+#[derive(Args, Debug, Default)]
+pub(crate) struct FilterArgs {
+    /// Only jobs of this queue.
+    #[arg(long, value_name = "QUEUE")]
+    queue: Option<String>,
+    /// Only jobs in this status (queued, running, retrying, succeeded, dead, cancelled);
+    /// repeat for several.
+    #[arg(long = "status", value_name = "STATUS")]
+    statuses: Vec<String>,
+    /// Only jobs created at or after this time (RFC 3339, or an age like `2h`).
+    #[arg(long, value_name = "TIME")]
+    created_after: Option<String>,
+    /// Only jobs created before this time (RFC 3339, or an age like `30m`).
+    #[arg(long, value_name = "TIME")]
+    created_before: Option<String>,
+    /// Only jobs with this correlation id.
+    #[arg(long, value_name = "ID")]
+    correlation_id: Option<String>,
+    /// Only jobs with this idempotency key.
+    #[arg(long, value_name = "KEY")]
+    idempotency_key: Option<String>,
+    /// Only jobs whose last error contains this text (case ignored).
+    #[arg(long, value_name = "TEXT")]
+    error_contains: Option<String>,
+}
+
+impl FilterArgs {
+    fn is_empty(&self) -> bool {
+        self.queue.is_none()
+            && self.statuses.is_empty()
+            && self.created_after.is_none()
+            && self.created_before.is_none()
+            && self.correlation_id.is_none()
+            && self.idempotency_key.is_none()
+            && self.error_contains.is_none()
+    }
+
+    /// The filter, checked as the API checks it: a queue must be configured.
+    fn filter(&self, config: &Config) -> anyhow::Result<JobFilter> {
+        if let Some(q) = &self.queue
+            && config.queue(q).is_none()
+        {
+            anyhow::bail!("no queue named `{q}` is configured");
+        }
+        let statuses = self
+            .statuses
+            .iter()
+            .map(|s| {
+                JobStatus::parse(s).with_context(|| {
+                    format!("`{s}` is not a status: queued, running, retrying, succeeded, dead or cancelled")
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let time = |t: &Option<String>| -> anyhow::Result<Option<i64>> {
+            t.as_deref()
+                .map(|t| crate::parse_time(t).map(store::to_ms))
+                .transpose()
+        };
+        Ok(JobFilter {
+            queue: self.queue.clone(),
+            statuses,
+            created_after: time(&self.created_after)?,
+            created_before: time(&self.created_before)?,
+            correlation_id: self.correlation_id.clone(),
+            idempotency_key: self.idempotency_key.clone(),
+            error_contains: self.error_contains.clone(),
+        })
+    }
+
+    /// The flags as given, for the next page's command line (shell-quoted).
+    fn args(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut flag = |name: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                out.push(format!("--{name} {}", quote(v)));
+            }
+        };
+        flag("queue", &self.queue);
+        flag("created-after", &self.created_after);
+        flag("created-before", &self.created_before);
+        flag("correlation-id", &self.correlation_id);
+        flag("idempotency-key", &self.idempotency_key);
+        flag("error-contains", &self.error_contains);
+        for s in &self.statuses {
+            out.push(format!("--status {}", quote(s)));
+        }
+        out
+    }
+}
+
+/// `s` as one shell word.
+fn quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+@=,".contains(&b))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Runs `warren jobs …`.
+pub(crate) async fn run(config: &Config, action: JobsAction) -> anyhow::Result<()> {
+    match action {
+        JobsAction::List {
+            filter,
+            limit,
+            cursor,
+            json,
+        } => list(config, &filter, limit, cursor.as_deref(), json).await,
+        JobsAction::Cancel {
+            ids,
+            filter,
+            dry_run,
+            yes,
+        } => cancel(config, ids, &filter, dry_run, yes).await,
+    }
+}
+
+async fn list(
+    config: &Config,
+    args: &FilterArgs,
+    limit: u32,
+    cursor: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    if !PAGE_LIMITS.contains(&limit) {
+        anyhow::bail!(
+            "--limit must be from {} to {}",
+            PAGE_LIMITS.start(),
+            PAGE_LIMITS.end()
+        );
+    }
+    let after = cursor
+        .map(|c| Cursor::decode(c).with_context(|| format!("`{c}` is not a page cursor")))
+        .transpose()?;
+    let filter = args.filter(config)?;
+    let store = store::open(&config.store_options()).await?;
+    let page = store.list(&filter, after, limit).await?;
+    let next = page.next_cursor.map(|c| c.encode());
+    if json {
+        let jobs: Vec<JobView> = page.jobs.into_iter().map(JobView::from).collect();
+        let body = serde_json::json!({ "jobs": jobs, "next_cursor": next });
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(());
+    }
+    println!(
+        "{:<36}  {:<20}  {:<9}  {:>8}  {:<24}  LAST ERROR",
+        "JOB ID", "QUEUE", "STATUS", "ATTEMPTS", "CREATED AT"
+    );
+    for j in &page.jobs {
+        println!(
+            "{:<36}  {:<20}  {:<9}  {:>8}  {:<24}  {}",
+            j.id,
+            crate::excerpt(&j.queue, 20),
+            j.status.as_str(),
+            format!("{}/{}", j.attempts, j.max_attempts),
+            store::rfc3339_ms(j.created_at),
+            crate::excerpt(j.last_error.as_deref().unwrap_or("-"), 60)
+        );
+    }
+    if page.jobs.is_empty() {
+        println!("(no jobs match)");
+    }
+    if let Some(c) = next {
+        let mut words = vec!["warren".to_owned(), "jobs".into(), "list".into()];
+        words.extend(args.args());
+        if limit != store::DEFAULT_PAGE_LIMIT {
+            words.push(format!("--limit {limit}"));
+        }
+        words.push(format!("--cursor {c}"));
+        println!("next page: {}", words.join(" "));
+    }
+    Ok(())
+}
+
+async fn cancel(
+    config: &Config,
+    ids: Vec<String>,
+    args: &FilterArgs,
+    dry_run: bool,
+    yes: bool,
+) -> anyhow::Result<()> {
+    let selection = match (ids.is_empty(), args.is_empty()) {
+        (false, true) => {
+            if ids.len() > warren::bulk::MAX_IDS {
+                anyhow::bail!(
+                    "at most {} --id in one command; use a filter for more",
+                    warren::bulk::MAX_IDS
+                );
+            }
+            let ids = ids
+                .iter()
+                .map(|id| {
+                    uuid::Uuid::parse_str(id)
+                        .with_context(|| format!("`{id}` is not a job id (a UUID)"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            warren::bulk::Selection::Ids(ids)
+        }
+        (true, false) => warren::bulk::Selection::Filter(args.filter(config)?),
+        (true, true) => anyhow::bail!(
+            "name the jobs to cancel: --id ID (repeatable) or filters such as --queue Q --status queued"
+        ),
+        (false, false) => anyhow::bail!("give either --id or filters, not both"),
+    };
+    let store = store::open(&config.store_options()).await?;
+    let now = store::now_ms();
+    if dry_run || !yes {
+        let would = warren::bulk::cancel(&*store, &selection, now, true).await?;
+        if dry_run {
+            println!(
+                "dry run: {} job(s) would be cancelled; {} not cancellable (running, finished or unknown); nothing changed",
+                would.cancelled, would.not_cancellable
+            );
+            return Ok(());
+        }
+        if would.cancelled == 0 {
+            println!(
+                "nothing to cancel: no queued or retrying job matches ({} not cancellable)",
+                would.not_cancellable
+            );
+            return Ok(());
+        }
+        if !std::io::stdin().is_terminal() {
+            anyhow::bail!(
+                "this would cancel {} job(s); add --yes to do it (stdin is not a terminal to ask)",
+                would.cancelled
+            );
+        }
+        eprint!("cancel {} job(s)? [y/N] ", would.cancelled);
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            anyhow::bail!("not confirmed; nothing changed");
+        }
+    }
+    let done = warren::bulk::cancel(&*store, &selection, now, false).await?;
+    println!(
+        "cancelled {} job(s); {} not cancellable (running, finished or unknown)",
+        done.cancelled, done.not_cancellable
+    );
+    Ok(())
+}
