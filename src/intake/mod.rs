@@ -10,6 +10,7 @@ pub(crate) mod openapi;
 mod ops;
 mod problem;
 mod query;
+mod ui;
 
 use std::sync::Arc;
 
@@ -44,6 +45,7 @@ pub(crate) struct IntakeState {
 /// unknown query parameters are refused by [`query::refuse_unknown`], an unknown route gets
 /// `404 not-found`, and [`problems_only`] turns whatever else answers an error without one
 /// (axum's `405` with its `Allow` header, a rejection of a framework extractor) into one.
+/// The dashboard's routes (`/ui/…`, [`ui`]) are the exception: HTML pages, errors included.
 pub(crate) fn router(state: IntakeState) -> Router {
     let state = Arc::new(state);
     let router = Router::new()
@@ -68,9 +70,13 @@ pub(crate) fn router(state: IntakeState) -> Router {
             auth::require,
         ))
     };
+    // The dashboard (`/ui/…`) is merged after the API's layers: it has its own session
+    // check and HTML error pages, and is not part of the OpenAPI document.
+    let dashboard = ui::router(&state);
     router
         .fallback(not_found)
         .layer(axum::middleware::from_fn(problems_only))
+        .merge(dashboard)
         .with_state(state)
 }
 
