@@ -38,7 +38,12 @@ async fn shoot(b: &Browser, url: &str, ready: &str, name: &str) {
 #[ignore = "writes docs/img/dashboard-*.png; run by hand"]
 async fn screenshots_of_every_page() {
     let w = Setup::new()
-        .queue("reports", "handler = \"noop\"\nmax_attempts = 1")
+        // Readable names (deleted again at the end); not the sample queues' own names.
+        .queue_named(
+            "reports",
+            "demo-reports",
+            "handler = \"noop\"\nmax_attempts = 1",
+        )
         .handler(
             "reports",
             handler_fn(|job| async move {
@@ -49,7 +54,7 @@ async fn screenshots_of_every_page() {
                 }
             }),
         )
-        .queue("webhooks", "handler = \"noop\"")
+        .queue_named("webhooks", "demo-webhooks", "handler = \"noop\"")
         .start()
         .await;
     let mut dead = Vec::new();
