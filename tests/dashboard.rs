@@ -265,3 +265,50 @@ async fn a_job_whose_error_is_markup_shows_the_markup_as_text_and_runs_no_script
     assert!(b.client.get_alert_text().await.is_err());
     b.close().await;
 }
+
+#[tokio::test]
+async fn every_page_fits_a_phone_width_screen_and_a_laptop_screen_without_sideways_scrolling() {
+    let w = Setup::new()
+        .queue("fit", "handler = \"noop\"\nmax_attempts = 1")
+        .handler(
+            "fit",
+            handler_fn(|_job| async {
+                Outcome::permanent(
+                    "a long error line without spaces: ".to_owned() + &"x".repeat(300),
+                )
+            }),
+        )
+        .start()
+        .await;
+    let id = w
+        .submit(
+            "fit",
+            json!({ "long": "y".repeat(500), "nested": { "a": [1, 2, 3] } }),
+        )
+        .await;
+    w.wait_status(&id, "dead", SETTLE).await;
+    let q = w.q("fit");
+    let pages = [
+        ("/ui/".to_owned(), "table.queues"),
+        (format!("/ui/jobs/{id}"), "#status"),
+        (format!("/ui/queues/{q}/dead"), "table.dead-letters"),
+        (format!("/ui/jobs?queue={q}&status=dead"), "form.filters"),
+        ("/ui/schedules".to_owned(), "#no-schedules"),
+    ];
+    for (width, height) in [(390, 844), (1280, 800)] {
+        let b = Browser::start_sized(width, height).await;
+        for (path, ready) in &pages {
+            b.goto(&format!("{}{path}", w.base)).await;
+            b.wait_css(ready).await;
+            let sizes = b
+                .js("return [document.documentElement.scrollWidth, window.innerWidth]")
+                .await;
+            let (scroll, inner) = (sizes[0].as_u64(), sizes[1].as_u64());
+            assert!(
+                scroll <= inner,
+                "{path} at {width}x{height}: {scroll:?} px wide in a {inner:?} px window"
+            );
+        }
+        b.close().await;
+    }
+}
