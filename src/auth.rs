@@ -134,6 +134,36 @@ impl Tokens {
     }
 }
 
+impl Tokens {
+    /// For each configured token, its scope and a 32-byte key derived from it for `purpose`
+    /// (HMAC-SHA256 keyed by the token's SHA-256 digest, over `purpose`). The dashboard binds
+    /// its session cookies to the token they were opened with this way (`intake::ui`): the
+    /// cookie never holds the token, sessions survive a restart and work on every intake that
+    /// has the same tokens, and removing a token ends its sessions.
+    pub(crate) fn derived_keys(&self, purpose: &[u8]) -> Vec<([u8; 32], Scope)> {
+        self.digests
+            .iter()
+            .map(|(d, scope)| (derive(d, purpose), *scope))
+            .collect()
+    }
+
+    /// The key [`Tokens::derived_keys`] gives for the token `presented`, with its scope, or
+    /// `None` when it matches no configured token (compared as in [`Tokens::scope_of`]).
+    pub(crate) fn derived_key(&self, presented: &str, purpose: &[u8]) -> Option<([u8; 32], Scope)> {
+        let scope = self.scope_of(presented)?;
+        Some((derive(&digest(presented), purpose), scope))
+    }
+}
+
+/// HMAC-SHA256 keyed by `key`, over `purpose`.
+fn derive(key: &[u8; 32], purpose: &[u8]) -> [u8; 32] {
+    use hmac::Mac as _;
+    let mut mac = <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(key)
+        .expect("HMAC takes a key of any length");
+    mac.update(purpose);
+    mac.finalize().into_bytes().into()
+}
+
 fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }

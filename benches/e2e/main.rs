@@ -31,7 +31,8 @@
 //! `BENCH_LAT_RATE`, `BENCH_LAT_SECS`, `BENCH_REPEAT` (rounds of each throughput phase but
 //! the drain; the median is reported), `BENCH_PHASES` (a comma list of
 //! `raw,intake,drain,e2e,latency`, plus the long `backlog`, `soak` and `growth` phases and
-//! the `ab` comparison of two builds, which run only when named), `BENCH_SOAK_RATE`,
+//! the `ab` comparison of two builds and the `dashboard` cost (an open `/ui/` tab beside
+//! the intake), which run only when named), `BENCH_SOAK_RATE`,
 //! `BENCH_SOAK_SECS`, `BENCH_BACKLOG_N`, `BENCH_GROWTH_ROWS` (finished jobs the growth phase
 //! seeds, default 5,000,000), `BENCH_GROWTH_PRUNE_WAIT` (seconds the growth phase waits for
 //! its prune to end, default 3,600), `BENCH_QUIET_WAIT` (seconds to wait for a quiet
@@ -67,8 +68,8 @@ use lapin::{Connection, ConnectionProperties};
 use crate::broker::amqp_url;
 use crate::child::Cleanup;
 use crate::phases::{
-    Beside, load_backlog, phase_ab, phase_backlog, phase_drain, phase_growth, phase_intake,
-    phase_raw, phase_run, phase_soak,
+    Beside, load_backlog, phase_ab, phase_backlog, phase_dashboard, phase_drain, phase_growth,
+    phase_intake, phase_raw, phase_run, phase_soak,
 };
 use crate::report::{Figures, report};
 use crate::store::{Space, StoreKind};
@@ -230,6 +231,9 @@ async fn run(p: &Params, cleanup: &Cleanup) -> Figures {
     drop(space);
     if p.runs("ab") {
         phase_ab(p, &conn, cleanup, &mut f).await;
+    }
+    if p.runs("dashboard") {
+        phase_dashboard(p, &conn, cleanup, &mut f).await;
     }
     if p.runs("backlog") {
         phase_backlog(p, &conn, cleanup, &mut f).await;

@@ -1,6 +1,7 @@
 //! The phases of the bench, each a function that `run` calls when `BENCH_PHASES` names it and
 //! that leaves its figures in [`Figures`](crate::report::Figures).
 
+mod dashboard;
 mod drain;
 mod growth;
 mod intake;
@@ -8,6 +9,7 @@ mod latency;
 mod raw;
 mod soak;
 
+pub(crate) use dashboard::phase_dashboard;
 pub(crate) use drain::{load_backlog, phase_backlog, phase_drain};
 pub(crate) use growth::phase_growth;
 pub(crate) use intake::{Beside, phase_ab, phase_intake};

@@ -502,6 +502,23 @@ impl Dlq<'_> {
         progress: &dyn Progress,
         stop: &CancellationToken,
     ) -> Result<MoveReport> {
+        self.requeue_where(queue, &|l| filter.matches(l), limit, progress, stop)
+            .await
+    }
+
+    /// [`Dlq::requeue`] of the dead letters for which `matches` is true (e.g. those of chosen
+    /// job ids, as the dashboard's "requeue selected" does).
+    ///
+    /// # Errors
+    /// As [`Dlq::requeue`].
+    pub async fn requeue_where(
+        &self,
+        queue: &str,
+        matches: &(dyn Fn(&ArchiveLine) -> bool + Sync),
+        limit: Option<u64>,
+        progress: &dyn Progress,
+        stop: &CancellationToken,
+    ) -> Result<MoveReport> {
         let source = self.source(queue)?;
         let mut reader = Reader::open(self.broker, &source.queue, BATCH, None).await?;
         progress.start(reader.total());
@@ -520,7 +537,7 @@ impl Dlq<'_> {
             let mut moving = Vec::new();
             let mut keeping = Vec::new();
             for (d, l) in batch.iter().zip(&lines) {
-                if remaining > 0 && self.config.queue(&l.queue).is_some() && filter.matches(l) {
+                if remaining > 0 && self.config.queue(&l.queue).is_some() && matches(l) {
                     remaining -= 1;
                     moving.push((d, l));
                 } else {

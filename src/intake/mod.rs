@@ -14,6 +14,7 @@ mod problem;
 mod query;
 pub(crate) mod routes;
 mod search;
+mod ui;
 
 use std::sync::Arc;
 
@@ -47,6 +48,7 @@ pub(crate) struct IntakeState {
 /// unknown query parameters are refused by [`query::refuse_unknown`], an unknown route gets
 /// `404 not-found`, and [`problems_only`] turns whatever else answers an error without one
 /// (axum's `405` with its `Allow` header, a rejection of a framework extractor) into one.
+/// The dashboard's routes (`/ui/…`, [`ui`]) are the exception: HTML pages, errors included.
 pub(crate) fn router(state: IntakeState) -> Router {
     let state = Arc::new(state);
     let router = routes::ROUTES
@@ -63,9 +65,13 @@ pub(crate) fn router(state: IntakeState) -> Router {
             auth::require,
         ))
     };
+    // The dashboard (`/ui/…`) is merged after the API's layers: it has its own session
+    // check and HTML error pages, and is not part of the OpenAPI document.
+    let dashboard = ui::router(&state);
     router
         .fallback(not_found)
         .layer(axum::middleware::from_fn(problems_only))
+        .merge(dashboard)
         .with_state(state)
 }
 
