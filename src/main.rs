@@ -9,10 +9,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use warren::{App, Config, Role};
 
-#[path = "cli/queues.rs"]
-mod queues_cli;
 #[path = "cli/jobs.rs"]
 mod jobs_cli;
+#[path = "cli/queues.rs"]
+mod queues_cli;
 #[path = "cli/store.rs"]
 mod store_cli;
 

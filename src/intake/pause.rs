@@ -45,15 +45,7 @@ pub(super) async fn pause(
     State(state): State<Arc<IntakeState>>,
     Path(queue): Path<String>,
 ) -> Result<Json<PauseState>, Problem> {
-    super::dead::known(&state, &queue)?;
-    let changed = state
-        .store
-        .queue_pause(&queue, now_ms())
-        .await
-        .map_err(|e| failed(&e))?;
-    if changed {
-        tracing::info!(queue = %queue, "queue paused");
-    }
+    let changed = set_paused(&state, &queue, true).await?;
     Ok(Json(PauseState {
         queue,
         paused: true,
@@ -80,20 +72,35 @@ pub(super) async fn resume(
     State(state): State<Arc<IntakeState>>,
     Path(queue): Path<String>,
 ) -> Result<Json<PauseState>, Problem> {
-    super::dead::known(&state, &queue)?;
-    let changed = state
-        .store
-        .queue_resume(&queue)
-        .await
-        .map_err(|e| failed(&e))?;
-    if changed {
-        tracing::info!(queue = %queue, "queue resumed");
-    }
+    let changed = set_paused(&state, &queue, false).await?;
     Ok(Json(PauseState {
         queue,
         paused: false,
         changed,
     }))
+}
+
+/// Pauses (`paused`) or resumes the configured queue `queue` in the store, for every worker
+/// of the fleet; true when this call changed it. The one path of the API and the dashboard.
+///
+/// # Errors
+/// 404 `unknown-queue`; 503 when the store cannot be written (nothing changed).
+pub(super) async fn set_paused(
+    state: &IntakeState,
+    queue: &str,
+    paused: bool,
+) -> Result<bool, Problem> {
+    super::dead::known(state, queue)?;
+    let changed = if paused {
+        state.store.queue_pause(queue, now_ms()).await
+    } else {
+        state.store.queue_resume(queue).await
+    }
+    .map_err(|e| failed(&e))?;
+    if changed {
+        tracing::info!(queue = %queue, "queue {}", if paused { "paused" } else { "resumed" });
+    }
+    Ok(changed)
 }
 
 /// A store failure as a problem: 503 `unavailable` (the store is the only thing asked).

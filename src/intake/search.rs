@@ -59,20 +59,22 @@ pub(crate) struct FilterBody {
     error_contains: Option<String>,
 }
 
-/// A filter's raw values, from a query string or a body, checked into a [`JobFilter`].
+/// A filter's raw values, from a query string, a body or the dashboard's form, checked into a
+/// [`JobFilter`].
 #[derive(Default)]
-struct Raw {
-    queue: Option<String>,
-    statuses: Vec<String>,
-    created_after: Option<String>,
-    created_before: Option<String>,
-    correlation_id: Option<String>,
-    idempotency_key: Option<String>,
-    error_contains: Option<String>,
+pub(super) struct Raw {
+    pub(super) queue: Option<String>,
+    pub(super) statuses: Vec<String>,
+    pub(super) created_after: Option<String>,
+    pub(super) created_before: Option<String>,
+    pub(super) correlation_id: Option<String>,
+    pub(super) idempotency_key: Option<String>,
+    pub(super) error_contains: Option<String>,
 }
 
 impl Raw {
-    fn check(self, state: &IntakeState) -> Result<JobFilter, Problem> {
+    /// The filter, or 400 (a bad value) / 404 (an unconfigured queue) naming the field.
+    pub(super) fn check(self, state: &IntakeState) -> Result<JobFilter, Problem> {
         if let Some(q) = &self.queue {
             super::jobs::configured_queue(state, q)?;
         }

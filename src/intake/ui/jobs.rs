@@ -1,13 +1,13 @@
 //! `/ui/jobs?<the list filters of DESIGN §3>`: the job list, and `/ui/schedules`.
 //!
-//! The filter form is complete and its URL is the stable, shareable one; the rows need the
-//! job search API (`Store::list`, `GET /v1/jobs`), which this build does not have yet, so the
-//! page says so. [`rows`] renders a page of jobs and its next-page link; wiring the search
-//! in means: turn [`Filters`] into the store's list filter, call it, and pass the jobs and
-//! the next cursor to [`rows`] where [`page`] now shows the notice.
+//! The filters are those of `GET /v1/jobs`, checked by the same code
+//! (`super::super::search::Raw`), and the page is the store's same keyset page
+//! (`Store::list`): newest first, with a link to the next page that keeps the filters.
+
+use std::sync::Arc;
 
 use axum::Extension;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
@@ -15,7 +15,8 @@ use maud::{Markup, html};
 use super::FormData;
 use super::page::{Page, layout};
 use super::session::Viewer;
-use crate::store::JobStatus;
+use crate::intake::IntakeState;
+use crate::store::{Cursor, DEFAULT_PAGE_LIMIT, JobStatus, PAGE_LIMITS};
 use crate::view::JobView;
 
 /// The list filters of `GET /v1/jobs` (DESIGN §3), as the page's query string carries them.
@@ -30,10 +31,6 @@ pub(super) struct Filters {
     idempotency_key: Option<String>,
     error_contains: Option<String>,
     limit: Option<String>,
-    #[expect(
-        dead_code,
-        reason = "read when the job search API lands (see the module)"
-    )]
     cursor: Option<String>,
 }
 
@@ -117,30 +114,70 @@ fn filter_form(f: &Filters) -> Markup {
     }
 }
 
-/// `GET /ui/jobs?…`: the filter form; the rows once the search API is in (see the module).
-pub(super) async fn page(Extension(viewer): Extension<Viewer>, req: Request) -> Response {
+/// `GET /ui/jobs?…`: the filter form and one page of the matching jobs, newest first. A bad
+/// filter value is shown above the (empty) list, naming the field, as the API's 400 does.
+pub(super) async fn page(
+    State(state): State<Arc<IntakeState>>,
+    Extension(viewer): Extension<Viewer>,
+    req: Request,
+) -> Response {
     let filters = Filters::parse(req.uri().query());
+    let listed = list(&state, &filters).await;
     layout(
         "Jobs",
         Some(&viewer),
         html! {
             h1 { "Jobs" }
             (filter_form(&filters))
-            p.notice #list-unavailable {
-                "Listing jobs needs the job search API, which this build does not have yet. "
-                "Open a job by its id (box at the top), or a queue's dead letters from the "
-                a href="/ui/" { "overview" } "."
+            @match &listed {
+                Ok((jobs, next)) => (rows(jobs, &filters, next.as_deref())),
+                Err(why) => p.notice.error #list-error { (why) },
             }
         },
     )
     .into_response()
 }
 
+/// The page of jobs `filters` selects and the next page's cursor, or why not (a bad filter
+/// value, an unconfigured queue, a store that cannot be read).
+async fn list(state: &IntakeState, f: &Filters) -> Result<(Vec<JobView>, Option<String>), String> {
+    let filter = crate::intake::search::Raw {
+        queue: f.queue.clone(),
+        statuses: f.status.clone(),
+        created_after: f.created_after.clone(),
+        created_before: f.created_before.clone(),
+        correlation_id: f.correlation_id.clone(),
+        idempotency_key: f.idempotency_key.clone(),
+        error_contains: f.error_contains.clone(),
+    }
+    .check(state)
+    .map_err(|p| p.detail().to_owned())?;
+    let limit = match &f.limit {
+        None => DEFAULT_PAGE_LIMIT,
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|n| PAGE_LIMITS.contains(n))
+            .ok_or_else(|| "per page must be a whole number from 1 to 500".to_owned())?,
+    };
+    let after = match &f.cursor {
+        None => None,
+        Some(c) => Some(
+            Cursor::decode(c)
+                .ok_or_else(|| "this page's cursor is not one warren gave".to_owned())?,
+        ),
+    };
+    let page = state.store.list(&filter, after, limit).await.map_err(|e| {
+        tracing::warn!(error = %e, "store failed during a dashboard job search");
+        "the status store is unavailable; try again".to_owned()
+    })?;
+    Ok((
+        page.jobs.into_iter().map(JobView::from).collect(),
+        page.next_cursor.map(|c| c.encode()),
+    ))
+}
+
 /// A page of jobs (newest first) and the link to the next page when there is one.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "wired in when the job search API lands")
-)]
 fn rows(jobs: &[JobView], filters: &Filters, next_cursor: Option<&str>) -> Markup {
     html! {
         table.responsive.jobs {

@@ -68,6 +68,8 @@ pub(super) fn router(state: &IntakeState) -> Router<Arc<IntakeState>> {
         .route("/ui/queues/{queue}/dead", get(dead::page))
         .route("/ui/queues/{queue}/dead/requeue", post(dead::requeue))
         .route("/ui/queues/{queue}/dead/purge", post(dead::purge))
+        .route("/ui/queues/{queue}/pause", post(overview::pause))
+        .route("/ui/queues/{queue}/resume", post(overview::resume))
         .route("/ui/schedules", get(jobs::schedules))
         .route("/ui/login", get(session::login_page).post(session::login))
         .route("/ui/logout", post(session::logout))

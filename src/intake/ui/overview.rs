@@ -5,12 +5,12 @@
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 
 use super::page::{Page, layout};
-use super::session::Viewer;
+use super::session::{ActForm, Viewer};
 use crate::intake::IntakeState;
 use crate::overview::{Overview, QueueOverview};
 
@@ -25,7 +25,7 @@ pub(super) async fn page(
             Some(&viewer),
             html! {
                 h1 { "Queues" }
-                div #overview data-live="/ui/live/overview" { (table(&o)) }
+                div #overview data-live="/ui/live/overview" { (table(&o, &viewer)) }
             },
         )
         .into_response(),
@@ -34,9 +34,12 @@ pub(super) async fn page(
 }
 
 /// `GET /ui/live/overview`: the overview's table alone, for the page's refresh.
-pub(super) async fn live(State(state): State<Arc<IntakeState>>) -> Response {
+pub(super) async fn live(
+    State(state): State<Arc<IntakeState>>,
+    Extension(viewer): Extension<Viewer>,
+) -> Response {
     match load(&state).await {
-        Ok(o) => table(&o).into_response(),
+        Ok(o) => table(&o, &viewer).into_response(),
         Err(p) => p.into_response(),
     }
 }
@@ -56,20 +59,26 @@ fn count(n: Option<u64>) -> Markup {
     }
 }
 
-/// The paused state of a queue: `None` until pause/resume is in this build.
-// Seam: once `QueueOverview` has `paused`, pass `Some(q.paused)` here and add the pause and
-// resume forms (admin only, with the session's CSRF token) beside it.
-fn paused_cell(paused: Option<bool>) -> Markup {
+/// Whether the queue is paused and, for an `admin` session, the form that pauses or resumes
+/// it (with the session's CSRF token).
+fn paused_cell(q: &QueueOverview, viewer: &Viewer) -> Markup {
+    let (action, label) = if q.paused {
+        ("resume", "Resume")
+    } else {
+        ("pause", "Pause")
+    };
     html! {
-        @match paused {
-            Some(true) => span.status.retrying { "paused" },
-            Some(false) => span.muted { "no" },
-            None => span.muted title="pause/resume is not in this build" { "–" },
+        @if q.paused { span.status.retrying { "paused" } } @else { span.muted { "no" } }
+        @if viewer.admin() {
+            form.inline method="post" action={ "/ui/queues/" (super::encode_segment(&q.queue)) "/" (action) } {
+                input type="hidden" name="csrf" value=(viewer.csrf);
+                button type="submit" name="do" value=(action) { (label) }
+            }
         }
     }
 }
 
-fn row(q: &QueueOverview) -> Markup {
+fn row(q: &QueueOverview, viewer: &Viewer) -> Markup {
     html! {
         tr data-queue=(q.queue) {
             td data-label="queue" { a href={ "/ui/jobs?queue=" (super::encode_query(&q.queue)) } { (q.queue) } }
@@ -80,13 +89,40 @@ fn row(q: &QueueOverview) -> Markup {
             td.num.dead data-label="dead" {
                 a href=(super::dead_url(&q.queue)) title="dead letters" { (count(q.dead)) }
             }
-            td.paused data-label="paused" { (paused_cell(None)) }
+            td.paused data-label="paused" { (paused_cell(q, viewer)) }
         }
     }
 }
 
+/// `POST /ui/queues/{queue}/pause` (`paused`) and `/resume`: as the API's endpoints (admin,
+/// and the form's CSRF token), then back to the overview.
+async fn set(state: &IntakeState, queue: &str, paused: bool) -> Response {
+    match crate::intake::pause::set_paused(state, queue, paused).await {
+        Ok(_) => Redirect::to("/ui/").into_response(),
+        Err(p) => Page::error(p.status(), "Not changed", p.detail()).into_response(),
+    }
+}
+
+/// `POST /ui/queues/{queue}/pause`.
+pub(super) async fn pause(
+    State(state): State<Arc<IntakeState>>,
+    Path(queue): Path<String>,
+    _form: ActForm,
+) -> Response {
+    set(&state, &queue, true).await
+}
+
+/// `POST /ui/queues/{queue}/resume`.
+pub(super) async fn resume(
+    State(state): State<Arc<IntakeState>>,
+    Path(queue): Path<String>,
+    _form: ActForm,
+) -> Response {
+    set(&state, &queue, false).await
+}
+
 /// The overview's table and the lines under it.
-fn table(o: &Overview) -> Markup {
+fn table(o: &Overview, viewer: &Viewer) -> Markup {
     html! {
         table.responsive.queues {
             thead { tr {
@@ -99,7 +135,7 @@ fn table(o: &Overview) -> Markup {
                 th { "paused" }
             } }
             tbody {
-                @for q in &o.queues { (row(q)) }
+                @for q in &o.queues { (row(q, viewer)) }
             }
         }
         p.muted.small {
