@@ -2,8 +2,8 @@
 //! and services as the `/v1` API (the overview of [`crate::overview`], the store's `get` and
 //! `cancel`, the DLQ tools of [`crate::dlq`]), never HTTP calls to itself.
 //!
-//! Pages, each at a stable URL: `/ui/` (overview), `/ui/jobs` (the job list: filters today,
-//! rows once the search API is in), `/ui/jobs/{id}` (one job), `/ui/queues/{queue}/dead`
+//! Pages, each at a stable URL: `/ui/` (overview; pause and resume), `/ui/jobs` (the job
+//! list: the filters of `GET /v1/jobs`, keyset pages), `/ui/jobs/{id}` (one job), `/ui/queues/{queue}/dead`
 //! (dead letters: peek, requeue one, selected or all matching, purge with a typed
 //! confirmation), `/ui/schedules`, `/ui/login`. HTML is written with `maud`, which escapes
 //! every value it interpolates, so payloads, errors and results are shown as text.
