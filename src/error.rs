@@ -21,6 +21,11 @@ pub enum ErrorKind {
     /// The broker could not be reached or closed the connection/channel.
     #[error("broker unavailable: {0}")]
     BrokerUnavailable(String),
+    /// A publish could not be sent: no channel to the broker could be opened (the broker is
+    /// unreachable or did not answer in time). Unlike [`ErrorKind::BrokerUnavailable`] after a
+    /// send, the message certainly did not reach the broker.
+    #[error("broker unavailable, nothing sent: {0}")]
+    NotSent(String),
     /// The broker negatively acknowledged a publish (e.g. a full queue with
     /// `x-overflow = reject-publish`).
     #[error("broker rejected the message (nack) for queue `{queue}`")]
@@ -74,7 +79,10 @@ impl Error {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self.kind,
-            ErrorKind::BrokerUnavailable(_) | ErrorKind::ConfirmTimeout(_) | ErrorKind::Store(_)
+            ErrorKind::BrokerUnavailable(_)
+                | ErrorKind::NotSent(_)
+                | ErrorKind::ConfirmTimeout(_)
+                | ErrorKind::Store(_)
         )
     }
 

@@ -92,7 +92,8 @@ impl Publisher {
     /// broker's confirm. `queue` names the destination in errors.
     ///
     /// # Errors
-    /// - [`ErrorKind::BrokerUnavailable`]: no connection or the channel closed;
+    /// - [`ErrorKind::NotSent`]: no channel could be opened, so nothing was sent;
+    /// - [`ErrorKind::BrokerUnavailable`]: the channel closed after the message was sent;
     /// - [`ErrorKind::Unroutable`]: returned by the broker (no queue bound);
     /// - [`ErrorKind::Nacked`]: the broker refused it (e.g. queue full with reject-publish);
     /// - [`ErrorKind::ConfirmTimeout`]: no confirm within the timeout.
@@ -110,13 +111,17 @@ impl Publisher {
             // Opening a channel waits for the broker's `channel.open-ok` and
             // `confirm.select-ok`, which a half-dead connection never sends: bound it like the
             // confirm.
-            None => tokio::time::timeout(self.confirm_timeout, self.open(slot))
-                .await
-                .map_err(|_| {
-                    Error::from(ErrorKind::BrokerUnavailable(
+            // Nothing is sent until a channel is open: a failure here is certain.
+            None => match tokio::time::timeout(self.confirm_timeout, self.open(slot)).await {
+                Ok(Ok(ch)) => ch,
+                Ok(Err(e)) => return Err(ErrorKind::NotSent(e.to_string()).into()),
+                Err(_) => {
+                    return Err(ErrorKind::NotSent(
                         "no channel could be opened in time".to_owned(),
-                    ))
-                })??,
+                    )
+                    .into());
+                }
+            },
         };
         let sent = Instant::now();
         let outcome = tokio::time::timeout(self.confirm_timeout, async {

@@ -285,12 +285,12 @@ fn pending_record(new: &NewJob) -> JobRecord {
     }
 }
 
-/// True when a publish that failed with `e` may nonetheless have reached the queue: only a
-/// nack and a returned (unroutable) message are answers that it did not.
+/// True when a publish that failed with `e` may nonetheless have reached the queue: a nack,
+/// a returned (unroutable) message and a publish never sent (no channel) say it did not.
 fn may_have_arrived(e: &Error) -> bool {
     !matches!(
         e.kind(),
-        ErrorKind::Nacked { .. } | ErrorKind::Unroutable { .. }
+        ErrorKind::Nacked { .. } | ErrorKind::Unroutable { .. } | ErrorKind::NotSent(_)
     )
 }
 
