@@ -9,7 +9,7 @@ mod common;
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Raw, Setup, TestWarren};
 use serde_json::{Value, json};
@@ -175,7 +175,7 @@ async fn requeue_by_filter_moves_exactly_the_matching_dead_jobs_and_they_succeed
     }
     let raw = Raw::connect().await;
     let dlq = format!("{q}.dlq");
-    wait_depth(&raw, &dlq, 7).await;
+    raw.wait_depth(&dlq, 7, Duration::from_secs(15)).await;
     fixed.store(true, Ordering::SeqCst);
 
     let (status, body) = post(
@@ -196,7 +196,7 @@ async fn requeue_by_filter_moves_exactly_the_matching_dead_jobs_and_they_succeed
     for id in &b {
         assert_eq!(w.job(id).await["status"], "dead");
     }
-    wait_depth(&raw, &dlq, 3).await;
+    raw.wait_depth(&dlq, 3, Duration::from_secs(15)).await;
 
     // By ids: one dead job, one that succeeded meanwhile, one unknown.
     let unknown = uuid::Uuid::now_v7().to_string();
@@ -211,7 +211,7 @@ async fn requeue_by_filter_moves_exactly_the_matching_dead_jobs_and_they_succeed
     assert_eq!(body, json!({"requeued": 1, "not_requeued": 2}));
     w.wait_status(&b[0], "succeeded", Duration::from_secs(15))
         .await;
-    wait_depth(&raw, &dlq, 2).await;
+    raw.wait_depth(&dlq, 2, Duration::from_secs(15)).await;
     let (status, body) = post(
         &w,
         "/v1/jobs/requeue",
@@ -225,19 +225,6 @@ async fn requeue_by_filter_moves_exactly_the_matching_dead_jobs_and_they_succeed
         json!({"requeued": 0, "not_requeued": 0}),
         "a requeue takes dead jobs only"
     );
-}
-
-/// Polls until `queue` holds `n` messages.
-async fn wait_depth(raw: &Raw, queue: &str, n: u32) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let d = raw.depth(queue).await;
-        if d == Some(n) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{queue} holds {d:?}, not {n}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A `jobs`-scope token and an `admin` one (32 characters or more).

@@ -4,25 +4,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::proxy::Proxy;
 use common::{Raw, Setup, amqp_url};
 use serde_json::json;
 use warren::Role;
-
-/// Waits until `queue` holds `n` messages.
-async fn wait_depth(raw: &Raw, queue: &str, n: u32) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while raw.depth(queue).await != Some(n) {
-        assert!(
-            Instant::now() < deadline,
-            "queue {queue} never held {n} messages (holds {:?})",
-            raw.depth(queue).await
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test]
 async fn a_retry_after_a_lost_confirm_gets_the_same_job() {
@@ -48,14 +35,16 @@ async fn a_retry_after_a_lost_confirm_gets_the_same_job() {
     // The publisher's channel is open before the broker's replies are held back.
     let warm = post("warm-up").await.expect("post");
     assert_eq!(warm.status(), 202);
-    wait_depth(&raw, &w.q("pay"), 1).await;
+    raw.wait_depth(&w.q("pay"), 1, Duration::from_secs(10))
+        .await;
 
     proxy.hold_replies();
     let first = post("charge-order-77").await.expect("post");
     assert_eq!(first.status(), 503, "no confirm, no 202");
     proxy.release();
     // The broker had taken the message all the same.
-    wait_depth(&raw, &w.q("pay"), 2).await;
+    raw.wait_depth(&w.q("pay"), 2, Duration::from_secs(10))
+        .await;
 
     // The client retries as told: 409 `request-in-progress` while the first request could
     // still be awaiting its confirm, each with `Retry-After`.
@@ -83,7 +72,8 @@ async fn a_retry_after_a_lost_confirm_gets_the_same_job() {
     );
     let job: serde_json::Value = second.json().await.expect("json");
     let id = job["id"].as_str().expect("id").to_owned();
-    wait_depth(&raw, &w.q("pay"), 3).await;
+    raw.wait_depth(&w.q("pay"), 3, Duration::from_secs(10))
+        .await;
 
     // Both copies of the charge carry one job id, which the worker's claim runs once.
     let mut ids = raw.take_all_ids(&w.q("pay")).await;

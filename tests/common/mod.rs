@@ -86,6 +86,19 @@ impl Raw {
         self.passive(queue).await.map(|q| q.message_count())
     }
 
+    /// Polls until `queue` holds `n` messages, failing the test after `within`.
+    pub async fn wait_depth(&self, queue: &str, n: u32, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let d = self.depth(queue).await;
+            if d == Some(n) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{queue} holds {d:?}, not {n}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Consumers on `queue`, or `None` when it does not exist (passive declare).
     pub async fn consumers(&self, queue: &str) -> Option<u32> {
         self.passive(queue).await.map(|q| q.consumer_count())
