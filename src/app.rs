@@ -163,13 +163,14 @@ impl App {
         }
     }
 
-    /// Per configured queue: ready, unacked, consumers, retrying and dead (see
-    /// [`crate::overview`]); what `GET /v1/queues` and `warren queues` show.
+    /// Per configured queue: ready, unacked, consumers, running, retrying, dead, paused and
+    /// rates (see [`crate::overview`]); what `GET /v1/queues` and `warren queues` show.
     ///
     /// # Errors
     /// As [`crate::overview::overview`].
     pub async fn queue_overview(&self) -> Result<crate::overview::Overview> {
-        crate::overview::overview(&self.config, &self.broker, &self.store).await
+        let stats = crate::overview::StatsCache::default();
+        crate::overview::overview(&self.config, &self.broker, &self.store, &stats).await
     }
 
     /// Runs `role` until `shutdown` is cancelled. `listener` serves the intake (required for
@@ -246,6 +247,7 @@ impl App {
                 store: self.store.clone(),
                 publisher: self.publisher.clone(),
                 topology_ready: topology_ready.clone(),
+                stats: Arc::default(),
             })
             .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span));
             let addr = listener.local_addr()?;

@@ -135,7 +135,52 @@ pub async fn requeue(
     store: &Arc<dyn Store>,
     selection: &Selection,
 ) -> Result<RequeueReport> {
-    // The dead jobs chosen, by queue; `chosen` counts every job chosen.
+    let (chosen, by_queue) = dead_chosen(store, selection).await?;
+    let mut requeued = 0;
+    for (queue, ids) in by_queue {
+        if dlq.config.queue(&queue).is_none() {
+            continue;
+        }
+        let want = ids.len() as u64;
+        let filter = Filter {
+            ids: Some(ids),
+            ..Filter::default()
+        };
+        let report = dlq
+            .requeue(&queue, &filter, Some(want), &(), &CancellationToken::new())
+            .await?;
+        requeued += report.moved;
+    }
+    Ok(RequeueReport {
+        requeued,
+        not_requeued: chosen.saturating_sub(requeued),
+    })
+}
+
+/// What [`requeue`] would take, without touching the broker: `requeued` counts the `dead`
+/// jobs of `selection` whose dead letters were not purged (each should still be in its DLQ,
+/// unless drained elsewhere), `not_requeued` the rest chosen.
+///
+/// # Errors
+/// [`crate::ErrorKind::Store`] when the store fails.
+pub async fn requeue_dry_run(
+    store: &Arc<dyn Store>,
+    selection: &Selection,
+) -> Result<RequeueReport> {
+    let (chosen, by_queue) = dead_chosen(store, selection).await?;
+    let requeued = by_queue.values().map(|ids| ids.len() as u64).sum();
+    Ok(RequeueReport {
+        requeued,
+        not_requeued: chosen.saturating_sub(requeued),
+    })
+}
+
+/// How many jobs `selection` chooses, and its `dead` jobs whose dead letters were not purged,
+/// by queue.
+async fn dead_chosen(
+    store: &Arc<dyn Store>,
+    selection: &Selection,
+) -> Result<(u64, BTreeMap<String, HashSet<Uuid>>)> {
     let mut by_queue: BTreeMap<String, HashSet<Uuid>> = BTreeMap::new();
     let chosen: u64;
     match selection {
@@ -153,7 +198,7 @@ pub async fn requeue(
         }
         Selection::Filter(filter) => {
             if !filter.statuses.is_empty() && !filter.statuses.contains(&JobStatus::Dead) {
-                return Ok(RequeueReport::default());
+                return Ok((0, by_queue));
             }
             let filter = JobFilter {
                 statuses: vec![JobStatus::Dead],
@@ -175,23 +220,5 @@ pub async fn requeue(
             chosen = n;
         }
     }
-    let mut requeued = 0;
-    for (queue, ids) in by_queue {
-        if dlq.config.queue(&queue).is_none() {
-            continue;
-        }
-        let want = ids.len() as u64;
-        let filter = Filter {
-            ids: Some(ids),
-            ..Filter::default()
-        };
-        let report = dlq
-            .requeue(&queue, &filter, Some(want), &(), &CancellationToken::new())
-            .await?;
-        requeued += report.moved;
-    }
-    Ok(RequeueReport {
-        requeued,
-        not_requeued: chosen.saturating_sub(requeued),
-    })
+    Ok((chosen, by_queue))
 }

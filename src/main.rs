@@ -354,26 +354,40 @@ async fn queues(config: Config, json: bool) -> anyhow::Result<()> {
     }
     let show = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |n| n.to_string());
     println!(
-        "{:<32} {:>8} {:>8} {:>9} {:>8} {:>8} {:>6}",
-        "QUEUE", "READY", "UNACKED", "CONSUMERS", "RETRYING", "DEAD", "PAUSED"
+        "{:<32} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>6} {:>8}",
+        "QUEUE",
+        "READY",
+        "UNACKED",
+        "RUNNING",
+        "CONSUMERS",
+        "RETRYING",
+        "DEAD",
+        "PAUSED",
+        "ACKED/S"
     );
     for q in &overview.queues {
         println!(
-            "{:<32} {:>8} {:>8} {:>9} {:>8} {:>8} {:>6}",
+            "{:<32} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>6} {:>8}",
             q.queue,
             show(q.ready),
             show(q.unacked),
+            q.running,
             show(q.consumers),
             q.retrying,
             show(q.dead),
-            if q.paused { "yes" } else { "no" }
+            if q.paused { "yes" } else { "no" },
+            q.rates
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |r| format!("{:.1}", r.acked_per_s))
         );
     }
     if let Some(n) = overview.unroutable {
         println!(
-            "{:<32} {:>8} {:>8} {:>9} {:>8} {:>8} {:>6}",
+            "{:<32} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>6} {:>8}",
             warren::dlq::UNROUTABLE,
             n,
+            "-",
+            "-",
             "-",
             "-",
             "-",
@@ -392,7 +406,7 @@ async fn queues(config: Config, json: bool) -> anyhow::Result<()> {
     println!("broker node: {}", overview.broker_node);
     if overview.management != "ok" {
         eprintln!(
-            "note: UNACKED unknown: {} (set broker.management_url)",
+            "note: UNACKED and ACKED/S unknown: {} (set broker.management_url)",
             overview.management
         );
     }

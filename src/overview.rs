@@ -4,10 +4,12 @@
 //! Sources, each the most exact one available:
 //! - `ready`, `consumers` and `dead` (the `.dlq`'s depth): a passive `queue.declare` on the
 //!   broker, exact at the moment of asking (nothing is created);
-//! - `unacked`: the RabbitMQ management API (`GET /api/queues/{vhost}`), which AMQP does not
-//!   report; its statistics lag by up to the broker's `collect_statistics_interval` (5 s by
-//!   default). Without a reachable management API it is `null`, and
+//! - `unacked` and `rates`: the RabbitMQ management API (`GET /api/queues/{vhost}`), which
+//!   AMQP does not report; its statistics lag by up to the broker's
+//!   `collect_statistics_interval` (5 s by default), and an intake reuses them for
+//!   [`STATS_TTL`]. Without a reachable management API they are `null`, and
 //!   [`Overview::management`] says why;
+//! - `running`: the store's jobs in status `running` (claimed, lease held), fleet-wide;
 //! - `retrying`: the store's jobs in status `retrying`. The delay queues
 //!   (`warren.delay.NN`) are shared by every work queue, so their depths cannot be split by
 //!   queue; the store knows which job waits for which queue. A job delayed at submission
@@ -31,9 +33,113 @@ use crate::topology::{dlq_name, inspect};
 /// How long a management API request may take.
 const MANAGEMENT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Queues per page of a management API listing (the API's largest page).
+const STATS_PAGE: usize = 500;
+
+/// How long an intake reuses the management API's statistics (half the broker's default
+/// `collect_statistics_interval` of 5 s, so nothing shown is staler than the broker's own
+/// sampling makes it): any number of dashboard tabs and `GET /v1/queues` callers cost the
+/// broker one statistics query per period.
+pub const STATS_TTL: Duration = Duration::from_millis(2_500);
+
+/// One queue's statistics from the management API ([`Management::queue_stats`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueStats {
+    /// Messages delivered and not yet acked; `None` before the broker sampled the queue.
+    pub unacked: Option<u64>,
+    /// Messages published into the queue.
+    pub published: Details,
+    /// Messages acked from the queue.
+    pub acked: Details,
+}
+
+/// A message counter's rate and samples, as the management API reports it
+/// (`message_stats.*_details`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+pub struct Details {
+    /// Per second, over the broker's last sampling interval.
+    #[serde(default)]
+    pub rate: f64,
+    /// The counter's cumulative value at sample times, newest first.
+    #[serde(default)]
+    pub samples: Vec<Sample>,
+}
+
+/// One sample of a cumulative counter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct Sample {
+    /// The counter's value.
+    pub sample: u64,
+    /// When it was taken (ms since the Unix epoch).
+    pub timestamp: i64,
+}
+
+impl Details {
+    /// The counter's increase between consecutive samples, oldest first (per minute for
+    /// the overview's 60 s samples); empty without samples.
+    pub fn per_interval(&self) -> Vec<u64> {
+        let mut s = self.samples.clone();
+        s.sort_by_key(|x| x.timestamp);
+        s.windows(2)
+            .map(|w| w[1].sample.saturating_sub(w[0].sample))
+            .collect()
+    }
+}
+
+/// The management API's statistics, kept for [`STATS_TTL`] by an intake so concurrent and
+/// repeated overviews share one query.
+#[derive(Default)]
+pub struct StatsCache {
+    kept: tokio::sync::Mutex<Option<Kept>>,
+}
+
+struct Kept {
+    at: std::time::Instant,
+    /// The management API the statistics came from (the node in use may change).
+    from: String,
+    stats: std::result::Result<Arc<BTreeMap<String, QueueStats>>, String>,
+}
+
+impl std::fmt::Debug for StatsCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatsCache").finish_non_exhaustive()
+    }
+}
+
+impl StatsCache {
+    /// The statistics of `names` from `management`, fetched unless a fetch from the same API
+    /// is younger than [`STATS_TTL`]; a failure is kept as long (its text, credentials
+    /// redacted), so an unreachable API is not asked on every refresh either. Callers
+    /// arriving during a fetch wait for it rather than send their own.
+    async fn get(
+        &self,
+        management: &Management,
+        names: &[String],
+    ) -> std::result::Result<Arc<BTreeMap<String, QueueStats>>, String> {
+        let mut kept = self.kept.lock().await;
+        if let Some(k) = kept.as_ref()
+            && k.from == management.url()
+            && k.at.elapsed() < STATS_TTL
+        {
+            return k.stats.clone();
+        }
+        let stats = management
+            .queue_stats(names)
+            .await
+            .map(Arc::new)
+            .map_err(|e| crate::redact(&e.to_string()));
+        *kept = Some(Kept {
+            at: std::time::Instant::now(),
+            from: management.url().to_owned(),
+            stats: stats.clone(),
+        });
+        stats
+    }
+}
+
 /// One work queue's numbers. `null` (`None`) means unknown: the queue does not exist on the
 /// broker, or (for `unacked`) the management API could not be asked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct QueueOverview {
     /// The work queue's name (as configured).
     #[schema(example = "reports")]
@@ -48,6 +154,8 @@ pub struct QueueOverview {
     pub unacked: Option<u64>,
     /// Consumers (worker channels) attached to the work queue.
     pub consumers: Option<u64>,
+    /// Jobs running now on any worker of the fleet (status `running` in the store).
+    pub running: u64,
     /// Jobs waiting in the delay levels for another attempt (status `retrying` in the store).
     pub retrying: u64,
     /// Dead letters waiting in `{queue}.dlq`.
@@ -55,10 +163,43 @@ pub struct QueueOverview {
     /// The queue is paused (`POST /v1/queues/{queue}/pause`, `warren queues pause`): its
     /// workers take no deliveries until it is resumed.
     pub paused: bool,
+    /// Message rates from the management API; `null` when it could not be asked or has not
+    /// sampled the queue yet.
+    pub rates: Option<QueueRates>,
+}
+
+/// A queue's message rates (from the management API's statistics, so fleet-wide).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct QueueRates {
+    /// Messages published into the work queue per second (new jobs, retries coming back from
+    /// the delay levels, requeued dead letters), over the broker's last sampling interval.
+    pub in_per_s: f64,
+    /// Deliveries acked from the work queue per second: every attempt ends in an ack, whether
+    /// it succeeded, is retried or went to the dead-letter queue.
+    pub acked_per_s: f64,
+    /// Dead letters published into `{queue}.dlq` per second.
+    pub dead_per_s: f64,
+    /// The last hour minute by minute, oldest first: deliveries acked from the work queue in
+    /// each minute (up to 60 entries; fewer for a queue younger than an hour).
+    pub acked_last_hour: Vec<u64>,
+    /// The last hour minute by minute, oldest first: dead letters into `{queue}.dlq`.
+    pub dead_last_hour: Vec<u64>,
+}
+
+impl QueueRates {
+    fn from_stats(work: &QueueStats, dead: Option<&QueueStats>) -> Self {
+        Self {
+            in_per_s: work.published.rate,
+            acked_per_s: work.acked.rate,
+            dead_per_s: dead.map_or(0.0, |d| d.published.rate),
+            acked_last_hour: work.acked.per_interval(),
+            dead_last_hour: dead.map(|d| d.published.per_interval()).unwrap_or_default(),
+        }
+    }
 }
 
 /// The overview of every configured queue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Overview {
     /// One entry per configured queue, by name.
     pub queues: Vec<QueueOverview>,
@@ -170,31 +311,76 @@ impl Management {
         self.base.as_str()
     }
 
-    /// Per queue of the virtual host: unacked messages as the management API last sampled
-    /// them (`GET /api/queues/{vhost}`). A queue whose statistics are not sampled yet maps to
-    /// `None`.
+    /// The management API's statistics of the queues `names` of the virtual host (one
+    /// filtered, paginated `GET /api/queues/{vhost}?name=…&use_regex=true&page=…`, so the
+    /// broker computes them for these queues only, however many the virtual host holds):
+    /// unacked messages and message rates with per-minute samples over the last hour
+    /// (`msg_rates_age=3600&msg_rates_incr=60`; RabbitMQ keeps an hour of 60 s samples by
+    /// default, `management.sample_retention_policies`). Statistics lag by up to the broker's
+    /// `collect_statistics_interval` (5 s by default). A queue absent from the answer (it does
+    /// not exist) is absent from the map.
     ///
     /// # Errors
     /// [`crate::ErrorKind::BrokerUnavailable`] with a description (no credentials) when the
     /// API cannot be reached in time or does not answer 200 with JSON.
-    pub async fn unacked(&self) -> Result<BTreeMap<String, Option<u64>>> {
+    pub async fn queue_stats(&self, names: &[String]) -> Result<BTreeMap<String, QueueStats>> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            items: Vec<Row>,
+            page_count: u32,
+        }
         #[derive(serde::Deserialize)]
         struct Row {
             name: String,
             messages_unacknowledged: Option<u64>,
+            #[serde(default)]
+            message_stats: Option<MessageStats>,
         }
-        let path = format!(
-            "api/queues/{}?columns=name,messages_unacknowledged",
-            percent_encode(&self.vhost)
-        );
-        let rows: Vec<Row> = self
-            .get_json(&path)
-            .await?
-            .ok_or_else(|| self.unavailable("HTTP 404 Not Found".to_owned()))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.name, r.messages_unacknowledged))
-            .collect())
+        #[derive(serde::Deserialize)]
+        struct MessageStats {
+            publish_details: Option<Details>,
+            ack_details: Option<Details>,
+        }
+        let mut out = BTreeMap::new();
+        if names.is_empty() {
+            return Ok(out);
+        }
+        // Queue names hold letters, digits, `_`, `-` and `.` only (config validation); `.`
+        // is the one regex metacharacter among them.
+        let alternatives: Vec<String> = names.iter().map(|n| n.replace('.', "\\.")).collect();
+        let regex = format!("^(?:{})$", alternatives.join("|"));
+        let mut page = 1;
+        loop {
+            let path = format!(
+                "api/queues/{}?page={page}&page_size={STATS_PAGE}&name={}&use_regex=true\
+                 &msg_rates_age=3600&msg_rates_incr=60&columns=name,messages_unacknowledged,\
+                 message_stats.publish_details,message_stats.ack_details",
+                percent_encode(&self.vhost),
+                percent_encode(&regex)
+            );
+            let answer: Page = self
+                .get_json(&path)
+                .await?
+                .ok_or_else(|| self.unavailable("HTTP 404 Not Found".to_owned()))?;
+            for r in answer.items {
+                let (published, acked) = r
+                    .message_stats
+                    .map(|m| (m.publish_details, m.ack_details))
+                    .unwrap_or_default();
+                out.insert(
+                    r.name,
+                    QueueStats {
+                        unacked: r.messages_unacknowledged,
+                        published: published.unwrap_or_default(),
+                        acked: acked.unwrap_or_default(),
+                    },
+                );
+            }
+            if page >= answer.page_count {
+                return Ok(out);
+            }
+            page += 1;
+        }
     }
 
     /// Where queue `name` of the virtual host lives (`GET /api/queues/{vhost}/{name}`): its
@@ -410,6 +596,7 @@ pub async fn overview(
     config: &Config,
     broker: &Broker,
     store: &Arc<dyn Store>,
+    stats: &StatsCache,
 ) -> Result<Overview> {
     let names: Vec<&str> = config.queues.keys().map(String::as_str).collect();
     let inspections = futures::future::try_join_all(names.iter().map(|q| async move {
@@ -418,39 +605,51 @@ pub async fn overview(
         Ok::<_, Error>((work, dead))
     }));
     let management = async {
+        let watched: Vec<String> = names
+            .iter()
+            .flat_map(|q| [(*q).to_owned(), dlq_name(q)])
+            .collect();
         match Management::for_node(&config.broker, broker.node_url()) {
-            Ok(m) => m.unacked().await,
-            Err(e) => Err(e),
+            Ok(m) => stats.get(&m, &watched).await,
+            Err(e) => Err(crate::redact(&e.to_string())),
         }
     };
     let unroutable = inspect(broker, crate::delay::UNROUTABLE);
-    let (inspections, retrying, paused, unacked, unroutable) = tokio::join!(
+    let (inspections, active, paused, stats, unroutable) = tokio::join!(
         inspections,
-        store.retrying_counts(),
+        store.active_counts(),
         store.queues_paused(),
         management,
         unroutable
     );
     let inspections = inspections?;
     let unroutable = unroutable?.messages.map(u64::from);
-    let retrying = retrying?;
+    let active = active?;
     let paused = paused?;
-    let (unacked, management) = match unacked {
-        Ok(u) => (Some(u), "ok".to_owned()),
-        Err(e) => (None, crate::redact(&e.to_string())),
+    let (stats, management) = match stats {
+        Ok(s) => (Some(s), "ok".to_owned()),
+        Err(e) => (None, e),
     };
     let queues = names
         .iter()
         .zip(inspections)
-        .map(|(q, (work, dead))| QueueOverview {
-            queue: (*q).to_owned(),
-            dlq: dlq_name(q),
-            ready: work.messages.map(u64::from),
-            unacked: unacked.as_ref().and_then(|u| u.get(*q).copied().flatten()),
-            consumers: work.consumers.map(u64::from),
-            retrying: retrying.get(*q).copied().unwrap_or(0),
-            dead: dead.messages.map(u64::from),
-            paused: paused.contains_key(*q),
+        .map(|(q, (work, dead))| {
+            let counts = active.get(*q).copied().unwrap_or_default();
+            let work_stats = stats.as_ref().and_then(|s| s.get(*q));
+            QueueOverview {
+                queue: (*q).to_owned(),
+                dlq: dlq_name(q),
+                ready: work.messages.map(u64::from),
+                unacked: work_stats.and_then(|s| s.unacked),
+                consumers: work.consumers.map(u64::from),
+                running: counts.running,
+                retrying: counts.retrying,
+                dead: dead.messages.map(u64::from),
+                paused: paused.contains_key(*q),
+                rates: work_stats.map(|w| {
+                    QueueRates::from_stats(w, stats.as_ref().and_then(|s| s.get(&dlq_name(q))))
+                }),
+            }
         })
         .collect();
     Ok(Overview {
@@ -464,6 +663,33 @@ pub async fn overview(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn samples_become_per_minute_counts_oldest_first() {
+        let d: Details = serde_json::from_value(serde_json::json!({
+            "rate": 2.5,
+            "samples": [
+                { "sample": 30, "timestamp": 180_000 },
+                { "sample": 10, "timestamp": 60_000 },
+                { "sample": 25, "timestamp": 120_000 }
+            ]
+        }))
+        .expect("details");
+        assert_eq!(d.per_interval(), vec![15, 5]);
+        assert!(Details::default().per_interval().is_empty());
+        let work = QueueStats {
+            unacked: Some(1),
+            published: d.clone(),
+            acked: d,
+        };
+        let r = QueueRates::from_stats(&work, None);
+        assert!((r.acked_per_s - 2.5).abs() < f64::EPSILON);
+        assert_eq!(r.acked_last_hour, vec![15, 5]);
+        assert!(
+            r.dead_last_hour.is_empty(),
+            "no DLQ statistics, no dead letters"
+        );
+    }
 
     fn broker(url: &str, management_url: Option<&str>) -> BrokerConfig {
         BrokerConfig {

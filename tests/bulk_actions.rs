@@ -225,6 +225,36 @@ async fn requeue_by_filter_moves_exactly_the_matching_dead_jobs_and_they_succeed
         json!({"requeued": 0, "not_requeued": 0}),
         "a requeue takes dead jobs only"
     );
+
+    // `warren jobs requeue`: counts with --dry-run, refuses without --yes, then moves the
+    // last two dead jobs back, and they succeed.
+    let rest = &b[1..];
+    let out = warren_jobs(&w, "fragile", "requeue", &["--queue", &q, "--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("2 dead job(s) would be requeued; 0 not requeuable"),
+        "{}",
+        text(&out)
+    );
+    let out = warren_jobs(&w, "fragile", "requeue", &["--queue", &q]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("add --yes"), "{}", text(&out));
+    for id in rest {
+        assert_eq!(w.job(id).await["status"], "dead", "nothing changed yet");
+    }
+    let out = warren_jobs(
+        &w,
+        "fragile",
+        "requeue",
+        &["--queue", &q, "--status", "dead", "--yes"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("requeued 2 job(s)"), "{}", text(&out));
+    for id in rest {
+        w.wait_status(id, "succeeded", Duration::from_secs(15))
+            .await;
+    }
+    raw.wait_depth(&dlq, 0, Duration::from_secs(15)).await;
 }
 
 /// A `jobs`-scope token and an `admin` one (32 characters or more).
@@ -265,22 +295,37 @@ async fn a_jobs_token_searches_but_cannot_act_in_bulk() {
 
 /// `warren jobs cancel` with `args` on the test's store.
 fn warren_cancel(w: &TestWarren, args: &[&str]) -> Output {
+    warren_jobs(w, "held", "cancel", args)
+}
+
+/// `warren jobs ACTION ARGS` on the test's store and broker, with queue `alias` configured.
+fn warren_jobs(w: &TestWarren, alias: &str, action: &str, args: &[&str]) -> Output {
     let config = w.dir().join("cli.toml");
     std::fs::write(
         &config,
-        format!("[queues.\"{}\"]\nhandler = \"noop\"\n", w.q("held")),
+        format!("[queues.\"{}\"]\nhandler = \"noop\"\n", w.q(alias)),
     )
     .expect("write cli.toml");
     Command::new(env!("CARGO_BIN_EXE_warren"))
         .arg("--config")
         .arg(&config)
-        .args(["jobs", "cancel"])
+        .args(["jobs", action])
         .args(args)
         .current_dir(w.dir())
         .env("WARREN_STORE_URL", w.store().url())
+        .env("WARREN_AMQP_URL", common::amqp_url())
         .env_remove("WARREN_BIND")
         .output()
-        .expect("run warren jobs cancel")
+        .unwrap_or_else(|e| panic!("run warren jobs {action}: {e}"))
+}
+
+/// A command's stdout and stderr.
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,13 +343,6 @@ async fn the_cli_counts_with_dry_run_refuses_without_yes_and_cancels_with_it() {
     for _ in 0..3 {
         waiting.push(w.submit("held", json!({})).await);
     }
-    let text = |o: &Output| {
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    };
     let out = warren_cancel(&w, &["--queue", &q, "--dry-run"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(

@@ -1,5 +1,5 @@
 //! `GET /v1/queues` and `warren queues` show, per queue, what waits where: ready, unacked,
-//! consumers, retrying and dead.
+//! running, consumers, retrying and dead, and the message rates.
 
 mod common;
 
@@ -83,10 +83,12 @@ async fn ready_and_dead_counts_match_what_is_in_the_queues_over_http_and_the_cli
             "QUEUE",
             "READY",
             "UNACKED",
+            "RUNNING",
             "CONSUMERS",
             "RETRYING",
             "DEAD",
-            "PAUSED"
+            "PAUSED",
+            "ACKED/S"
         ]
     );
     let row: Vec<&str> = table
@@ -97,10 +99,11 @@ async fn ready_and_dead_counts_match_what_is_in_the_queues_over_http_and_the_cli
         .collect();
     assert_eq!(row[0], q);
     assert_eq!(row[1], "3", "ready:\n{table}");
-    assert_eq!(row[3], "0", "consumers:\n{table}");
-    assert_eq!(row[4], "0", "retrying:\n{table}");
-    assert_eq!(row[5], "2", "dead:\n{table}");
-    assert_eq!(row[6], "no", "paused:\n{table}");
+    assert_eq!(row[3], "0", "running:\n{table}");
+    assert_eq!(row[4], "0", "consumers:\n{table}");
+    assert_eq!(row[5], "0", "retrying:\n{table}");
+    assert_eq!(row[6], "2", "dead:\n{table}");
+    assert_eq!(row[7], "no", "paused:\n{table}");
     let json: Value = serde_json::from_str(&run(&["queues", "--json"])).expect("JSON");
     assert_eq!(json["queues"][0]["queue"], q.as_str());
     assert_eq!(json["queues"][0]["ready"], 3);
@@ -109,7 +112,7 @@ async fn ready_and_dead_counts_match_what_is_in_the_queues_over_http_and_the_cli
 }
 
 #[tokio::test]
-async fn running_and_retrying_jobs_show_as_unacked_and_retrying() {
+async fn running_and_retrying_jobs_show_as_running_unacked_and_retrying() {
     let (gate, busy) = common::Gate::new();
     let w = Setup::new()
         .queue("busy", "handler = \"noop\"")
@@ -140,14 +143,26 @@ async fn running_and_retrying_jobs_show_as_unacked_and_retrying() {
     assert_eq!(e["retrying"], 1, "{all}");
     assert_eq!(e["ready"], 0, "{e}");
     assert_eq!(e["consumers"], 1, "{e}");
+    assert_eq!(
+        e["running"], 0,
+        "between attempts a job is not running: {e}"
+    );
     let e = wait_entry(&w, &busy_q, |e| e["unacked"] == 1).await;
     assert_eq!(e["ready"], 0, "{e}");
     assert_eq!(e["consumers"], 1, "{e}");
+    assert_eq!(e["running"], 1, "the gated job holds its claim: {e}");
     assert_eq!(e["retrying"], 0, "{e}");
 
     gate.release.notify_one();
     w.wait_status(&busy_id, "succeeded", Duration::from_secs(15))
         .await;
+    let (e, _) = entry(&w, &busy_q).await;
+    assert_eq!(e["running"], 0, "a finished job is not running: {e}");
+    // Rates come from the management API once it has sampled the queue: an object with the
+    // rates now and the last hour minute by minute.
+    let e = wait_entry(&w, &busy_q, |e| !e["rates"].is_null()).await;
+    assert!(e["rates"]["acked_per_s"].is_number(), "{e}");
+    assert!(e["rates"]["acked_last_hour"].is_array(), "{e}");
     w.wait_status(&again_id, "dead", Duration::from_secs(20))
         .await;
     let (e, all) = entry(&w, &again_q).await;

@@ -1,6 +1,6 @@
-//! `warren jobs list|cancel`: the job search and bulk cancel from the command line, on the
-//! store directly (as `warren job ID`), answering as `GET /v1/jobs` and
-//! `POST /v1/jobs/cancel` do.
+//! `warren jobs list|cancel|requeue`: the job search and bulk actions from the command line,
+//! on the store (and, for requeue, the broker) directly, answering as `GET /v1/jobs`,
+//! `POST /v1/jobs/cancel` and `POST /v1/jobs/requeue` do.
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 
@@ -35,6 +35,21 @@ pub(crate) enum JobsAction {
         #[command(flatten)]
         filter: FilterArgs,
         /// Count what would be cancelled; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask (needed when stdin is not a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Requeue dead jobs by id or by filter: their dead letters move back to their work
+    /// queues (confirm, then ack), attempts start again (asks first; --yes to skip).
+    Requeue {
+        /// A dead job to requeue; repeat for several (at most 1,000).
+        #[arg(long = "id", value_name = "ID")]
+        ids: Vec<String>,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Count what would be requeued; change nothing.
         #[arg(long)]
         dry_run: bool,
         /// Do not ask (needed when stdin is not a terminal).
@@ -161,6 +176,12 @@ pub(crate) async fn run(config: &Config, action: JobsAction) -> anyhow::Result<(
             dry_run,
             yes,
         } => cancel(config, ids, &filter, dry_run, yes).await,
+        JobsAction::Requeue {
+            ids,
+            filter,
+            dry_run,
+            yes,
+        } => requeue(config, ids, &filter, dry_run, yes).await,
     }
 }
 
@@ -221,14 +242,15 @@ async fn list(
     Ok(())
 }
 
-async fn cancel(
+/// `--id`s or filters (not both, not neither) as a bulk action's selection.
+fn selection(
     config: &Config,
-    ids: Vec<String>,
+    ids: &[String],
     args: &FilterArgs,
-    dry_run: bool,
-    yes: bool,
-) -> anyhow::Result<()> {
-    let selection = match (ids.is_empty(), args.is_empty()) {
+    verb: &str,
+    example: &str,
+) -> anyhow::Result<warren::bulk::Selection> {
+    Ok(match (ids.is_empty(), args.is_empty()) {
         (false, true) => {
             if ids.len() > warren::bulk::MAX_IDS {
                 anyhow::bail!(
@@ -247,10 +269,35 @@ async fn cancel(
         }
         (true, false) => warren::bulk::Selection::Filter(args.filter(config)?),
         (true, true) => anyhow::bail!(
-            "name the jobs to cancel: --id ID (repeatable) or filters such as --queue Q --status queued"
+            "name the jobs to {verb}: --id ID (repeatable) or filters such as {example}"
         ),
         (false, false) => anyhow::bail!("give either --id or filters, not both"),
-    };
+    })
+}
+
+/// Asks `question` on a terminal; without one, refuses and names `--yes`.
+fn confirm(question: &str, refusal: &str) -> anyhow::Result<()> {
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("{refusal}; add --yes to do it (stdin is not a terminal to ask)");
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        anyhow::bail!("not confirmed; nothing changed");
+    }
+    Ok(())
+}
+
+async fn cancel(
+    config: &Config,
+    ids: Vec<String>,
+    args: &FilterArgs,
+    dry_run: bool,
+    yes: bool,
+) -> anyhow::Result<()> {
+    let selection = selection(config, &ids, args, "cancel", "--queue Q --status queued")?;
     let store = store::open(&config.store_options()).await?;
     let now = store::now_ms();
     if dry_run || !yes {
@@ -269,24 +316,53 @@ async fn cancel(
             );
             return Ok(());
         }
-        if !std::io::stdin().is_terminal() {
-            anyhow::bail!(
-                "this would cancel {} job(s); add --yes to do it (stdin is not a terminal to ask)",
-                would.cancelled
-            );
-        }
-        eprint!("cancel {} job(s)? [y/N] ", would.cancelled);
-        std::io::stderr().flush()?;
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            anyhow::bail!("not confirmed; nothing changed");
-        }
+        confirm(
+            &format!("cancel {} job(s)?", would.cancelled),
+            &format!("this would cancel {} job(s)", would.cancelled),
+        )?;
     }
     let done = warren::bulk::cancel(&*store, &selection, now, false).await?;
     println!(
         "cancelled {} job(s); {} not cancellable (running, finished or unknown)",
         done.cancelled, done.not_cancellable
+    );
+    Ok(())
+}
+
+async fn requeue(
+    config: &Config,
+    ids: Vec<String>,
+    args: &FilterArgs,
+    dry_run: bool,
+    yes: bool,
+) -> anyhow::Result<()> {
+    let selection = selection(config, &ids, args, "requeue", "--queue Q --status dead")?;
+    let app = warren::App::builder(config.clone()).build().await?;
+    if dry_run || !yes {
+        let would = warren::bulk::requeue_dry_run(app.store(), &selection).await?;
+        if dry_run {
+            println!(
+                "dry run: {} dead job(s) would be requeued; {} not requeuable (not dead, purged or unknown); nothing changed",
+                would.requeued, would.not_requeued
+            );
+            return Ok(());
+        }
+        if would.requeued == 0 {
+            println!(
+                "nothing to requeue: no dead job with a dead letter matches ({} not requeuable)",
+                would.not_requeued
+            );
+            return Ok(());
+        }
+        confirm(
+            &format!("requeue {} dead job(s)?", would.requeued),
+            &format!("this would requeue {} dead job(s)", would.requeued),
+        )?;
+    }
+    let done = warren::bulk::requeue(&app.dlq(), app.store(), &selection).await?;
+    println!(
+        "requeued {} job(s); {} not requeued (not dead, purged, unknown, or no dead letter in the DLQ)",
+        done.requeued, done.not_requeued
     );
     Ok(())
 }

@@ -38,6 +38,8 @@ pub(crate) struct IntakeState {
     pub(crate) publisher: Arc<Publisher>,
     /// Cancelled once the topology is declared; until then the intake is not ready.
     pub(crate) topology_ready: tokio_util::sync::CancellationToken,
+    /// The management API's statistics, shared by `GET /v1/queues` and the dashboard.
+    pub(crate) stats: Arc<crate::overview::StatsCache>,
 }
 
 /// The intake's routes, from the route table [`routes::ROUTES`]. The state is shared behind

@@ -294,6 +294,7 @@ pub(crate) struct Readiness {
         BatchItemResultDoc,
         Overview,
         QueueOverview,
+        crate::overview::QueueRates,
         DeadLetters,
         ArchiveLine,
         ArchiveProperties,

@@ -18,7 +18,7 @@ use crate::overview::Overview;
     path = "/v1/queues",
     tag = "queues",
     summary = "Queue overview",
-    description = "Per configured queue: `ready`, `consumers` and `dead` (the .dlq's depth) from a passive declare on the broker; `unacked` from the RabbitMQ management API (null when it cannot be reached; `management` says why); `retrying` from the store (jobs waiting in the shared delay levels for their next attempt).",
+    description = "Per configured queue: `ready`, `consumers` and `dead` (the .dlq's depth) from a passive declare on the broker; `unacked` and `rates` (per second now, and per minute over the last hour) from the RabbitMQ management API (null when it cannot be reached; `management` says why; reused for 2.5 s); `running` and `retrying` from the store (jobs claimed by a worker, and jobs waiting in the shared delay levels for their next attempt); `paused` from the store.",
     responses(
         (status = 200, description = "One entry per configured queue", body = Overview),
         (status = 503, description = "`unavailable`: the broker or the store cannot be reached", body = ProblemDocument, content_type = "application/problem+json"),
@@ -27,16 +27,21 @@ use crate::overview::Overview;
 pub(super) async fn list_queues(
     State(state): State<Arc<IntakeState>>,
 ) -> Result<Json<Overview>, Problem> {
-    crate::overview::overview(&state.config, state.publisher.broker(), &state.store)
-        .await
-        .map(Json)
-        .map_err(|e| {
-            tracing::warn!(error = %e, "queue overview failed");
-            Problem::unavailable(format!(
-                "the queue overview is unavailable: {}",
-                crate::redact(&e.to_string())
-            ))
-        })
+    crate::overview::overview(
+        &state.config,
+        state.publisher.broker(),
+        &state.store,
+        &state.stats,
+    )
+    .await
+    .map(Json)
+    .map_err(|e| {
+        tracing::warn!(error = %e, "queue overview failed");
+        Problem::unavailable(format!(
+            "the queue overview is unavailable: {}",
+            crate::redact(&e.to_string())
+        ))
+    })
 }
 
 /// `GET /metrics`: every metric in the Prometheus text exposition format (version 0.0.4).

@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, HashSet};
 use uuid::Uuid;
 
 use super::model::{
-    Claimed, Inserted, JobRecord, JobRow, JobStatus, NewJob, Overdue, OwnedClaim, Success,
+    ActiveCounts, Claimed, Inserted, JobRecord, JobRow, JobStatus, NewJob, Overdue, OwnedClaim,
+    Success,
 };
 use super::{StoreError, StoreErrorKind};
 use crate::error::{Error, Result};
@@ -115,8 +116,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn revive(&self, ids: &[Uuid], queue: &str) -> Result<()>;
     /// See [`super::JobStore::discard`] (one transaction).
     async fn discard(&self, ids: &[Uuid], now: i64) -> Result<()>;
-    /// See [`super::JobStore::retrying_counts`].
-    async fn retrying_counts(&self) -> Result<BTreeMap<String, u64>>;
+    /// See [`super::JobStore::active_counts`].
+    async fn active_counts(&self) -> Result<BTreeMap<String, ActiveCounts>>;
     /// A trivial query.
     async fn ping(&self) -> Result<()>;
     /// Deletes up to `limit` jobs that finished at or after `from` and before `cutoff` (ms),

@@ -17,7 +17,8 @@ use tokio::sync::Barrier;
 use uuid::Uuid;
 
 use super::model::{
-    Cancel, Claim, ClaimRequest, Cursor, Inserted, JobFilter, JobStatus, NewJob, Overdue,
+    ActiveCounts, Cancel, Claim, ClaimRequest, Cursor, Inserted, JobFilter, JobStatus, NewJob,
+    Overdue,
 };
 use super::{OpenOptions, Store, StoreErrorKind, now_ms};
 use crate::error::ErrorKind;
@@ -586,7 +587,15 @@ async fn a_failed_attempt_then_a_claim_counts_attempts(a: Adapter) {
     let job = new_job("q");
     s.insert(&job).await.expect("insert");
     let now = now_ms();
+    assert!(s.active_counts().await.expect("counts").is_empty());
     s.claim(&claim_req(job.id, "w1", now)).await.expect("claim");
+    assert_eq!(
+        s.active_counts().await.expect("counts").get("q"),
+        Some(&ActiveCounts {
+            running: 1,
+            retrying: 0
+        })
+    );
     s.retry(job.id, "w1", "boom", now + 1_000, b"{}")
         .await
         .expect("retry");
@@ -595,8 +604,11 @@ async fn a_failed_attempt_then_a_claim_counts_attempts(a: Adapter) {
     assert_eq!(r.last_error.as_deref(), Some("boom"));
     assert_eq!(r.next_attempt_at, Some(now + 1_000));
     assert_eq!(
-        s.retrying_counts().await.expect("counts").get("q"),
-        Some(&1)
+        s.active_counts().await.expect("counts").get("q"),
+        Some(&ActiveCounts {
+            running: 0,
+            retrying: 1
+        })
     );
     assert_eq!(
         s.claim(&claim_req(job.id, "w2", now)).await.expect("claim"),
@@ -607,7 +619,13 @@ async fn a_failed_attempt_then_a_claim_counts_attempts(a: Adapter) {
     );
     let r = s.get(job.id).await.expect("get").expect("row");
     assert_eq!(r.next_attempt_at, None);
-    assert!(s.retrying_counts().await.expect("counts").is_empty());
+    assert_eq!(
+        s.active_counts().await.expect("counts").get("q"),
+        Some(&ActiveCounts {
+            running: 1,
+            retrying: 0
+        })
+    );
 }
 
 async fn dead_is_final_but_never_overrides_success(a: Adapter) {

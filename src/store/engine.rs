@@ -26,8 +26,8 @@ use uuid::Uuid;
 use super::backend::{Backend, Conn};
 use super::group_commit::Batcher;
 use super::model::{
-    Cancel, Claim, ClaimRequest, Claimed, Inserted, JobRecord, JobRow, JobStatus, NewJob, Overdue,
-    OwnedClaim, StoreStatus, Success,
+    ActiveCounts, Cancel, Claim, ClaimRequest, Claimed, Inserted, JobRecord, JobRow, JobStatus,
+    NewJob, Overdue, OwnedClaim, StoreStatus, Success,
 };
 use super::model::{Cursor, JobFilter, JobPage, StatusCounts};
 use super::traits::{JobSearch, JobStore, Maintenance, QueueControl};
@@ -441,8 +441,8 @@ impl<B: Backend> JobStore for SqlStore<B> {
         self.backend.discard(ids, now).await
     }
 
-    async fn retrying_counts(&self) -> Result<BTreeMap<String, u64>> {
-        self.backend.retrying_counts().await
+    async fn active_counts(&self) -> Result<BTreeMap<String, ActiveCounts>> {
+        self.backend.active_counts().await
     }
 }
 

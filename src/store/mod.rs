@@ -26,10 +26,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use error::{StoreError, StoreErrorKind};
 pub use model::{
+    ActiveCounts, Cursor, DEFAULT_PAGE_LIMIT, JobFilter, JobPage, PAGE_LIMITS, StatusCounts,
+};
+pub use model::{
     Cancel, Claim, ClaimRequest, Inserted, JobRecord, JobRow, JobStatus, NewJob, Overdue,
     StoreStatus,
 };
-pub use model::{Cursor, DEFAULT_PAGE_LIMIT, JobFilter, JobPage, PAGE_LIMITS, StatusCounts};
 pub use traits::{JobSearch, JobStore, Maintenance, QueueControl, Store};
 
 use crate::error::{Error, Result};

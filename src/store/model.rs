@@ -385,3 +385,30 @@ pub struct JobPage {
 
 /// Jobs by queue, then by status (statuses without jobs are absent).
 pub type StatusCounts = BTreeMap<String, BTreeMap<JobStatus, u64>>;
+
+/// One queue's jobs in progress ([`super::JobStore::active_counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ActiveCounts {
+    /// Jobs `running`: claimed by a worker whose lease has not ended.
+    pub running: u64,
+    /// Jobs `retrying`: failed at least once, the next attempt waiting in the delay levels.
+    pub retrying: u64,
+}
+
+impl ActiveCounts {
+    /// Folds `(queue, status, count)` rows (statuses `running` and `retrying`) into counts by
+    /// queue; another status, or a negative count, adds nothing.
+    pub(crate) fn by_queue(rows: Vec<(String, String, i64)>) -> BTreeMap<String, Self> {
+        let mut out = BTreeMap::<String, Self>::new();
+        for (queue, status, n) in rows {
+            let n = u64::try_from(n).unwrap_or(0);
+            let counts = out.entry(queue).or_default();
+            match status.as_str() {
+                "running" => counts.running += n,
+                "retrying" => counts.retrying += n,
+                _ => {}
+            }
+        }
+        out
+    }
+}

@@ -24,7 +24,8 @@ use uuid::Uuid;
 
 use super::backend::{Backend, migrate_error, newest_migration, parse_status};
 use super::model::{
-    Claimed, Inserted, JobRecord, JobRow, JobStatus, NewJob, Overdue, OwnedClaim, Success, to_u32,
+    ActiveCounts, Claimed, Inserted, JobRecord, JobRow, JobStatus, NewJob, Overdue, OwnedClaim,
+    Success, to_u32,
 };
 use super::{OpenOptions, StoreError, StoreErrorKind};
 use crate::error::{Error, Result};
@@ -124,9 +125,6 @@ pub(crate) mod sql {
     /// [`super::Backend::discard`].
     pub(crate) const DISCARD: &str =
         "UPDATE jobs SET discarded_at = $1 WHERE id = ANY($2) AND status = 'dead'";
-    /// [`super::Backend::retrying_counts`]: the partial index `jobs_retrying`.
-    pub(crate) const RETRYING_COUNTS: &str =
-        "SELECT queue, COUNT(*) FROM jobs WHERE status = 'retrying' GROUP BY queue";
     /// [`super::Backend::prune_chunk`]: the partial index `jobs_finished`, oldest first from
     /// `$1`; rows another transaction holds are left for the next pass.
     pub(crate) const PRUNE_CHUNK: &str = "WITH gone AS (DELETE FROM jobs WHERE id IN \
@@ -564,15 +562,13 @@ impl Backend for Postgres {
         Ok(())
     }
 
-    async fn retrying_counts(&self) -> Result<BTreeMap<String, u64>> {
-        let rows = sqlx::query_as::<_, (String, i64)>(sql::RETRYING_COUNTS)
+    async fn active_counts(&self) -> Result<BTreeMap<String, ActiveCounts>> {
+        // Served by the index `jobs_status_id` (migration 0003).
+        let rows = sqlx::query_as::<_, (String, String, i64)>(super::search::ACTIVE_COUNTS)
             .fetch_all(&self.pool)
             .await
             .map_err(Self::err)?;
-        Ok(rows
-            .into_iter()
-            .map(|(q, n)| (q, u64::try_from(n).unwrap_or(0)))
-            .collect())
+        Ok(ActiveCounts::by_queue(rows))
     }
 
     async fn ping(&self) -> Result<()> {
@@ -875,7 +871,7 @@ mod tests {
         explain!("RELEASE", sql::RELEASE, id, "w");
         explain!("REVIVE", sql::REVIVE, "q0", &ids);
         explain!("DISCARD", sql::DISCARD, 5_i64, &ids);
-        explain!("RETRYING_COUNTS", sql::RETRYING_COUNTS);
+        explain!("ACTIVE_COUNTS", crate::store::search::ACTIVE_COUNTS);
         explain!(
             "PRUNE_CHUNK",
             sql::PRUNE_CHUNK,

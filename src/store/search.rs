@@ -15,6 +15,12 @@ use uuid::Uuid;
 
 use super::model::{JobFilter, JobStatus};
 
+/// Jobs `running` and `retrying` by queue ([`super::JobStore::active_counts`]): rows of
+/// `(queue, status, count)`, read through the `(status, id)` index, so as cheap with millions
+/// of finished jobs as with none.
+pub(crate) const ACTIVE_COUNTS: &str = "SELECT queue, status, COUNT(*) FROM jobs \
+    WHERE status IN ('running', 'retrying') GROUP BY queue, status";
+
 /// The columns of a job as [`super::JobRecord`] holds them.
 pub(crate) const JOB_COLUMNS: &str = "id, queue, status, attempts, max_attempts, last_error, \
     result, correlation_id, idempotency_key, created_at, started_at, finished_at, \

@@ -32,7 +32,8 @@ use super::backend::{Backend, migrate_error, newest_migration, parse_status};
 #[cfg(test)]
 use super::engine::SqlStore;
 use super::model::{
-    Claimed, Inserted, JobRecord, JobRow, JobStatus, NewJob, Overdue, OwnedClaim, Success, to_u32,
+    ActiveCounts, Claimed, Inserted, JobRecord, JobRow, JobStatus, NewJob, Overdue, OwnedClaim,
+    Success, to_u32,
 };
 use super::{OpenOptions, StoreErrorKind};
 use crate::error::{Error, Result};
@@ -681,18 +682,13 @@ impl Backend for Sqlite {
         .await
     }
 
-    async fn retrying_counts(&self) -> Result<BTreeMap<String, u64>> {
-        // Served by the partial index `jobs_retrying` (migration 0003).
-        let rows = sqlx::query_as::<_, (String, i64)>(
-            "SELECT queue, COUNT(*) FROM jobs WHERE status = 'retrying' GROUP BY queue",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(Self::err)?;
-        Ok(rows
-            .into_iter()
-            .map(|(q, n)| (q, u64::try_from(n).unwrap_or(0)))
-            .collect())
+    async fn active_counts(&self) -> Result<BTreeMap<String, ActiveCounts>> {
+        // Served by the index `jobs_status_id` (migration 0005).
+        let rows = sqlx::query_as::<_, (String, String, i64)>(super::search::ACTIVE_COUNTS)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        Ok(ActiveCounts::by_queue(rows))
     }
 
     /// Takes the write lock and gives it back (`BEGIN IMMEDIATE; ROLLBACK`), waiting up to

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use super::model::{
-    Cancel, Claim, ClaimRequest, Cursor, Inserted, JobFilter, JobPage, JobRecord, JobRow, NewJob,
-    Overdue, StatusCounts, StoreStatus,
+    ActiveCounts, Cancel, Claim, ClaimRequest, Cursor, Inserted, JobFilter, JobPage, JobRecord,
+    JobRow, NewJob, Overdue, StatusCounts, StoreStatus,
 };
 use crate::error::Result;
 
@@ -103,9 +103,11 @@ pub trait JobStore: Send + Sync + 'static {
     /// Marks dead jobs whose dead letters were purged: `discarded_at` = `now` (ms).
     async fn discard(&self, ids: &[Uuid], now: i64) -> Result<()>;
 
-    /// Jobs now `retrying` (failed at least once, next attempt waiting in the delay levels),
-    /// by queue name; queues without any are absent. For `GET /v1/queues` and `warren queues`.
-    async fn retrying_counts(&self) -> Result<BTreeMap<String, u64>>;
+    /// Jobs now `running` (claimed by a worker, lease held) and `retrying` (failed at least
+    /// once, next attempt waiting in the delay levels), by queue name; queues with neither are
+    /// absent. For `GET /v1/queues`, `warren queues` and the dashboard's overview. Cheap
+    /// however many finished jobs the table holds (an index on the status).
+    async fn active_counts(&self) -> Result<BTreeMap<String, ActiveCounts>>;
 }
 
 /// Upkeep and operations: health, retention, status, moving jobs between stores.
