@@ -1,5 +1,13 @@
-//! Admission: may a worker take deliveries of a queue now? Today one rule decides it: a
-//! paused queue takes none ([`decide`]).
+//! Admission: may a worker take deliveries of a queue now? A paused queue takes none
+//! ([`decide`]); a throttled queue starts none until its hold ends ([`Pauses::held_until`]).
+//!
+//! **Throttles.** When a handler's target answers 429 (or 503 with `Retry-After`), the
+//! handler reports [`warren_workers::Outcome::Throttled`]: the worker holds the queue's
+//! dispatch in its own process at once ([`Pauses::throttle`]) and writes the hold to the
+//! store ([`crate::store::FlowControl::throttle`]), which every other process reads with the
+//! paused queues, so every worker of the queue stops starting jobs within [`POLL_EVERY`].
+//! Deliveries wait in the worker (their prefetch slots) until the hold ends; jobs already
+//! running finish. A hold is capped at [`MAX_HOLD`].
 //!
 //! A pause is the fleet's shared state: it lives in the store ([`crate::store::QueueControl`])
 //! so that it holds for every worker of the queue, in every process on every host, and
@@ -24,7 +32,7 @@
 //! its queue is paused never takes a delivery of it. A read that fails keeps the last state
 //! read (the store gate already stops the consumers while the store cannot be reached).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,8 +41,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::store::Store;
 
-/// How often a worker process reads the paused queues from the store.
+/// How often a worker process reads the paused and throttled queues from the store.
 pub(crate) const POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// The longest a target's `Retry-After` holds a queue: a target asking for more gets this.
+pub const MAX_HOLD: Duration = Duration::from_secs(600);
 
 /// What a consumer does about its queue now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +68,8 @@ pub(crate) fn decide(paused: Option<&BTreeSet<String>>, queue: &str) -> Admissio
 /// module docs.
 pub(crate) struct Pauses {
     paused: watch::Sender<Option<BTreeSet<String>>>,
+    /// Throttled queues: until when (ms), as read from the store or set here.
+    held: std::sync::Mutex<BTreeMap<String, i64>>,
 }
 
 impl Pauses {
@@ -65,11 +78,22 @@ impl Pauses {
     pub(crate) fn start(store: Arc<dyn Store>, stop: CancellationToken) -> Arc<Self> {
         let pauses = Arc::new(Self {
             paused: watch::Sender::new(None),
+            held: std::sync::Mutex::new(BTreeMap::new()),
         });
         let me = pauses.clone();
         tokio::spawn(async move {
             let mut failing = false;
             loop {
+                match store.throttles(crate::store::now_ms()).await {
+                    Ok(holds) => {
+                        for (queue, until) in holds {
+                            me.hold(&queue, until);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot read the throttled queues");
+                    }
+                }
                 match store.queues_paused().await {
                     Ok(map) => {
                         if failing {
@@ -114,6 +138,55 @@ impl Pauses {
         let _ = rx.wait_for(Option::is_some).await;
     }
 
+    /// Extends `queue`'s hold to `until` (ms) unless it ends later already; true when the
+    /// queue was not held before (a new hold, to log and count once).
+    fn hold(&self, queue: &str, until: i64) -> bool {
+        let now = crate::store::now_ms();
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        held.retain(|_, u| *u > now);
+        match held.get_mut(queue) {
+            Some(u) => {
+                *u = (*u).max(until);
+                false
+            }
+            None => {
+                held.insert(queue.to_owned(), until);
+                true
+            }
+        }
+    }
+
+    /// Holds `queue` in this process for `retry_after` (capped at [`MAX_HOLD`]) from now;
+    /// returns the hold's end (ms) and whether it is a new hold. The caller also writes it
+    /// to the store for the other processes.
+    pub(crate) fn throttle(&self, queue: &str, retry_after: Duration) -> (i64, bool) {
+        let ms = i64::try_from(retry_after.min(MAX_HOLD).as_millis()).unwrap_or(i64::MAX);
+        let until = crate::store::now_ms().saturating_add(ms);
+        (until, self.hold(queue, until))
+    }
+
+    /// When `queue`'s hold ends (ms), if it is held now.
+    pub(crate) fn held_until(&self, queue: &str) -> Option<i64> {
+        let now = crate::store::now_ms();
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(queue)
+            .copied()
+            .filter(|u| *u > now)
+    }
+
+    /// Returns once `queue` is not held (at once when it is not).
+    pub(crate) async fn until_released(&self, queue: &str) {
+        while let Some(until) = self.held_until(queue) {
+            let left = u64::try_from(until - crate::store::now_ms()).unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(left.max(1))).await;
+        }
+    }
+
     /// `queue`'s admission now.
     pub(crate) fn admission(&self, queue: &str) -> Admission {
         decide(self.paused.borrow().as_ref(), queue)
@@ -147,6 +220,7 @@ mod tests {
     async fn consumers_wake_when_their_queue_changes() {
         let pauses = Pauses {
             paused: watch::Sender::new(None),
+            held: std::sync::Mutex::new(BTreeMap::new()),
         };
         assert_eq!(pauses.admission("a"), Admission::Park);
         pauses.set(set(&["b"]));
@@ -160,5 +234,29 @@ mod tests {
         pauses.set(set(&["a", "b"]));
         parked.await;
         assert_eq!(pauses.admission("b"), Admission::Park);
+    }
+
+    #[tokio::test]
+    async fn a_hold_keeps_its_latest_end_and_is_new_only_once() {
+        let pauses = Pauses {
+            paused: watch::Sender::new(None),
+            held: std::sync::Mutex::new(BTreeMap::new()),
+        };
+        assert_eq!(pauses.held_until("q"), None);
+        let (until, new) = pauses.throttle("q", Duration::from_millis(200));
+        assert!(new);
+        assert_eq!(pauses.held_until("q"), Some(until));
+        let (_, new) = pauses.throttle("q", Duration::from_millis(50));
+        assert!(!new, "already held");
+        assert_eq!(pauses.held_until("q"), Some(until), "the later end stays");
+        assert_eq!(pauses.held_until("other"), None);
+        let (capped, _) = pauses.throttle("big", Duration::from_secs(86_400));
+        assert!(
+            capped - crate::store::now_ms() <= 600_000,
+            "capped at MAX_HOLD"
+        );
+        pauses.until_released("q").await;
+        assert!(crate::store::now_ms() >= until);
+        assert_eq!(pauses.held_until("q"), None);
     }
 }

@@ -150,6 +150,30 @@ pub struct QueueConfig {
     /// creates the queue; an existing queue keeps its members (see [`crate::topology`]).
     /// Not used by classic queues, which RabbitMQ does not replicate.
     pub replicas: u32,
+    /// `rate_limit = { per_second = R, burst = B }`: handler starts of this queue, across
+    /// every worker in every process, follow a token bucket of rate R and size B (Cloud Tasks'
+    /// `max_dispatches_per_second` and `max_burst_size`); see [`crate::rate_limit`]. Default
+    /// none.
+    pub rate_limit: Option<RateLimit>,
+    /// `concurrency_key = "/customer_id"`: a JSON pointer (RFC 6901) into the payload whose
+    /// scalar is the job's concurrency key (an `X-Concurrency-Key` header overrides it). A
+    /// POST whose payload has no scalar there and no header is refused (400
+    /// `missing-concurrency-key`). Default none.
+    pub concurrency_key: Option<String>,
+    /// `concurrency_per_key = N`: most jobs with the same concurrency key running at once
+    /// across the fleet ([`crate::concurrency_key`]); applies to jobs that carry a key (from
+    /// `concurrency_key` or the header). Default 1 when `concurrency_key` is set, else none.
+    pub concurrency_per_key: Option<u32>,
+}
+
+/// A queue's token bucket ([`QueueConfig::rate_limit`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Tokens added per second (handler starts per second over a long run); > 0.
+    pub per_second: f64,
+    /// The bucket's size: most starts at once after a quiet spell; at least 1. Default: the
+    /// rate rounded up (one second's worth), at least 1.
+    pub burst: u32,
 }
 
 /// Retry backoff bounds. The delay before attempt `n + 1` is drawn uniformly from
@@ -301,6 +325,16 @@ struct RawQueue {
     max_payload_bytes: Option<std::num::NonZeroUsize>,
     delivery_limit: Option<std::num::NonZeroU32>,
     replicas: Option<Spanned<u32>>,
+    rate_limit: Option<Spanned<RawRateLimit>>,
+    concurrency_key: Option<Spanned<String>>,
+    concurrency_per_key: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    per_second: f64,
+    burst: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -608,6 +642,65 @@ impl Config {
                 Some(n) => n.into_inner(),
                 None => DEFAULT_REPLICAS,
             };
+            let rate_limit = match q.rate_limit {
+                None => None,
+                Some(r) => {
+                    let span = r.span();
+                    let r = r.into_inner();
+                    if !(r.per_second.is_finite() && r.per_second > 0.0) {
+                        return Err(at(
+                            span,
+                            &key("rate_limit.per_second"),
+                            format!(
+                                "must be a number greater than 0 (starts per second), got {}",
+                                r.per_second
+                            ),
+                        ));
+                    }
+                    let burst = match r.burst {
+                        None => (r.per_second.ceil() as u32).max(1),
+                        Some(b) if b < 1 || b > i64::from(u32::MAX) => {
+                            return Err(at(
+                                span,
+                                &key("rate_limit.burst"),
+                                format!(
+                                    "must be at least 1 (the bucket's size in starts), got {b}"
+                                ),
+                            ));
+                        }
+                        Some(b) => u32::try_from(b).unwrap_or(u32::MAX),
+                    };
+                    Some(RateLimit {
+                        per_second: r.per_second,
+                        burst,
+                    })
+                }
+            };
+            let concurrency_key = match q.concurrency_key {
+                None => None,
+                Some(p) => {
+                    let span = p.span();
+                    let p = p.into_inner();
+                    crate::concurrency_key::check_pointer(&p)
+                        .map_err(|msg| at(span, &key("concurrency_key"), msg))?;
+                    Some(p)
+                }
+            };
+            let concurrency_per_key = match q.concurrency_per_key {
+                Some(n) => {
+                    let span = n.span();
+                    let n = n.into_inner();
+                    if n < 1 || n > i64::from(u32::MAX) {
+                        return Err(at(
+                            span,
+                            &key("concurrency_per_key"),
+                            format!("must be at least 1 (jobs per key running at once), got {n}"),
+                        ));
+                    }
+                    Some(u32::try_from(n).unwrap_or(u32::MAX))
+                }
+                None => concurrency_key.as_ref().map(|_| 1),
+            };
             let cfg = QueueConfig {
                 name: name.clone(),
                 handler,
@@ -621,6 +714,9 @@ impl Config {
                 max_payload_bytes: q.max_payload_bytes.map_or(256 * 1024, |n| n.get()),
                 delivery_limit: q.delivery_limit.map_or(20, |n| n.get()),
                 replicas,
+                rate_limit,
+                concurrency_key,
+                concurrency_per_key,
             };
             queues.insert(name, cfg);
         }

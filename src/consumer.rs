@@ -16,6 +16,12 @@
 //! new jobs wait in the broker, and consumes again once the queue is resumed; jobs already
 //! delivered finish.
 //!
+//! Flow control across the fleet happens here too, each limit in a module of its own: before a
+//! delivery's job starts, a queue held because a target answered 429 waits out the hold
+//! ([`crate::admission`]) and a rate-limited queue takes a token ([`crate::rate_limit`]); a
+//! job with a concurrency key is claimed with [`crate::store::JobStore::claim_keyed`] and,
+//! over its key's limit, waits in a waiting room or is parked ([`crate::concurrency_key`]).
+//!
 //! Anything that cannot be recorded is handed back (`basic.nack` with requeue), so a broker or
 //! store fault costs a re-run, never a job. A supervisor reconnects with exponential backoff
 //! and jitter after broker failures. On shutdown the consumer is cancelled, in-flight jobs get
@@ -83,6 +89,18 @@ pub(crate) async fn run(
     handler: Arc<dyn Handler>,
     shutdown: CancellationToken,
 ) {
+    let flow = Arc::new(Flow {
+        limiter: queue
+            .rate_limit
+            .map(|l| crate::rate_limit::Limiter::new(&queue.name, l, ctx.store.clone())),
+        rooms: queue.concurrency_per_key.map(|n| {
+            crate::concurrency_key::WaitingRooms::new(
+                usize::from(queue.prefetch),
+                queue.concurrency,
+                n,
+            )
+        }),
+    });
     let queue = Arc::new(queue);
     let tracker = TaskTracker::new();
     let hard_stop = CancellationToken::new();
@@ -97,7 +115,11 @@ pub(crate) async fn run(
     let mut delays = backoff();
     while !shutdown.is_cancelled() {
         let started = Instant::now();
-        match session(&ctx, &queue, &handler, &shutdown, &tracker, &hard_stop).await {
+        match session(
+            &ctx, &queue, &flow, &handler, &shutdown, &tracker, &hard_stop,
+        )
+        .await
+        {
             Ok(()) => break,
             Err(e) => {
                 if started.elapsed() > Duration::from_secs(30) {
@@ -136,6 +158,7 @@ async fn finish_in_flight(
 async fn session(
     ctx: &Arc<WorkerContext>,
     queue: &Arc<QueueConfig>,
+    flow: &Arc<Flow>,
     handler: &Arc<dyn Handler>,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
@@ -163,6 +186,8 @@ async fn session(
     let take = Take {
         ctx,
         queue,
+        flow,
+        slots: &slots,
         handler,
         settler: &settler,
         tracker,
@@ -229,7 +254,16 @@ async fn session(
                 () = shutdown.cancelled() => break Ok(()),
                 () = &mut paused => break Ok(()),
                 next = consumer.next() => match next {
-                    Some(Ok(delivery)) => take.start(delivery, permit),
+                    Some(Ok(delivery)) => {
+                        // A delivery not started at shutdown goes back when the channel
+                        // closes.
+                        tokio::select! {
+                            biased;
+                            () = shutdown.cancelled() => break Ok(()),
+                            () = flow.before_start(ctx, &queue.name) => {}
+                        }
+                        take.start(delivery, permit);
+                    }
                     Some(Err(e)) => break Err(Error::from(e)),
                     None => break Err(ErrorKind::BrokerUnavailable("the broker cancelled the consumer".to_owned()).into()),
                 },
@@ -272,6 +306,11 @@ async fn session(
                     Err(_) => break Ok(()),
                 },
             };
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break Ok(()),
+                () = flow.before_start(ctx, &queue.name) => {}
+            }
             delivered += 1;
             take.start(delivery, permit);
         };
@@ -302,10 +341,39 @@ async fn session(
     result
 }
 
+/// One queue's fleet-wide limits in this process: its rate limiter and its concurrency-key
+/// waiting rooms, when configured.
+struct Flow {
+    limiter: Option<crate::rate_limit::Limiter>,
+    rooms: Option<Arc<crate::concurrency_key::WaitingRooms>>,
+}
+
+impl Flow {
+    /// Returns once a job of `queue` may start: no target's hold is in force, and the rate
+    /// limit gave a token.
+    async fn before_start(&self, ctx: &WorkerContext, queue: &str) {
+        ctx.pauses.until_released(queue).await;
+        if let Some(limiter) = &self.limiter {
+            limiter.acquire().await;
+            // A hold that began while this delivery waited for its token.
+            ctx.pauses.until_released(queue).await;
+        }
+    }
+}
+
+/// A job's concurrency slot: one of the queue's `concurrency` permits, which a delivery in a
+/// concurrency-key waiting room gives up while it waits.
+struct Slot {
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    slots: Arc<Semaphore>,
+}
+
 /// What starting a delivery's job needs.
 struct Take<'a> {
     ctx: &'a Arc<WorkerContext>,
     queue: &'a Arc<QueueConfig>,
+    flow: &'a Arc<Flow>,
+    slots: &'a Arc<Semaphore>,
     handler: &'a Arc<dyn Handler>,
     settler: &'a Settler,
     tracker: &'a TaskTracker,
@@ -319,23 +387,41 @@ impl Take<'_> {
         let ticket = self.settler.arrived(delivery.delivery_tag);
         let ctx = self.ctx.clone();
         let queue = self.queue.clone();
+        let flow = self.flow.clone();
         let handler = self.handler.clone();
         let hard_stop = self.hard_stop.clone();
+        let mut slot = Slot {
+            permit: Some(permit),
+            slots: self.slots.clone(),
+        };
         self.tracker.spawn(async move {
-            process(&ctx, &queue, handler.as_ref(), delivery, ticket, &hard_stop).await;
-            drop(permit);
+            process(
+                &ctx,
+                &queue,
+                &flow,
+                handler.as_ref(),
+                delivery,
+                ticket,
+                &hard_stop,
+                &mut slot,
+            )
+            .await;
+            drop(slot);
         });
     }
 }
 
 /// Handles one delivery from start to ack (or hand-back).
+#[allow(clippy::too_many_arguments)]
 async fn process(
     ctx: &WorkerContext,
     queue: &QueueConfig,
+    flow: &Flow,
     handler: &dyn Handler,
     delivery: Delivery,
     ticket: Ticket,
     hard_stop: &CancellationToken,
+    slot: &mut Slot,
 ) {
     let Delivery {
         properties,
@@ -389,8 +475,18 @@ async fn process(
     };
     let span = info_span!("job", job_id = %msg.id, queue = %queue.name, attempt = tracing::field::Empty, correlation_id = msg.correlation_id.as_deref().unwrap_or(""));
     async {
-        let claim = || async {
-            ctx.store.claim(&ClaimRequest {
+        // The job's concurrency key, on a queue with a per-key limit.
+        let keyed = match (&flow.rooms, queue.concurrency_per_key) {
+            (Some(rooms), Some(limit)) => crate::concurrency_key::key_of(
+                msg.concurrency_key.as_deref(),
+                &msg.payload,
+                queue.concurrency_key.as_deref(),
+            )
+            .map(|key| (rooms, key, limit)),
+            _ => None,
+        };
+        let claim_once = || async {
+            let req = ClaimRequest {
                 id: msg.id,
                 queue: &queue.name,
                 max_attempts: if msg.max_attempts > 0 { msg.max_attempts } else { queue.max_attempts },
@@ -398,10 +494,50 @@ async fn process(
                 owner: &ctx.owner,
                 now: now_ms(),
                 lease: queue.timeout + LEASE_MARGIN,
-            })
-            .await
+            };
+            match &keyed {
+                Some((_, key, limit)) => ctx.store.claim_keyed(&req, key, *limit).await,
+                None => ctx.store.claim(&req).await,
+            }
         };
-        let claim = claim.retry(store_backoff()).when(|e| worth_retrying(ctx, e)).await;
+        // Over its key's limit, a delivery waits in the key's waiting room (without its
+        // concurrency slot) and claims again when a job of the key ends here, or after a
+        // short poll; with the room full it is parked (`crate::concurrency_key`).
+        let mut seat = None;
+        if let Some((rooms, key, _)) = &keyed
+            && rooms.busy_here(key)
+        {
+            // The key is at its limit here already: wait in its room, or park, without a
+            // claim the store could only refuse.
+            seat = rooms.enter(key);
+            let Some(waiting) = &seat else {
+                park(ctx, queue, &msg, &properties, &ticket).await;
+                return;
+            };
+            if !wait_turn(waiting, slot, hard_stop, &ticket).await {
+                return;
+            }
+        }
+        let claim = loop {
+            let claim = claim_once.retry(store_backoff()).when(|e| worth_retrying(ctx, e)).await;
+            let Ok(Claim::KeyBusy) = claim else { break claim };
+            let Some((rooms, key, _)) = &keyed else { break claim };
+            if seat.is_none() {
+                seat = rooms.enter(key);
+            }
+            let Some(waiting) = &seat else {
+                park(ctx, queue, &msg, &properties, &ticket).await;
+                return;
+            };
+            if !wait_turn(waiting, slot, hard_stop, &ticket).await {
+                return;
+            }
+        };
+        drop(seat);
+        let _running = match (&keyed, &claim) {
+            (Some((rooms, key, _)), Ok(Claim::Claimed { .. })) => Some(rooms.running(key)),
+            _ => None,
+        };
         let (attempt, max_attempts) = match claim {
             Ok(Claim::Claimed { attempt, max_attempts }) => (attempt, max_attempts),
             Ok(Claim::Final(status)) => {
@@ -427,6 +563,11 @@ async fn process(
                         ticket.requeue();
                     }
                 }
+                return;
+            }
+            Ok(Claim::KeyBusy) => {
+                // Only a keyed claim answers this, and the loop above parks those.
+                ticket.requeue();
                 return;
             }
             Err(e) => {
@@ -468,6 +609,9 @@ async fn process(
         };
         let elapsed = started.elapsed();
         drop(in_flight);
+        if let Outcome::Throttled { error, retry_after } = &outcome {
+            hold_queue(ctx, queue, error, *retry_after).await;
+        }
         let elapsed_ms = elapsed.as_millis() as u64;
         let decision = decide(outcome, attempt, max_attempts, &queue.backoff, &mut rand::rng());
         let outcome = match &decision {
@@ -503,6 +647,78 @@ async fn process(
     }
     .instrument(span)
     .await;
+}
+
+/// Waits in a concurrency-key waiting room without the job's concurrency slot (so the slot
+/// serves other keys meanwhile), then takes a slot again. False when the worker is stopping:
+/// the delivery was handed back.
+async fn wait_turn(
+    seat: &crate::concurrency_key::Seat,
+    slot: &mut Slot,
+    hard_stop: &CancellationToken,
+    ticket: &Ticket,
+) -> bool {
+    slot.permit = None;
+    tokio::select! {
+        () = hard_stop.cancelled() => {
+            ticket.requeue();
+            return false;
+        }
+        () = seat.wait_turn() => {}
+    }
+    match slot.slots.clone().acquire_owned().await {
+        Ok(p) => {
+            slot.permit = Some(p);
+            true
+        }
+        Err(_) => {
+            ticket.requeue();
+            false
+        }
+    }
+}
+
+/// A target answered 429 (or 503 with `Retry-After`): hold the queue's dispatch here at once,
+/// and for the fleet through the store (`crate::admission`). Logged and counted once per hold.
+async fn hold_queue(ctx: &WorkerContext, queue: &QueueConfig, error: &str, retry_after: Duration) {
+    let (until, new) = ctx.pauses.throttle(&queue.name, retry_after);
+    if new {
+        warn!(retry_after_ms = retry_after.as_millis() as u64, error = %error, "the target asked to slow down; holding the queue's dispatch across the fleet");
+        telemetry::count(telemetry::THROTTLED, &queue.name);
+    }
+    if let Err(e) = ctx.store.throttle(&queue.name, until, error).await {
+        warn!(error = %e, "cannot record the queue's hold in the store; only this process holds it");
+    }
+}
+
+/// A delivery whose concurrency key is at its limit and whose waiting room is full: publish
+/// it into the delay levels for [`crate::concurrency_key::park_delay`] (the same attempt,
+/// [`crate::message::H_PARKED`] counted up; confirmed), then ack. Not an attempt: the store's
+/// row is unchanged. A failed publish hands the delivery back.
+async fn park(
+    ctx: &WorkerContext,
+    queue: &QueueConfig,
+    msg: &JobMessage,
+    properties: &lapin::BasicProperties,
+    ticket: &Ticket,
+) {
+    let (props, parks) = crate::message::park_properties(properties, msg.attempt);
+    let wait = crate::concurrency_key::park_delay(parks, &mut rand::rng());
+    match crate::delay::publish(&ctx.publisher, &queue.name, &msg.payload, props, wait).await {
+        Ok(()) => {
+            debug!(
+                parks,
+                wait_ms = wait.as_millis() as u64,
+                "concurrency key at its limit; parked"
+            );
+            telemetry::count(telemetry::KEY_PARKED, &queue.name);
+            ticket.ack();
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot park a delivery over its key's limit; handing it back");
+            ticket.requeue();
+        }
+    }
 }
 
 /// The retry path: store `retrying` (lease released) → publish the next attempt into the

@@ -19,6 +19,11 @@ pub const H_ATTEMPT: &str = "x-warren-attempt";
 pub const H_MAX_ATTEMPTS: &str = "x-warren-max-attempts";
 /// Header: the client's `Idempotency-Key`, when it sent one.
 pub const H_IDEMPOTENCY_KEY: &str = "x-warren-idempotency-key";
+/// Header: the job's concurrency key (`crate::concurrency_key`), when its queue has one.
+pub const H_CONCURRENCY_KEY: &str = "x-warren-concurrency-key";
+/// Header: how often this delivery was parked because its concurrency key was at its limit
+/// (`long-uint`; absent before the first park). Not an attempt.
+pub const H_PARKED: &str = "x-warren-parked";
 /// Dead-letter header: the work queue the job came from.
 pub const H_ORIGINAL_QUEUE: &str = "x-warren-original-queue";
 /// Dead-letter header: attempts made (`long-uint`).
@@ -46,6 +51,9 @@ pub struct JobMessage {
     pub correlation_id: Option<String>,
     /// The client's idempotency key.
     pub idempotency_key: Option<String>,
+    /// The job's concurrency key (`X-Concurrency-Key`, or the payload at the queue's
+    /// `concurrency_key` pointer).
+    pub concurrency_key: Option<String>,
     /// The payload JSON, raw.
     pub payload: Bytes,
 }
@@ -62,6 +70,12 @@ impl JobMessage {
         if let Some(key) = &self.idempotency_key {
             headers.insert(
                 H_IDEMPOTENCY_KEY.into(),
+                AMQPValue::LongString(key.as_str().into()),
+            );
+        }
+        if let Some(key) = &self.concurrency_key {
+            headers.insert(
+                H_CONCURRENCY_KEY.into(),
                 AMQPValue::LongString(key.as_str().into()),
             );
         }
@@ -133,6 +147,7 @@ impl JobMessage {
             max_attempts: header_u32(headers, H_MAX_ATTEMPTS).unwrap_or(0),
             correlation_id: props.correlation_id().as_ref().map(|c| c.to_string()),
             idempotency_key: header_string(headers, H_IDEMPOTENCY_KEY),
+            concurrency_key: header_string(headers, H_CONCURRENCY_KEY),
             payload: body,
         })
     }
@@ -151,6 +166,23 @@ pub fn republish_properties(original: &BasicProperties, attempt: u32) -> BasicPr
         .clone()
         .with_delivery_mode(PERSISTENT)
         .with_headers(headers)
+}
+
+/// Properties for parking `original` (its concurrency key at its limit) in the delay levels:
+/// as [`republish_properties`] for the same attempt, with [`H_PARKED`] counted up. Returns
+/// them and the park's number (1 for the first).
+pub fn park_properties(original: &BasicProperties, attempt: u32) -> (BasicProperties, u32) {
+    let parks = header_u32(original.headers().as_ref(), H_PARKED)
+        .unwrap_or(0)
+        .saturating_add(1);
+    let mut headers = without_death_history(original);
+    headers.insert(H_ATTEMPT.into(), AMQPValue::LongUInt(attempt));
+    headers.insert(H_PARKED.into(), AMQPValue::LongUInt(parks));
+    let props = original
+        .clone()
+        .with_delivery_mode(PERSISTENT)
+        .with_headers(headers);
+    (props, parks)
 }
 
 /// `props`' headers without the broker's dead-letter history (`x-death`,
@@ -286,6 +318,7 @@ mod tests {
             max_attempts: 5,
             correlation_id: Some("corr-1".into()),
             idempotency_key: Some("key-1".into()),
+            concurrency_key: None,
             payload: Bytes::from_static(br#"{"to":"a@b"}"#),
         }
     }

@@ -166,6 +166,26 @@ pub struct QueueOverview {
     /// Message rates from the management API; `null` when it could not be asked or has not
     /// sampled the queue yet.
     pub rates: Option<QueueRates>,
+    /// The queue's `rate_limit` and its token bucket now (from the store); `null` without a
+    /// limit.
+    pub rate_limit: Option<RateLimitView>,
+    /// The queue's `concurrency_per_key`; `null` without one.
+    pub concurrency_per_key: Option<u32>,
+    /// Until when (RFC 3339) a target's 429 holds the queue's dispatch across the fleet;
+    /// `null` when it is not held.
+    pub held_until: Option<String>,
+}
+
+/// A queue's rate limit as `GET /v1/queues` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct RateLimitView {
+    /// Handler starts per second, fleet-wide.
+    pub per_second: f64,
+    /// The bucket's size.
+    pub burst: u32,
+    /// Tokens in the bucket now (refilled to this moment); the full burst before the queue
+    /// first took one.
+    pub tokens: f64,
 }
 
 /// A queue's message rates (from the management API's statistics, so fleet-wide).
@@ -615,13 +635,26 @@ pub async fn overview(
         }
     };
     let unroutable = inspect(broker, crate::delay::UNROUTABLE);
-    let (inspections, active, paused, stats, unroutable) = tokio::join!(
+    let now = crate::store::now_ms();
+    let limited = config.queues.values().any(|q| q.rate_limit.is_some());
+    let buckets = async {
+        if limited {
+            store.buckets().await
+        } else {
+            Ok(BTreeMap::new())
+        }
+    };
+    let (inspections, active, paused, stats, unroutable, buckets, holds) = tokio::join!(
         inspections,
         store.active_counts(),
         store.queues_paused(),
         management,
-        unroutable
+        unroutable,
+        buckets,
+        store.throttles(now)
     );
+    let buckets = buckets?;
+    let holds = holds?;
     let inspections = inspections?;
     let unroutable = unroutable?.messages.map(u64::from);
     let active = active?;
@@ -649,6 +682,18 @@ pub async fn overview(
                 rates: work_stats.map(|w| {
                     QueueRates::from_stats(w, stats.as_ref().and_then(|s| s.get(&dlq_name(q))))
                 }),
+                rate_limit: config
+                    .queue(q)
+                    .and_then(|c| c.rate_limit)
+                    .map(|l| RateLimitView {
+                        per_second: l.per_second,
+                        burst: l.burst,
+                        tokens: buckets
+                            .get(*q)
+                            .map_or(f64::from(l.burst), |b| b.at(now, l.per_second, l.burst)),
+                    }),
+                concurrency_per_key: config.queue(q).and_then(|c| c.concurrency_per_key),
+                held_until: holds.get(*q).map(|until| crate::store::rfc3339_ms(*until)),
             }
         })
         .collect();

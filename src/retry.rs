@@ -50,9 +50,23 @@ pub fn decide(
         Outcome::Permanent { error } => Decision::Dead {
             error: format!("permanent failure: {error}"),
         },
-        Outcome::Retry { error, .. } if attempt >= max_attempts => Decision::Dead {
-            error: format!("gave up after {attempt} attempt(s): {error}"),
-        },
+        Outcome::Retry { error, .. } | Outcome::Throttled { error, .. }
+            if attempt >= max_attempts =>
+        {
+            Decision::Dead {
+                error: format!("gave up after {attempt} attempt(s): {error}"),
+            }
+        }
+        Outcome::Throttled { error, retry_after } => decide(
+            Outcome::Retry {
+                error,
+                retry_after: Some(retry_after),
+            },
+            attempt,
+            max_attempts,
+            backoff,
+            rng,
+        ),
         Outcome::Retry { error, retry_after } => {
             let ceiling = backoff_ceiling(attempt, backoff);
             let ceiling_ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);

@@ -151,6 +151,7 @@ async fn resend(publisher: &Publisher, job: Overdue, now: i64) -> bool {
         max_attempts: job.max_attempts,
         correlation_id: job.correlation_id,
         idempotency_key: job.idempotency_key,
+        concurrency_key: None,
         payload: job.payload.into(),
     };
     let published = crate::delay::publish(

@@ -44,6 +44,15 @@ pub const BROKER_CONNECTED: &str = "warren_broker_connected";
 /// Counter: times this process's broker connection moved to another node of the cluster
 /// because the node in use was lost (see `crate::broker`).
 pub const BROKER_FAILOVERS: &str = "warren_broker_failovers_total";
+/// Counter (seconds): time this process's consumers waited for a token of their queue's
+/// rate limit before starting a job (`crate::rate_limit`), per queue.
+pub const RATE_LIMITED_SECONDS: &str = "warren_rate_limited_seconds_total";
+/// Counter: times a target answered 429 (or 503 with `Retry-After`) and the queue's dispatch
+/// was held across the fleet (`crate::admission`), per queue.
+pub const THROTTLED: &str = "warren_throttled_total";
+/// Counter: deliveries parked in the delay levels because their concurrency key had its
+/// limit of running jobs and its waiting room was full (`crate::concurrency_key`), per queue.
+pub const KEY_PARKED: &str = "warren_concurrency_key_parked_total";
 /// Histogram (rows): jobs written per store commit, labelled `writer` (`intake` for the
 /// group-committed inserts, `worker` for the group-committed claims and successes).
 pub const STORE_WRITE_BATCH: &str = "warren_store_write_batch_size";
@@ -98,6 +107,18 @@ pub const ALL: &[(&str, &str)] = &[
     (
         STORE_WRITE_BATCH,
         "Jobs written per store commit, by writer (intake, worker).",
+    ),
+    (
+        RATE_LIMITED_SECONDS,
+        "Seconds consumers waited for a token of their queue's rate limit before starting a job.",
+    ),
+    (
+        THROTTLED,
+        "Times a target answered 429 (or 503 with Retry-After) and the queue's dispatch was held fleet-wide.",
+    ),
+    (
+        KEY_PARKED,
+        "Deliveries parked in the delay levels because their concurrency key was at its limit.",
     ),
 ];
 
@@ -155,7 +176,10 @@ fn describe() {
 }
 
 /// The per-queue job counters, each labelled `queue`.
-const QUEUE_COUNTERS: [&str; 7] = [
+const QUEUE_COUNTERS: [&str; 10] = [
+    RATE_LIMITED_SECONDS,
+    THROTTLED,
+    KEY_PARKED,
     JOBS_ACCEPTED,
     JOBS_PUBLISHED,
     JOBS_SUCCEEDED,

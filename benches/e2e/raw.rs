@@ -84,6 +84,7 @@ pub(crate) async fn raw_publish(
                         max_attempts: 5,
                         correlation_id: None,
                         idempotency_key: None,
+                        concurrency_key: None,
                         payload: Bytes::from(payload(i)),
                     };
                     let confirm = ch

@@ -137,6 +137,7 @@ fn parse_item(raw: &RawValue) -> Result<(JobRequest, Option<String>), Problem> {
     params(
         ("queue" = String, Path, description = "A configured queue"),
         ("X-Correlation-ID" = Option<String>, Header, description = "Correlation id for every job of the batch (default: each job's id)"),
+        ("X-Concurrency-Key" = Option<String>, Header, description = "Concurrency key for every job of the batch (default: each payload's scalar at the queue's `concurrency_key` pointer; an item without one fails with `missing-concurrency-key`)"),
     ),
     request_body(content = BatchRequestDoc, content_type = "application/json",
         example = json!({"jobs": [{"payload": {"n": 1}}, {"payload": {"n": 2}, "delay_ms": 1000, "idempotency_key": "order-2"}]})),
@@ -164,6 +165,7 @@ pub(super) async fn post_batch(
         ));
     }
     let correlation_id = jobs::token_header(headers, "x-correlation-id")?;
+    let concurrency_key = jobs::token_header(headers, "x-concurrency-key")?;
     let limit = MAX_BATCH_JOBS
         .saturating_mul(q.max_payload_bytes + jobs::ENVELOPE_SLACK)
         .min(MAX_BATCH_BODY);
@@ -196,7 +198,13 @@ pub(super) async fn post_batch(
     let mut results: Vec<Option<ItemResult>> = Vec::with_capacity(items.len());
     let mut valid: Vec<(usize, Prepared)> = Vec::with_capacity(items.len());
     for (i, (item, key)) in items.iter().enumerate() {
-        match jobs::prepare(q, item, key.clone(), correlation_id.clone()) {
+        match jobs::prepare(
+            q,
+            item,
+            key.clone(),
+            correlation_id.clone(),
+            concurrency_key.clone(),
+        ) {
             Ok(p) => {
                 results.push(None);
                 valid.push((i, p));

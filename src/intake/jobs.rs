@@ -138,6 +138,8 @@ pub(super) struct Prepared {
     payload: bytes::Bytes,
     /// The delay before the first attempt.
     delay: std::time::Duration,
+    /// The job's concurrency key, for its queue's per-key limit.
+    concurrency_key: Option<String>,
 }
 
 /// 400 unless `max_attempts` (when given) is 1 to 100 and `delay_ms` at most
@@ -160,19 +162,37 @@ pub(super) fn validate(req: &JobRequest) -> Result<(), Problem> {
     Ok(())
 }
 
-/// Checks one job request for queue `q` (payload size, `max_attempts`, `delay_ms`) and gives
-/// it an id; `idempotency_key` and `correlation_id` are already checked with [`token`].
-/// The one validation path of the single and the batch endpoint.
+/// Checks one job request for queue `q` (payload size, `max_attempts`, `delay_ms`, the
+/// concurrency key of a queue with `concurrency_key`) and gives it an id; `idempotency_key`,
+/// `correlation_id` and `concurrency_key` (the `X-Concurrency-Key` header) are already
+/// checked with [`token`]. The one validation path of the single and the batch endpoint.
 pub(super) fn prepare(
     q: &QueueConfig,
     req: &JobRequest,
     idempotency_key: Option<String>,
     correlation_id: Option<String>,
+    concurrency_key: Option<String>,
 ) -> Result<Prepared, Problem> {
     if req.payload.get().len() > q.max_payload_bytes {
         return Err(too_large(q));
     }
     validate(req)?;
+    let concurrency_key = concurrency_key.or_else(|| {
+        q.concurrency_key
+            .as_deref()
+            .and_then(|p| crate::concurrency_key::key_at(req.payload.get().as_bytes(), p))
+    });
+    if let (Some(pointer), None) = (&q.concurrency_key, &concurrency_key) {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "missing-concurrency-key",
+            "Missing concurrency key",
+            format!(
+                "queue `{}` limits jobs per concurrency key: the payload has no string, number or boolean at `{pointer}`, and no X-Concurrency-Key header was sent; nothing was published",
+                q.name
+            ),
+        ));
+    }
     let max_attempts = req.max_attempts.unwrap_or(q.max_attempts);
     let delay = std::time::Duration::from_millis(req.delay_ms.unwrap_or(0));
     let id = Uuid::now_v7();
@@ -195,6 +215,7 @@ pub(super) fn prepare(
         },
         payload: bytes::Bytes::copy_from_slice(req.payload.get().as_bytes()),
         delay,
+        concurrency_key,
     })
 }
 
@@ -232,6 +253,7 @@ pub(super) async fn accept(
         new,
         payload,
         delay,
+        concurrency_key,
     } = job;
     let record = match inserted {
         Inserted::New => pending_record(&new),
@@ -250,7 +272,8 @@ pub(super) async fn accept(
             // took its place: publish it as a new job.
             Replay::PublishNew => pending_record(&new),
             Replay::Republish(record) => {
-                let record = publish(state, q, record, payload, delay, true).await?;
+                let record =
+                    publish(state, q, record, payload, delay, concurrency_key, true).await?;
                 return Ok(Accepted {
                     record,
                     replayed: true,
@@ -258,7 +281,7 @@ pub(super) async fn accept(
             }
         },
     };
-    let record = publish(state, q, record, payload, delay, false).await?;
+    let record = publish(state, q, record, payload, delay, concurrency_key, false).await?;
     Ok(Accepted {
         record,
         replayed: false,
@@ -305,6 +328,7 @@ async fn publish(
     record: JobRecord,
     payload: bytes::Bytes,
     delay: std::time::Duration,
+    concurrency_key: Option<String>,
     again: bool,
 ) -> Result<JobRecord, Problem> {
     let msg = JobMessage {
@@ -314,6 +338,7 @@ async fn publish(
         max_attempts: record.max_attempts,
         correlation_id: record.correlation_id.clone(),
         idempotency_key: record.idempotency_key.clone(),
+        concurrency_key,
         payload,
     };
     // A line about this job, with the fields every such line carries.
@@ -380,6 +405,7 @@ async fn publish(
         ("queue" = String, Path, description = "A configured queue"),
         ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; the same key with the same request returns the original job (Stripe's semantics, per queue)"),
         ("X-Correlation-ID" = Option<String>, Header, description = "1 to 255 visible ASCII characters; travels as the message's correlation_id to the handler (default: the job id)"),
+        ("X-Concurrency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; the job's concurrency key for its queue's `concurrency_per_key` limit (overrides the payload at the queue's `concurrency_key` pointer)"),
     ),
     request_body(content = JobRequest, content_type = "application/json",
         example = json!({"payload": {"customer": 42, "items": 3}, "max_attempts": 5})),
@@ -389,7 +415,7 @@ async fn publish(
                 ("Location" = String, description = "/v1/jobs/{id}"),
                 ("Idempotent-Replayed" = Option<String>, description = "`true` when an earlier request with this Idempotency-Key made the job"),
             )),
-        (status = 400, description = "`malformed-request`", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 400, description = "`malformed-request`, or `missing-concurrency-key` (the queue limits jobs per concurrency key and the request names none)", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 404, description = "`unknown-queue`", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 409, description = "`request-in-progress` (with Retry-After)", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 413, description = "`payload-too-large`", body = ProblemDocument, content_type = "application/problem+json"),
@@ -420,6 +446,7 @@ pub(super) async fn post_job(
         &req,
         token_header(headers, "idempotency-key")?,
         token_header(headers, "x-correlation-id")?,
+        token_header(headers, "x-concurrency-key")?,
     )?;
     let inserted = state
         .store

@@ -60,6 +60,10 @@ pub(crate) const PROBLEM_TYPES: &[(&str, &str)] = &[
         "422: the Idempotency-Key was used with a different request",
     ),
     (
+        "missing-concurrency-key",
+        "400: the queue limits jobs per concurrency key (`concurrency_key`) and the payload has no scalar at its pointer, nor did the request send X-Concurrency-Key; nothing was published",
+    ),
+    (
         "payload-too-large",
         "413: `payload` is over the queue's `max_payload_bytes`",
     ),
@@ -295,6 +299,7 @@ pub(crate) struct Readiness {
         Overview,
         QueueOverview,
         crate::overview::QueueRates,
+        crate::overview::RateLimitView,
         DeadLetters,
         ArchiveLine,
         ArchiveProperties,

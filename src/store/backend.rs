@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, HashSet};
 use uuid::Uuid;
 
 use super::model::{
-    ActiveCounts, Claimed, Inserted, JobRecord, JobRow, JobStatus, NewJob, Overdue, OwnedClaim,
-    Success,
+    ActiveCounts, Bucket, Claimed, Inserted, JobRecord, JobRow, JobStatus, NewJob, Overdue,
+    OwnedClaim, Success,
 };
 use super::{StoreError, StoreErrorKind};
 use crate::error::{Error, Result};
@@ -76,6 +76,33 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Creates the row of a delivered job the store does not know (`queued`, from the
     /// message), unless it exists.
     async fn insert_missing(conn: &mut Conn<Self>, req: &OwnedClaim) -> Result<()>;
+
+    /// Serialises keyed claims of `key` in `queue` until the transaction on `conn` ends:
+    /// PostgreSQL takes a transaction-scoped advisory lock on the pair; SQLite needs none,
+    /// since the claim's first statement, a write, takes the database's write lock.
+    async fn lock_key(conn: &mut Conn<Self>, queue: &str, key: &str) -> Result<()>;
+
+    /// Sets the concurrency key of the job `id`, just claimed, and counts the jobs of `queue`
+    /// with `key` running with a lease that lasts past `now` (ms), this one included.
+    async fn key_running(
+        conn: &mut Conn<Self>,
+        id: Uuid,
+        queue: &str,
+        key: &str,
+        now: i64,
+    ) -> Result<u64>;
+
+    /// Reads `queue`'s bucket for a take, creating it with `full` tokens at `now` when it is
+    /// missing, and holds the row (a write) until the transaction on `conn` ends.
+    async fn bucket_for_update(
+        conn: &mut Conn<Self>,
+        queue: &str,
+        full: f64,
+        now: i64,
+    ) -> Result<Bucket>;
+
+    /// Writes `queue`'s bucket.
+    async fn bucket_write(conn: &mut Conn<Self>, queue: &str, bucket: Bucket) -> Result<()>;
 
     /// Records successes in one statement; one whose lease another owner holds changes
     /// nothing.
@@ -143,6 +170,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn queue_resume(&self, queue: &str) -> Result<bool>;
     /// See [`super::QueueControl::queues_paused`].
     async fn queues_paused(&self) -> Result<BTreeMap<String, i64>>;
+    /// See [`super::FlowControl::buckets`].
+    async fn buckets(&self) -> Result<BTreeMap<String, Bucket>>;
+    /// See [`super::FlowControl::throttle`].
+    async fn throttle(&self, queue: &str, until: i64, reason: &str) -> Result<()>;
+    /// See [`super::FlowControl::throttles`].
+    async fn throttles(&self, now: i64) -> Result<BTreeMap<String, i64>>;
 
     // --- search (the SQL is built once, in `super::search`) ------------------------------
 

@@ -26,11 +26,11 @@ use uuid::Uuid;
 use super::backend::{Backend, Conn};
 use super::group_commit::Batcher;
 use super::model::{
-    ActiveCounts, Cancel, Claim, ClaimRequest, Claimed, Inserted, JobRecord, JobRow, JobStatus,
-    NewJob, Overdue, OwnedClaim, StoreStatus, Success,
+    ActiveCounts, Bucket, Cancel, Claim, ClaimRequest, Claimed, Inserted, JobRecord, JobRow,
+    JobStatus, NewJob, Overdue, OwnedClaim, StoreStatus, Success,
 };
-use super::model::{Cursor, JobFilter, JobPage, StatusCounts};
-use super::traits::{JobSearch, JobStore, Maintenance, QueueControl};
+use super::model::{Cursor, JobFilter, JobPage, StatusCounts, Tokens};
+use super::traits::{FlowControl, JobSearch, JobStore, Maintenance, QueueControl};
 use super::{StoreError, StoreErrorKind};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -374,6 +374,23 @@ impl<B: Backend> JobStore for SqlStore<B> {
         }
     }
 
+    async fn claim_keyed(&self, req: &ClaimRequest<'_>, key: &str, limit: u32) -> Result<Claim> {
+        let owned = OwnedClaim::new(req);
+        let mut conn = self.backend.writer().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(B::err)?;
+        B::lock_key(&mut tx, req.queue, key).await?;
+        let claim = claim_one::<B>(&mut tx, &owned).await?;
+        if matches!(claim, Claim::Claimed { .. }) {
+            let running = B::key_running(&mut tx, req.id, req.queue, key, req.now).await?;
+            if running > u64::from(limit) {
+                // Over the limit: the dropped transaction rolls the claim back.
+                return Ok(Claim::KeyBusy);
+            }
+        }
+        tx.commit().await.map_err(B::err)?;
+        Ok(claim)
+    }
+
     async fn succeed(&self, id: Uuid, owner: &str, result: Option<&str>, now: i64) -> Result<()> {
         let write = WorkerWrite::Succeed(Success {
             id,
@@ -518,6 +535,38 @@ impl<B: Backend> QueueControl for SqlStore<B> {
 
     async fn queues_paused(&self) -> Result<BTreeMap<String, i64>> {
         self.backend.queues_paused().await
+    }
+}
+
+#[async_trait::async_trait]
+impl<B: Backend> FlowControl for SqlStore<B> {
+    async fn take_tokens(
+        &self,
+        queue: &str,
+        want: u32,
+        per_second: f64,
+        burst: u32,
+        now: i64,
+    ) -> Result<Tokens> {
+        let mut conn = self.backend.writer().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(B::err)?;
+        let bucket = B::bucket_for_update(&mut tx, queue, f64::from(burst), now).await?;
+        let (after, tokens) = bucket.take(now, want, per_second, burst);
+        B::bucket_write(&mut tx, queue, after).await?;
+        tx.commit().await.map_err(B::err)?;
+        Ok(tokens)
+    }
+
+    async fn buckets(&self) -> Result<BTreeMap<String, Bucket>> {
+        self.backend.buckets().await
+    }
+
+    async fn throttle(&self, queue: &str, until: i64, reason: &str) -> Result<()> {
+        self.backend.throttle(queue, until, reason).await
+    }
+
+    async fn throttles(&self, now: i64) -> Result<BTreeMap<String, i64>> {
+        self.backend.throttles(now).await
     }
 }
 

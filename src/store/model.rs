@@ -185,6 +185,9 @@ pub enum Claim {
         /// Lease end (ms).
         until: i64,
     },
+    /// ([`super::JobStore::claim_keyed`] only) The job's concurrency key already has its
+    /// limit of jobs running with a live lease: nothing changed (attempts included).
+    KeyBusy,
 }
 
 /// The answer to [`Store::insert`].
@@ -410,5 +413,51 @@ impl ActiveCounts {
             }
         }
         out
+    }
+}
+
+/// The answer to [`super::FlowControl::take_tokens`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tokens {
+    /// Tokens taken: each allows one handler start.
+    pub granted: u32,
+    /// When none was granted, how long until the bucket holds one again (ms); else 0.
+    pub wait_ms: u64,
+}
+
+/// A token bucket's state ([`super::FlowControl::take_tokens`]'s arithmetic): `tokens` at
+/// `updated_at` (ms), refilled at `per_second` up to `burst`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    /// Tokens left at `updated_at`.
+    pub tokens: f64,
+    /// When (ms since the Unix epoch).
+    pub updated_at: i64,
+}
+
+impl Bucket {
+    /// The tokens the bucket holds at `now` (ms) with this refill rate and size.
+    pub fn at(&self, now: i64, per_second: f64, burst: u32) -> f64 {
+        let elapsed_ms = (now - self.updated_at).max(0) as f64;
+        (self.tokens + elapsed_ms * per_second / 1000.0).min(f64::from(burst))
+    }
+
+    /// Takes up to `want` whole tokens at `now`: the bucket after, and what was taken.
+    pub fn take(&self, now: i64, want: u32, per_second: f64, burst: u32) -> (Self, Tokens) {
+        let have = self.at(now, per_second, burst);
+        let granted = (have.floor().max(0.0) as u32).min(want);
+        let left = have - f64::from(granted);
+        let wait_ms = if granted == 0 {
+            ((1.0 - left) * 1000.0 / per_second).ceil().max(1.0) as u64
+        } else {
+            0
+        };
+        (
+            Self {
+                tokens: left,
+                updated_at: now.max(self.updated_at),
+            },
+            Tokens { granted, wait_ms },
+        )
     }
 }

@@ -24,8 +24,8 @@ use uuid::Uuid;
 
 use super::backend::{Backend, migrate_error, newest_migration, parse_status};
 use super::model::{
-    ActiveCounts, Claimed, Inserted, JobRecord, JobRow, JobStatus, NewJob, Overdue, OwnedClaim,
-    Success, to_u32,
+    ActiveCounts, Bucket, Claimed, Inserted, JobRecord, JobRow, JobStatus, NewJob, Overdue,
+    OwnedClaim, Success, to_u32,
 };
 use super::{OpenOptions, StoreError, StoreErrorKind};
 use crate::error::{Error, Result};
@@ -161,6 +161,35 @@ pub(crate) mod sql {
     pub(crate) const QUEUE_RESUME: &str = "DELETE FROM paused_queues WHERE queue = $1";
     /// [`super::Backend::queues_paused`]: the whole (small) table.
     pub(crate) const QUEUES_PAUSED: &str = "SELECT queue, paused_at FROM paused_queues";
+    /// [`super::Backend::lock_key`]: a transaction-scoped advisory lock on the (queue, key)
+    /// pair's 64-bit hash (a collision only serialises two keys' claims, never mixes counts).
+    pub(crate) const LOCK_KEY: &str =
+        "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(31) || $2, 7))";
+    /// [`super::Backend::key_running`], first statement.
+    pub(crate) const SET_KEY: &str = "UPDATE jobs SET concurrency_key = $1 WHERE id = $2";
+    /// [`super::Backend::key_running`]: the partial index `jobs_running_key`.
+    pub(crate) const KEY_RUNNING: &str = "SELECT COUNT(*) FROM jobs WHERE queue = $1 \
+        AND concurrency_key = $2 AND status = 'running' AND concurrency_key IS NOT NULL \
+        AND lease_until > $3";
+    /// [`super::Backend::bucket_for_update`]: an upsert that always writes, so the row stays
+    /// locked until the transaction ends.
+    pub(crate) const BUCKET_FOR_UPDATE: &str = "INSERT INTO rate_buckets (queue, tokens, updated_at) \
+        VALUES ($1, $2, $3) ON CONFLICT (queue) DO UPDATE SET queue = EXCLUDED.queue \
+        RETURNING tokens, updated_at";
+    /// [`super::Backend::bucket_write`].
+    pub(crate) const BUCKET_WRITE: &str =
+        "UPDATE rate_buckets SET tokens = $1, updated_at = $2 WHERE queue = $3";
+    /// [`super::Backend::buckets`].
+    pub(crate) const BUCKETS: &str = "SELECT queue, tokens, updated_at FROM rate_buckets";
+    /// [`super::Backend::throttle`]: a later hold wins.
+    pub(crate) const THROTTLE: &str = "INSERT INTO queue_throttles (queue, until_ms, reason) \
+        VALUES ($1, $2, $3) ON CONFLICT (queue) DO UPDATE SET \
+        reason = CASE WHEN EXCLUDED.until_ms > queue_throttles.until_ms THEN EXCLUDED.reason \
+        ELSE queue_throttles.reason END, \
+        until_ms = GREATEST(queue_throttles.until_ms, EXCLUDED.until_ms)";
+    /// [`super::Backend::throttles`].
+    pub(crate) const THROTTLES: &str =
+        "SELECT queue, until_ms FROM queue_throttles WHERE until_ms > $1";
     /// [`super::Backend::cancel_rows`]: [`CANCEL`] for a list of ids.
     pub(crate) const CANCEL_MANY: &str = "UPDATE jobs SET status = 'cancelled', finished_at = $1, \
         next_attempt_at = NULL, resend_payload = NULL WHERE id = ANY($2) \
@@ -412,6 +441,66 @@ impl Backend for Postgres {
             .bind(to_i32(req.max_attempts.max(1)))
             .bind(&req.correlation_id)
             .bind(req.now)
+            .execute(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        Ok(())
+    }
+
+    async fn lock_key(conn: &mut PgConnection, queue: &str, key: &str) -> Result<()> {
+        sqlx::query(sql::LOCK_KEY)
+            .bind(queue)
+            .bind(key)
+            .execute(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        Ok(())
+    }
+
+    async fn key_running(
+        conn: &mut PgConnection,
+        id: Uuid,
+        queue: &str,
+        key: &str,
+        now: i64,
+    ) -> Result<u64> {
+        sqlx::query(sql::SET_KEY)
+            .bind(key)
+            .bind(id)
+            .execute(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        let n: i64 = sqlx::query_scalar(sql::KEY_RUNNING)
+            .bind(queue)
+            .bind(key)
+            .bind(now)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn bucket_for_update(
+        conn: &mut PgConnection,
+        queue: &str,
+        full: f64,
+        now: i64,
+    ) -> Result<Bucket> {
+        let (tokens, updated_at) = sqlx::query_as::<_, (f64, i64)>(sql::BUCKET_FOR_UPDATE)
+            .bind(queue)
+            .bind(full)
+            .bind(now)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        Ok(Bucket { tokens, updated_at })
+    }
+
+    async fn bucket_write(conn: &mut PgConnection, queue: &str, bucket: Bucket) -> Result<()> {
+        sqlx::query(sql::BUCKET_WRITE)
+            .bind(bucket.tokens)
+            .bind(bucket.updated_at)
+            .bind(queue)
             .execute(&mut *conn)
             .await
             .map_err(Self::err)?;
@@ -717,6 +806,37 @@ impl Backend for Postgres {
 
     async fn queues_paused(&self) -> Result<BTreeMap<String, i64>> {
         let rows = sqlx::query_as::<_, (String, i64)>(sql::QUEUES_PAUSED)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        Ok(rows.into_iter().collect())
+    }
+
+    async fn buckets(&self) -> Result<BTreeMap<String, Bucket>> {
+        let rows = sqlx::query_as::<_, (String, f64, i64)>(sql::BUCKETS)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        Ok(rows
+            .into_iter()
+            .map(|(q, tokens, updated_at)| (q, Bucket { tokens, updated_at }))
+            .collect())
+    }
+
+    async fn throttle(&self, queue: &str, until: i64, reason: &str) -> Result<()> {
+        sqlx::query(sql::THROTTLE)
+            .bind(queue)
+            .bind(until)
+            .bind(reason)
+            .execute(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        Ok(())
+    }
+
+    async fn throttles(&self, now: i64) -> Result<BTreeMap<String, i64>> {
+        let rows = sqlx::query_as::<_, (String, i64)>(sql::THROTTLES)
+            .bind(now)
             .fetch_all(&self.pool)
             .await
             .map_err(Self::err)?;

@@ -32,8 +32,8 @@ use super::backend::{Backend, migrate_error, newest_migration, parse_status};
 #[cfg(test)]
 use super::engine::SqlStore;
 use super::model::{
-    ActiveCounts, Claimed, Inserted, JobRecord, JobRow, JobStatus, NewJob, Overdue, OwnedClaim,
-    Success, to_u32,
+    ActiveCounts, Bucket, Claimed, Inserted, JobRecord, JobRow, JobStatus, NewJob, Overdue,
+    OwnedClaim, Success, to_u32,
 };
 use super::{OpenOptions, StoreErrorKind};
 use crate::error::{Error, Result};
@@ -506,6 +506,71 @@ impl Backend for Sqlite {
         Ok(())
     }
 
+    async fn lock_key(_conn: &mut SqliteConnection, _queue: &str, _key: &str) -> Result<()> {
+        // The claim's first statement is an UPDATE: it takes the database's write lock,
+        // which every other writer (any process) waits for until this transaction ends.
+        Ok(())
+    }
+
+    async fn key_running(
+        conn: &mut SqliteConnection,
+        id: Uuid,
+        queue: &str,
+        key: &str,
+        now: i64,
+    ) -> Result<u64> {
+        sqlx::query("UPDATE jobs SET concurrency_key = ? WHERE id = ?")
+            .bind(key)
+            .bind(id.to_string())
+            .execute(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        // Served by the partial index `jobs_running_key` (migration 0007).
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE queue = ? AND concurrency_key = ? \
+             AND status = 'running' AND concurrency_key IS NOT NULL AND lease_until > ?",
+        )
+        .bind(queue)
+        .bind(key)
+        .bind(now)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(Self::err)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn bucket_for_update(
+        conn: &mut SqliteConnection,
+        queue: &str,
+        full: f64,
+        now: i64,
+    ) -> Result<Bucket> {
+        // An upsert that always writes: it takes the write lock before the read.
+        let (tokens, updated_at) = sqlx::query_as::<_, (f64, i64)>(
+            "INSERT INTO rate_buckets (queue, tokens, updated_at) VALUES (?, ?, ?) \
+             ON CONFLICT (queue) DO UPDATE SET queue = excluded.queue \
+             RETURNING tokens, updated_at",
+        )
+        .bind(queue)
+        .bind(full)
+        .bind(now)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(Self::err)?;
+        Ok(Bucket { tokens, updated_at })
+    }
+
+    async fn bucket_write(conn: &mut SqliteConnection, queue: &str, bucket: Bucket) -> Result<()> {
+        sqlx::query("UPDATE rate_buckets SET tokens = ?, updated_at = ? WHERE queue = ?")
+            .bind(bucket.tokens)
+            .bind(bucket.updated_at)
+            .bind(queue)
+            .execute(&mut *conn)
+            .await
+            .map_err(Self::err)?;
+        Ok(())
+    }
+
     async fn succeed_rows(conn: &mut SqliteConnection, reqs: &[Success]) -> Result<()> {
         for chunk in chunks(reqs) {
             let rows = vec!["(?, ?, ?, ?)"; chunk.len()].join(", ");
@@ -885,6 +950,46 @@ impl Backend for Sqlite {
             .fetch_all(&self.pool)
             .await
             .map_err(Self::err)?;
+        Ok(rows.into_iter().collect())
+    }
+
+    async fn buckets(&self) -> Result<BTreeMap<String, Bucket>> {
+        let rows = sqlx::query_as::<_, (String, f64, i64)>(
+            "SELECT queue, tokens, updated_at FROM rate_buckets",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(Self::err)?;
+        Ok(rows
+            .into_iter()
+            .map(|(q, tokens, updated_at)| (q, Bucket { tokens, updated_at }))
+            .collect())
+    }
+
+    async fn throttle(&self, queue: &str, until: i64, reason: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO queue_throttles (queue, until_ms, reason) VALUES (?, ?, ?) \
+             ON CONFLICT (queue) DO UPDATE SET \
+             reason = CASE WHEN excluded.until_ms > until_ms THEN excluded.reason ELSE reason END, \
+             until_ms = MAX(until_ms, excluded.until_ms)",
+        )
+        .bind(queue)
+        .bind(until)
+        .bind(reason)
+        .execute(&self.pool)
+        .await
+        .map_err(Self::err)?;
+        Ok(())
+    }
+
+    async fn throttles(&self, now: i64) -> Result<BTreeMap<String, i64>> {
+        let rows = sqlx::query_as::<_, (String, i64)>(
+            "SELECT queue, until_ms FROM queue_throttles WHERE until_ms > ?",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(Self::err)?;
         Ok(rows.into_iter().collect())
     }
 

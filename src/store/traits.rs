@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use super::model::{
-    ActiveCounts, Cancel, Claim, ClaimRequest, Cursor, Inserted, JobFilter, JobPage, JobRecord,
-    JobRow, NewJob, Overdue, StatusCounts, StoreStatus,
+    ActiveCounts, Bucket, Cancel, Claim, ClaimRequest, Cursor, Inserted, JobFilter, JobPage,
+    JobRecord, JobRow, NewJob, Overdue, StatusCounts, StoreStatus, Tokens,
 };
 use crate::error::Result;
 
@@ -52,6 +52,14 @@ pub trait JobStore: Send + Sync + 'static {
     /// when the store has none (a message published by hand or whose row was pruned).
     /// Group-committed like [`JobStore::insert`].
     async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Claim>;
+
+    /// [`JobStore::claim`] for a job with concurrency key `key` on a queue that runs at most
+    /// `limit` jobs per key at once: claimed only while fewer than `limit` jobs of `queue`
+    /// with `key` are `running` with a live lease (counting this one, a job whose lease
+    /// ended does not hold a slot); else [`Claim::KeyBusy`] and nothing changes. The claim
+    /// and the count are one transaction, serialised per key across every process sharing
+    /// the store. Not group-committed.
+    async fn claim_keyed(&self, req: &ClaimRequest<'_>, key: &str, limit: u32) -> Result<Claim>;
 
     /// Records success for a job claimed by `owner`: `succeeded`, result kept. A success
     /// whose lease was taken over by another owner changes nothing.
@@ -182,6 +190,36 @@ pub trait JobSearch: Send + Sync + 'static {
 }
 
 /// The whole store: what `Arc<dyn Store>` offers.
-pub trait Store: JobStore + Maintenance + JobSearch + QueueControl {}
+pub trait Store: JobStore + Maintenance + JobSearch + QueueControl + FlowControl {}
 
-impl<T: JobStore + Maintenance + JobSearch + QueueControl> Store for T {}
+impl<T: JobStore + Maintenance + JobSearch + QueueControl + FlowControl> Store for T {}
+
+/// The fleet-wide limits' shared state: token buckets of rate-limited queues
+/// (`src/rate_limit.rs`) and queues throttled by a target's 429 (`src/throttle.rs`). Per-key
+/// concurrency is counted by the claim itself ([`JobStore::claim_keyed`]).
+///
+/// Every method fails with [`crate::ErrorKind::Store`] when the store cannot be reached.
+#[async_trait::async_trait]
+pub trait FlowControl: Send + Sync + 'static {
+    /// Takes up to `want` tokens from `queue`'s token bucket of rate `per_second` and size
+    /// `burst` at `now` (ms), atomically across every process sharing the store; a bucket
+    /// not yet in the store starts full. See [`Bucket::take`] for the arithmetic.
+    async fn take_tokens(
+        &self,
+        queue: &str,
+        want: u32,
+        per_second: f64,
+        burst: u32,
+        now: i64,
+    ) -> Result<Tokens>;
+
+    /// Every token bucket, by queue, as last written.
+    async fn buckets(&self) -> Result<BTreeMap<String, Bucket>>;
+
+    /// Holds `queue`'s dispatch until `until` (ms) because of `reason`; a later hold already
+    /// in place stays.
+    async fn throttle(&self, queue: &str, until: i64, reason: &str) -> Result<()>;
+
+    /// The holds of [`FlowControl::throttle`] that end after `now` (ms), by queue.
+    async fn throttles(&self, now: i64) -> Result<BTreeMap<String, i64>>;
+}

@@ -11,6 +11,7 @@
 pub mod process;
 pub mod proxy;
 pub mod store;
+pub mod target;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -39,10 +39,14 @@ const CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
 ///
 /// - 2xx: [`Outcome::Success`] with the body as result (lossy UTF-8,
 ///   truncated to [`MAX_RESULT_BYTES`]; `None` if empty).
-/// - 408, 429 and 5xx: [`Outcome::Retry`] with an error like
-///   `HTTP 503 Service Unavailable: <body excerpt>` and `retry_after` from a
-///   `Retry-After` header, either delta-seconds or an HTTP-date (RFC 9110
-///   §10.2.3); a date in the past gives zero.
+/// - 429, and 503 with a `Retry-After` header: [`Outcome::Throttled`] with
+///   that `retry_after`, either delta-seconds or an HTTP-date (RFC 9110
+///   §10.2.3; a date in the past gives zero), so warren holds the whole
+///   queue for that long; an error like `HTTP 429 Too Many Requests: <body
+///   excerpt>`.
+/// - 408, 5xx, and a 429 without a usable `Retry-After`: [`Outcome::Retry`]
+///   with an error like `HTTP 500 Internal Server Error: <body excerpt>` and
+///   `retry_after` from a `Retry-After` header when there is one.
 /// - Any other status (3xx the client did not follow, other 4xx):
 ///   [`Outcome::Permanent`].
 /// - Transport errors (connection refused, DNS, TLS, the client's timeout):
@@ -141,6 +145,17 @@ impl HttpHandler {
             error.push_str(excerpt);
         }
 
+        let throttled =
+            status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE;
+        match retry_after {
+            Some(retry_after) if throttled => {
+                return Outcome::Throttled {
+                    error: truncate_string(error, MAX_RESULT_BYTES),
+                    retry_after,
+                };
+            }
+            _ => {}
+        }
         if retryable {
             Outcome::Retry {
                 error: truncate_string(error, MAX_RESULT_BYTES),

@@ -32,6 +32,17 @@ pub enum Outcome {
         /// queue's backoff.
         retry_after: Option<Duration>,
     },
+    /// The downstream is over its own rate limit (HTTP 429, or 503 with
+    /// `Retry-After`): warren retries the job like [`Outcome::Retry`] after at
+    /// least `retry_after`, and holds the whole queue's dispatch for that long
+    /// across every worker of the fleet, so the other jobs do not hammer a
+    /// target that asked for a pause.
+    Throttled {
+        /// Why the run failed, for the job's status and logs.
+        error: String,
+        /// How long the downstream asked to be left alone.
+        retry_after: Duration,
+    },
     /// The job can never succeed (bad input): warren dead-letters it at once
     /// without further attempts.
     Permanent {
@@ -89,7 +100,7 @@ mod tests {
                     assert_eq!(retry_after, None);
                     error
                 }
-                Outcome::Permanent { error } => error,
+                Outcome::Permanent { error } | Outcome::Throttled { error, .. } => error,
             };
             assert!(text.len() <= MAX_RESULT_BYTES);
             assert!(text.ends_with("…[truncated]"));

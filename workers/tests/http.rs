@@ -65,6 +65,26 @@ async fn server() -> (SocketAddr, Shared) {
             post(|| async { (StatusCode::TOO_MANY_REQUESTS, "slow down") }),
         )
         .route(
+            "/quota",
+            post(|| async {
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(header::RETRY_AFTER, "2")],
+                    "quota exceeded",
+                )
+            }),
+        )
+        .route(
+            "/maintenance",
+            post(|| async {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, "30")],
+                    "back soon",
+                )
+            }),
+        )
+        .route(
             "/missing",
             post(|| async { (StatusCode::NOT_FOUND, "no such hook") }),
         )
@@ -176,7 +196,26 @@ async fn server_error_is_retry_with_retry_after() {
 }
 
 #[tokio::test]
-async fn too_many_requests_is_retry() {
+async fn too_many_requests_or_unavailable_with_retry_after_throttles_the_queue() {
+    let (addr, _) = server().await;
+    assert_eq!(
+        handler(addr, "/quota").handle(&job()).await,
+        Outcome::Throttled {
+            error: "HTTP 429 Too Many Requests: quota exceeded".to_owned(),
+            retry_after: Duration::from_secs(2),
+        }
+    );
+    assert_eq!(
+        handler(addr, "/maintenance").handle(&job()).await,
+        Outcome::Throttled {
+            error: "HTTP 503 Service Unavailable: back soon".to_owned(),
+            retry_after: Duration::from_secs(30),
+        }
+    );
+}
+
+#[tokio::test]
+async fn too_many_requests_without_retry_after_is_retry() {
     let (addr, _) = server().await;
     let outcome = handler(addr, "/throttled").handle(&job()).await;
     assert_eq!(

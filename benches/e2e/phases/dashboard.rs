@@ -101,6 +101,13 @@ pub(crate) async fn phase_dashboard(
                 requests += tab.await.expect("the dashboard tab did not panic");
             }
             rates[side].push(r.per_s());
+            // Every round starts on an empty queue: a round after one that left
+            // `BENCH_INTAKE_N` messages behind runs slower, which would count against
+            // whichever side came second.
+            if let Ok(ch) = conn.create_channel().await {
+                let _ = ch.queue_purge(q.as_str().into(), Default::default()).await;
+                let _ = ch.close(200, "purged".into()).await;
+            }
         }
         let (off, on) = (rates[0][pair], rates[1][pair]);
         ratios.push(on / off);
@@ -109,10 +116,6 @@ pub(crate) async fn phase_dashboard(
             pair + 1,
             on / off
         );
-        if let Ok(ch) = conn.create_channel().await {
-            let _ = ch.queue_purge(q.as_str().into(), Default::default()).await;
-            let _ = ch.close(200, "purged".into()).await;
-        }
     }
     for (name, side) in [("off", 0), ("on", 1)] {
         println!(
