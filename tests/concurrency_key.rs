@@ -126,6 +126,15 @@ async fn a_hot_key_runs_at_its_limit_without_holding_up_the_other_keys() {
         .min()
         .expect("hot ran");
     let took = hot_ends[HOT_JOBS - 1] - hot_start;
+    let most_hot = max_overlap(&calls, "hot");
+    println!(
+        "fairness: hot key at most {most_hot} at once (limit {PER_KEY}); other keys done {:?} \
+         after the first hot start, hot half done after {:?}, hot backlog done after {took:?} \
+         ({:?} back to back)",
+        others_done - hot_start,
+        hot_ends[HOT_JOBS / 2] - hot_start,
+        JOB * u32::try_from(HOT_JOBS / PER_KEY).unwrap_or(u32::MAX)
+    );
     let back_to_back = JOB * u32::try_from(HOT_JOBS / PER_KEY).unwrap_or(u32::MAX);
     assert!(
         took <= back_to_back.mul_f64(1.5),
@@ -285,6 +294,9 @@ async fn a_killed_workers_slot_frees_when_its_lease_ends() {
         .find(|c| c.job_id == next)
         .expect("next reached the target");
     let waited = next_call.start - first.start;
+    println!(
+        "killed worker: its key's next job started {waited:?} after the killed one (lease 7 s)"
+    );
     assert!(
         waited >= Duration::from_millis(6_500),
         "the key's slot was free {waited:?} after the killed job started, inside its 7 s lease"

@@ -108,6 +108,17 @@ async fn two_processes_share_one_token_bucket() {
         (RATE * 0.95..=RATE * 1.05).contains(&mean),
         "mean {mean:.2} starts/s over {span:.2} s"
     );
+    let busiest = ms
+        .iter()
+        .enumerate()
+        .map(|(i, from)| ms[i..].iter().take_while(|t| **t < from + 1_000).count())
+        .max()
+        .unwrap_or(0);
+    println!(
+        "rate limit: {JOBS} starts through two processes, mean {mean:.2}/s after the burst, \
+         busiest second {busiest} starts (limit {})",
+        RATE as usize + BURST
+    );
     let metrics = http
         .get(format!("{base}/metrics"))
         .send()

@@ -54,6 +54,12 @@ async fn a_429_with_retry_after_stops_every_start_of_the_queue_for_that_long() {
             .await;
     }
     let calls = target.wait_calls(12, Duration::from_secs(5)).await;
+    let next = calls[1..]
+        .iter()
+        .map(|c| c.start - refused.start)
+        .min()
+        .unwrap_or_default();
+    println!("throttle: first start after the 429 (Retry-After: 2) came {next:?} after it");
     for c in &calls[1..] {
         let after = c.start - refused.start;
         assert!(

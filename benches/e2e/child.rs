@@ -146,6 +146,8 @@ pub(crate) struct Launch<'a> {
     pub(crate) bin: PathBuf,
     /// `store.retention` (warren's default, 7 days, when `None`).
     pub(crate) retention: Option<&'a str>,
+    /// Extra lines for every queue's table (e.g. a `rate_limit`).
+    pub(crate) queue_extra: &'a str,
 }
 
 impl Default for Launch<'_> {
@@ -153,6 +155,7 @@ impl Default for Launch<'_> {
         Self {
             bin: warren_bin(),
             retention: None,
+            queue_extra: "",
         }
     }
 }
@@ -195,7 +198,8 @@ impl Warren {
         );
         for q in queues {
             toml.push_str(&format!(
-                "\n[queues.\"{q}\"]\nhandler = \"noop\"\nprefetch = {prefetch}\n"
+                "\n[queues.\"{q}\"]\nhandler = \"noop\"\nprefetch = {prefetch}\n{}\n",
+                how.queue_extra
             ));
         }
         let config = space.dir().join(format!("queues-{tag}.toml"));

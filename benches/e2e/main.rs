@@ -31,8 +31,9 @@
 //! `BENCH_LAT_RATE`, `BENCH_LAT_SECS`, `BENCH_REPEAT` (rounds of each throughput phase but
 //! the drain; the median is reported), `BENCH_PHASES` (a comma list of
 //! `raw,intake,drain,e2e,latency`, plus the long `backlog`, `soak` and `growth` phases and
-//! the `ab` comparison of two builds and the `dashboard` cost (an open `/ui/` tab beside
-//! the intake), which run only when named), `BENCH_SOAK_RATE`,
+//! the `ab` comparison of two builds, the `dashboard` cost (an open `/ui/` tab beside
+//! the intake) and the `flow` cost (drains with and without a rate limit, and against
+//! `BENCH_WARREN_BIN_B`; `BENCH_FLOW_N` jobs each), which run only when named), `BENCH_SOAK_RATE`,
 //! `BENCH_SOAK_SECS`, `BENCH_BACKLOG_N`, `BENCH_GROWTH_ROWS` (finished jobs the growth phase
 //! seeds, default 5,000,000), `BENCH_GROWTH_PRUNE_WAIT` (seconds the growth phase waits for
 //! its prune to end, default 3,600), `BENCH_QUIET_WAIT` (seconds to wait for a quiet
@@ -68,8 +69,8 @@ use lapin::{Connection, ConnectionProperties};
 use crate::broker::amqp_url;
 use crate::child::Cleanup;
 use crate::phases::{
-    Beside, load_backlog, phase_ab, phase_backlog, phase_dashboard, phase_drain, phase_growth,
-    phase_intake, phase_raw, phase_run, phase_soak,
+    Beside, load_backlog, phase_ab, phase_backlog, phase_dashboard, phase_drain, phase_flow,
+    phase_growth, phase_intake, phase_raw, phase_run, phase_soak,
 };
 use crate::report::{Figures, report};
 use crate::store::{Space, StoreKind};
@@ -234,6 +235,9 @@ async fn run(p: &Params, cleanup: &Cleanup) -> Figures {
     }
     if p.runs("dashboard") {
         phase_dashboard(p, &conn, cleanup, &mut f).await;
+    }
+    if p.runs("flow") {
+        phase_flow(p, &conn, cleanup, &mut f).await;
     }
     if p.runs("backlog") {
         phase_backlog(p, &conn, cleanup, &mut f).await;

@@ -3,6 +3,7 @@
 
 mod dashboard;
 mod drain;
+mod flow;
 mod growth;
 mod intake;
 mod latency;
@@ -11,6 +12,7 @@ mod soak;
 
 pub(crate) use dashboard::phase_dashboard;
 pub(crate) use drain::{load_backlog, phase_backlog, phase_drain};
+pub(crate) use flow::phase_flow;
 pub(crate) use growth::phase_growth;
 pub(crate) use intake::{Beside, phase_ab, phase_intake};
 pub(crate) use latency::phase_run;

@@ -339,7 +339,7 @@ pub(crate) fn spec() -> utoipa::openapi::OpenApi {
 /// Queue names as configuration allows them (`config::validate_queue_name`): 1 to 200
 /// letters, digits, `_`, `-` and `.` (a name that is not configured is a 404).
 pub(crate) const QUEUE_PATTERN: &str = "^[A-Za-z0-9_.-]{1,200}$";
-/// `Idempotency-Key` and `X-Correlation-ID` headers: 1 to 255 printable ASCII characters
+/// `Idempotency-Key`, `X-Correlation-ID` and `X-Concurrency-Key` headers: 1 to 255 printable ASCII characters
 /// that neither start nor end with a space (HTTP strips those, RFC 9110 §5.5), as the
 /// intake's `token` check accepts them; they travel as AMQP short strings.
 pub(crate) const HEADER_TOKEN_PATTERN: &str = "^[!-~]([ -~]{0,253}[!-~])?$";
@@ -399,11 +399,13 @@ pub(crate) fn document(tokens: bool) -> utoipa::openapi::OpenApi {
                         .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
                             utoipa::openapi::KnownFormat::DateTime,
                         ))),
-                    "Idempotency-Key" | "X-Correlation-ID" => ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .pattern(Some(HEADER_TOKEN_PATTERN))
-                        .min_length(Some(1))
-                        .max_length(Some(255)),
+                    "Idempotency-Key" | "X-Correlation-ID" | "X-Concurrency-Key" => {
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .pattern(Some(HEADER_TOKEN_PATTERN))
+                            .min_length(Some(1))
+                            .max_length(Some(255))
+                    }
                     _ => continue,
                 };
                 p.schema = Some(schema.into());

@@ -7,7 +7,7 @@ use lapin::Connection;
 use serde_json::json;
 
 use crate::Params;
-use crate::child::{Cleanup, Warren};
+use crate::child::{Cleanup, Launch, Warren};
 use crate::load::{batch_accepted, batch_bodies, closed_loop};
 use crate::procfs::{CpuMeter, CpuTotals, RssWatch, status_kb, wait_quiet};
 use crate::raw::depth;
@@ -34,13 +34,26 @@ pub(crate) async fn drain(
     jobs: &Jobs,
     tag: &str,
 ) -> Drained {
+    drain_with(&Launch::default(), p, space, conn, bk, jobs, tag).await
+}
+
+/// [`drain`] with the `warren` that `how` says.
+pub(crate) async fn drain_with(
+    how: &Launch<'_>,
+    p: &Params,
+    space: &Space,
+    conn: &Connection,
+    bk: &str,
+    jobs: &Jobs,
+    tag: &str,
+) -> Drained {
     let before = depth(conn, bk).await.unwrap_or(0);
     println!(
         "{tag}: warren run (noop, claims and status on) over a backlog of {before} jobs ({})",
         space.describe()
     );
     wait_quiet().await;
-    let mut w = Warren::start(space, tag, "run", &[bk], p.prefetch).await;
+    let mut w = Warren::launch(how, space, tag, "run", &[bk], p.prefetch).await;
     let rss = RssWatch::start(w.pid);
     if p.perf {
         w.profile(tag);
@@ -99,7 +112,20 @@ pub(crate) async fn load_backlog(
     tag: &str,
     loud: bool,
 ) -> (Jobs, f64) {
-    let w = Warren::start(space, tag, "serve", &[bk], p.prefetch).await;
+    load_backlog_with(&Launch::default(), p, space, bk, n, tag, loud).await
+}
+
+/// [`load_backlog`] through the `warren` that `how` says.
+pub(crate) async fn load_backlog_with(
+    how: &Launch<'_>,
+    p: &Params,
+    space: &Space,
+    bk: &str,
+    n: usize,
+    tag: &str,
+    loud: bool,
+) -> (Jobs, f64) {
+    let w = Warren::launch(how, space, tag, "serve", &[bk], p.prefetch).await;
     let rss = RssWatch::start(w.pid);
     let from = id_floor();
     let (mut accepted, mut sample) = (0, Vec::new());
