@@ -502,26 +502,19 @@ async fn process(
         };
         // Over its key's limit, a delivery waits in the key's waiting room (without its
         // concurrency slot) and claims again when a job of the key ends here, or after a
-        // short poll; with the room full it is parked (`crate::concurrency_key`).
+        // short poll; with the room full it is parked (`crate::concurrency_key`). A key at
+        // its limit in this process already goes straight to the room: the store could only
+        // refuse the claim.
         let mut seat = None;
-        if let Some((rooms, key, _)) = &keyed
-            && rooms.busy_here(key)
-        {
-            // The key is at its limit here already: wait in its room, or park, without a
-            // claim the store could only refuse.
-            seat = rooms.enter(key);
-            let Some(waiting) = &seat else {
-                park(ctx, queue, &msg, &properties, &ticket).await;
-                return;
-            };
-            if !wait_turn(waiting, slot, hard_stop, &ticket).await {
-                return;
-            }
-        }
+        let mut ask_store = !keyed.as_ref().is_some_and(|(rooms, key, _)| rooms.busy_here(key));
         let claim = loop {
-            let claim = claim_once.retry(store_backoff()).when(|e| worth_retrying(ctx, e)).await;
-            let Ok(Claim::KeyBusy) = claim else { break claim };
-            let Some((rooms, key, _)) = &keyed else { break claim };
+            if ask_store {
+                let claim = claim_once.retry(store_backoff()).when(|e| worth_retrying(ctx, e)).await;
+                let Ok(Claim::KeyBusy) = claim else { break claim };
+            }
+            ask_store = true;
+            // Only a keyed claim is ever busy for its key.
+            let Some((rooms, key, _)) = &keyed else { break Ok(Claim::KeyBusy) };
             if seat.is_none() {
                 seat = rooms.enter(key);
             }

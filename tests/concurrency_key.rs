@@ -54,36 +54,20 @@ async fn a_hot_key_runs_at_its_limit_without_holding_up_the_other_keys() {
         .await;
     let q = w.q("fair");
     let http = reqwest::Client::new();
-    let batch = |jobs: Vec<Value>| {
-        let (http, url) = (http.clone(), format!("{}/v1/queues/{q}/jobs/batch", w.base));
-        async move {
-            let resp = http
-                .post(url)
-                .json(&json!({ "jobs": jobs }))
-                .send()
-                .await
-                .expect("POST batch");
-            assert_eq!(
-                resp.status(),
-                200,
-                "a batch answers 200 with a result per job"
-            );
-            let body: Value = resp.json().await.expect("json");
-            let results = body["results"].as_array().expect("results");
-            assert!(
-                results.iter().all(|r| r["status"] == 202),
-                "every job accepted"
-            );
-        }
-    };
     // The hot key's backlog first, then the others behind it in the queue.
-    batch(
+    common::post_batch(
+        &http,
+        &w.base,
+        &q,
         (0..HOT_JOBS)
             .map(|n| json!({ "payload": { "customer": "hot", "n": n } }))
             .collect(),
     )
     .await;
-    batch(
+    common::post_batch(
+        &http,
+        &w.base,
+        &q,
         (0..OTHER_KEYS * PER_OTHER_KEY)
             .map(|n| json!({ "payload": { "customer": format!("c{}", n % OTHER_KEYS), "n": n } }))
             .collect(),
@@ -245,19 +229,7 @@ async fn a_killed_workers_slot_frees_when_its_lease_ends() {
     let mut children = Children(vec![intake, doomed]);
     wait_ready(&base, dir, "intake.log").await;
     let http = reqwest::Client::new();
-    let post = |payload: Value| {
-        let (http, url) = (http.clone(), format!("{base}/v1/queues/{q}/jobs"));
-        async move {
-            common::accepted_id(
-                http.post(url)
-                    .json(&json!({ "payload": payload }))
-                    .send()
-                    .await
-                    .expect("POST"),
-            )
-            .await
-        }
-    };
+    let post = |payload: Value| common::post_job(&http, &base, &q, payload);
     let held = post(json!({ "customer": "k", "hold": true })).await;
     let first = target.wait_started(1, Duration::from_secs(30)).await[0].clone();
     signal_group(doomed, "KILL");
@@ -267,24 +239,12 @@ async fn a_killed_workers_slot_frees_when_its_lease_ends() {
 
     // `next` starts only once the killed worker's lease (claimed just before `first`
     // reached the target) has ended, and then runs.
-    let job = |id: String| {
-        let (http, url) = (http.clone(), format!("{base}/v1/jobs/{id}"));
-        async move {
-            http.get(url)
-                .send()
-                .await
-                .expect("GET")
-                .json::<Value>()
-                .await
-                .expect("json")
-        }
-    };
     let deadline = Instant::now() + Duration::from_secs(40);
-    while job(next.clone()).await["status"] != "succeeded" {
+    while common::job_at(&http, &base, &next).await["status"] != "succeeded" {
         assert!(
             Instant::now() < deadline,
             "{next} did not succeed: {}",
-            job(next.clone()).await
+            common::job_at(&http, &base, &next).await
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -105,21 +105,7 @@ async fn stop(child: &mut Child) {
 
 /// `GET /v1/queues`'s entry for `queue`.
 async fn overview(http: &reqwest::Client, base: &str, queue: &str) -> Value {
-    let all: Value = http
-        .get(format!("{base}/v1/queues"))
-        .send()
-        .await
-        .expect("GET /v1/queues")
-        .json()
-        .await
-        .expect("json");
-    all["queues"]
-        .as_array()
-        .expect("queues")
-        .iter()
-        .find(|e| e["queue"] == queue)
-        .unwrap_or_else(|| panic!("{queue} missing from {all}"))
-        .clone()
+    common::queue_entry_at(http, base, queue).await.0
 }
 
 /// Runs `warren ARGS` in `dir` against the test's broker and store; asserts success and
@@ -169,13 +155,7 @@ fn write_holding_queue(dir: &Path, queue: &str, concurrency: usize) {
 
 /// `GET /v1/jobs/{id}` as JSON.
 async fn job(http: &reqwest::Client, base: &str, id: &str) -> Value {
-    http.get(format!("{base}/v1/jobs/{id}"))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("json")
+    common::job_at(http, base, id).await
 }
 
 /// Polls job `id` until it is `succeeded` (30 s at most); returns it.

@@ -52,38 +52,10 @@ async fn two_processes_share_one_token_bucket() {
     let jobs: Vec<Value> = (0..JOBS)
         .map(|n| json!({ "payload": { "n": n } }))
         .collect();
-    let resp = http
-        .post(format!("{base}/v1/queues/{q}/jobs/batch"))
-        .json(&json!({ "jobs": jobs }))
-        .send()
-        .await
-        .expect("POST batch");
-    assert_eq!(
-        resp.status(),
-        200,
-        "a batch answers 200 with a result per job"
-    );
-    let body: Value = resp.json().await.expect("json");
-    let results = body["results"].as_array().expect("results");
-    assert!(
-        results.iter().all(|r| r["status"] == 202),
-        "every job accepted"
-    );
+    common::post_batch(&http, &base, &q, jobs).await;
 
     // While it drains: the limit and the bucket in the overview.
-    let all: Value = http
-        .get(format!("{base}/v1/queues"))
-        .send()
-        .await
-        .expect("GET /v1/queues")
-        .json()
-        .await
-        .expect("json");
-    let entry = all["queues"]
-        .as_array()
-        .and_then(|qs| qs.iter().find(|e| e["queue"] == q.as_str()))
-        .unwrap_or_else(|| panic!("{q} in {all}"))
-        .clone();
+    let (entry, _) = common::queue_entry_at(&http, &base, &q).await;
     assert_eq!(entry["rate_limit"]["per_second"], RATE, "{entry}");
     assert_eq!(entry["rate_limit"]["burst"], BURST, "{entry}");
     let tokens = entry["rate_limit"]["tokens"].as_f64().expect("tokens");

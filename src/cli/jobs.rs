@@ -28,34 +28,26 @@ pub(crate) enum JobsAction {
         json: bool,
     },
     /// Cancel queued and retrying jobs by id or by filter (asks first; --yes to skip).
-    Cancel {
-        /// A job to cancel; repeat for several (at most 1,000).
-        #[arg(long = "id", value_name = "ID")]
-        ids: Vec<String>,
-        #[command(flatten)]
-        filter: FilterArgs,
-        /// Count what would be cancelled; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Do not ask (needed when stdin is not a terminal).
-        #[arg(long)]
-        yes: bool,
-    },
+    Cancel(BulkArgs),
     /// Requeue dead jobs by id or by filter: their dead letters move back to their work
     /// queues (confirm, then ack), attempts start again (asks first; --yes to skip).
-    Requeue {
-        /// A dead job to requeue; repeat for several (at most 1,000).
-        #[arg(long = "id", value_name = "ID")]
-        ids: Vec<String>,
-        #[command(flatten)]
-        filter: FilterArgs,
-        /// Count what would be requeued; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Do not ask (needed when stdin is not a terminal).
-        #[arg(long)]
-        yes: bool,
-    },
+    Requeue(BulkArgs),
+}
+
+/// What a bulk action takes: ids or filters, and how to confirm.
+#[derive(Args, Debug)]
+pub(crate) struct BulkArgs {
+    /// A job to act on; repeat for several (at most 1,000).
+    #[arg(long = "id", value_name = "ID")]
+    ids: Vec<String>,
+    #[command(flatten)]
+    filter: FilterArgs,
+    /// Count what would change; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Do not ask (needed when stdin is not a terminal).
+    #[arg(long)]
+    yes: bool,
 }
 
 /// The list filters (DESIGN §3), every one optional.
@@ -170,18 +162,8 @@ pub(crate) async fn run(config: &Config, action: JobsAction) -> anyhow::Result<(
             cursor,
             json,
         } => list(config, &filter, limit, cursor.as_deref(), json).await,
-        JobsAction::Cancel {
-            ids,
-            filter,
-            dry_run,
-            yes,
-        } => cancel(config, ids, &filter, dry_run, yes).await,
-        JobsAction::Requeue {
-            ids,
-            filter,
-            dry_run,
-            yes,
-        } => requeue(config, ids, &filter, dry_run, yes).await,
+        JobsAction::Cancel(a) => cancel(config, a.ids, &a.filter, a.dry_run, a.yes).await,
+        JobsAction::Requeue(a) => requeue(config, a.ids, &a.filter, a.dry_run, a.yes).await,
     }
 }
 
@@ -275,6 +257,58 @@ fn selection(
     })
 }
 
+/// How a bulk action speaks of what it does.
+struct Wording {
+    /// `cancel`.
+    verb: &'static str,
+    /// `job(s)`.
+    jobs: &'static str,
+    /// `would be cancelled`.
+    would: &'static str,
+    /// What the jobs it leaves are: `not cancellable (running, finished or unknown)`.
+    left: &'static str,
+    /// Why there is nothing to do: `no queued or retrying job matches`.
+    none: &'static str,
+}
+
+const CANCEL: Wording = Wording {
+    verb: "cancel",
+    jobs: "job(s)",
+    would: "would be cancelled",
+    left: "not cancellable (running, finished or unknown)",
+    none: "no queued or retrying job matches",
+};
+
+const REQUEUE: Wording = Wording {
+    verb: "requeue",
+    jobs: "dead job(s)",
+    would: "would be requeued",
+    left: "not requeuable (not dead, purged or unknown)",
+    none: "no dead job with a dead letter matches",
+};
+
+/// Before a bulk action that would change `changed` jobs and leave `left` of those chosen:
+/// with `dry_run` says so and stops; with nothing to change says so and stops; else asks
+/// (see [`confirm`]). True to go on.
+fn ask(dry_run: bool, changed: u64, left: u64, w: &Wording) -> anyhow::Result<bool> {
+    if dry_run {
+        println!(
+            "dry run: {changed} {} {}; {left} {}; nothing changed",
+            w.jobs, w.would, w.left
+        );
+        return Ok(false);
+    }
+    if changed == 0 {
+        println!("nothing to {}: {} ({left} {})", w.verb, w.none, w.left);
+        return Ok(false);
+    }
+    confirm(
+        &format!("{} {changed} {}?", w.verb, w.jobs),
+        &format!("this would {} {changed} {}", w.verb, w.jobs),
+    )?;
+    Ok(true)
+}
+
 /// Asks `question` on a terminal; without one, refuses and names `--yes`.
 fn confirm(question: &str, refusal: &str) -> anyhow::Result<()> {
     if !std::io::stdin().is_terminal() {
@@ -302,24 +336,9 @@ async fn cancel(
     let now = store::now_ms();
     if dry_run || !yes {
         let would = warren::bulk::cancel(&*store, &selection, now, true).await?;
-        if dry_run {
-            println!(
-                "dry run: {} job(s) would be cancelled; {} not cancellable (running, finished or unknown); nothing changed",
-                would.cancelled, would.not_cancellable
-            );
+        if !ask(dry_run, would.cancelled, would.not_cancellable, &CANCEL)? {
             return Ok(());
         }
-        if would.cancelled == 0 {
-            println!(
-                "nothing to cancel: no queued or retrying job matches ({} not cancellable)",
-                would.not_cancellable
-            );
-            return Ok(());
-        }
-        confirm(
-            &format!("cancel {} job(s)?", would.cancelled),
-            &format!("this would cancel {} job(s)", would.cancelled),
-        )?;
     }
     let done = warren::bulk::cancel(&*store, &selection, now, false).await?;
     println!(
@@ -340,24 +359,9 @@ async fn requeue(
     let app = warren::App::builder(config.clone()).build().await?;
     if dry_run || !yes {
         let would = warren::bulk::requeue_dry_run(app.store(), &selection).await?;
-        if dry_run {
-            println!(
-                "dry run: {} dead job(s) would be requeued; {} not requeuable (not dead, purged or unknown); nothing changed",
-                would.requeued, would.not_requeued
-            );
+        if !ask(dry_run, would.requeued, would.not_requeued, &REQUEUE)? {
             return Ok(());
         }
-        if would.requeued == 0 {
-            println!(
-                "nothing to requeue: no dead job with a dead letter matches ({} not requeuable)",
-                would.not_requeued
-            );
-            return Ok(());
-        }
-        confirm(
-            &format!("requeue {} dead job(s)?", would.requeued),
-            &format!("this would requeue {} dead job(s)", would.requeued),
-        )?;
     }
     let done = warren::bulk::requeue(&app.dlq(), app.store(), &selection).await?;
     println!(

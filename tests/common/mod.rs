@@ -692,9 +692,13 @@ pub const STATS_LAG: Duration = Duration::from_secs(20);
 
 /// `GET /v1/queues`'s entry for `queue`, and the whole answer.
 pub async fn queue_entry(w: &TestWarren, queue: &str) -> (Value, Value) {
-    let resp = w
-        .http
-        .get(format!("{}/v1/queues", w.base))
+    queue_entry_at(&w.http, &w.base, queue).await
+}
+
+/// [`queue_entry`] from the intake at `base` (e.g. a `warren` child process).
+pub async fn queue_entry_at(http: &reqwest::Client, base: &str, queue: &str) -> (Value, Value) {
+    let resp = http
+        .get(format!("{base}/v1/queues"))
         .send()
         .await
         .expect("GET /v1/queues");
@@ -708,6 +712,52 @@ pub async fn queue_entry(w: &TestWarren, queue: &str) -> (Value, Value) {
         .unwrap_or_else(|| panic!("{queue} missing from {all}"))
         .clone();
     (e, all)
+}
+
+/// `GET /v1/jobs/{id}` from the intake at `base`, as JSON.
+pub async fn job_at(http: &reqwest::Client, base: &str, id: &str) -> Value {
+    http.get(format!("{base}/v1/jobs/{id}"))
+        .send()
+        .await
+        .expect("GET /v1/jobs/{id}")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// POSTs a job with `payload` to `queue` on the intake at `base`; returns its id, asserting
+/// 202.
+pub async fn post_job(http: &reqwest::Client, base: &str, queue: &str, payload: Value) -> String {
+    accepted_id(
+        http.post(format!("{base}/v1/queues/{queue}/jobs"))
+            .json(&serde_json::json!({ "payload": payload }))
+            .send()
+            .await
+            .expect("POST"),
+    )
+    .await
+}
+
+/// POSTs `jobs` (request bodies) as one batch to `queue` on the intake at `base`, asserting
+/// that every job was accepted.
+pub async fn post_batch(http: &reqwest::Client, base: &str, queue: &str, jobs: Vec<Value>) {
+    let resp = http
+        .post(format!("{base}/v1/queues/{queue}/jobs/batch"))
+        .json(&serde_json::json!({ "jobs": jobs }))
+        .send()
+        .await
+        .expect("POST batch");
+    assert_eq!(
+        resp.status(),
+        200,
+        "a batch answers 200 with a result per job"
+    );
+    let body: Value = resp.json().await.expect("json");
+    let results = body["results"].as_array().expect("results");
+    assert!(
+        results.iter().all(|r| r["status"] == 202),
+        "every job accepted"
+    );
 }
 
 /// Polls `GET /v1/queues` until `queue`'s entry satisfies `pred` (within [`STATS_LAG`]).
