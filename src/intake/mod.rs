@@ -42,6 +42,23 @@ pub(crate) struct IntakeState {
     pub(crate) stats: Arc<crate::overview::StatsCache>,
 }
 
+impl IntakeState {
+    /// The queue overview of `GET /v1/queues` and the dashboard, with this intake's cached
+    /// management API statistics.
+    ///
+    /// # Errors
+    /// As [`crate::overview::overview`].
+    pub(crate) async fn overview(&self) -> crate::error::Result<crate::overview::Overview> {
+        crate::overview::overview(
+            &self.config,
+            self.publisher.broker(),
+            &self.store,
+            &self.stats,
+        )
+        .await
+    }
+}
+
 /// The intake's routes, from the route table [`routes::ROUTES`]. The state is shared behind
 /// one `Arc`, so a request clones one pointer rather than each field. With no tokens
 /// configured every route is open (DESIGN §9), so the token check is not layered at all.

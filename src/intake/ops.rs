@@ -27,15 +27,7 @@ use crate::overview::Overview;
 pub(super) async fn list_queues(
     State(state): State<Arc<IntakeState>>,
 ) -> Result<Json<Overview>, Problem> {
-    crate::overview::overview(
-        &state.config,
-        state.publisher.broker(),
-        &state.store,
-        &state.stats,
-    )
-    .await
-    .map(Json)
-    .map_err(|e| {
+    state.overview().await.map(Json).map_err(|e| {
         tracing::warn!(error = %e, "queue overview failed");
         Problem::unavailable(format!(
             "the queue overview is unavailable: {}",

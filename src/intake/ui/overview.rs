@@ -45,14 +45,7 @@ pub(super) async fn live(
 }
 
 async fn load(state: &IntakeState) -> Result<Overview, Page> {
-    crate::overview::overview(
-        &state.config,
-        state.publisher.broker(),
-        &state.store,
-        &state.stats,
-    )
-    .await
-    .map_err(|e| Page::unavailable(&e))
+    state.overview().await.map_err(|e| Page::unavailable(&e))
 }
 
 fn count(n: Option<u64>) -> Markup {
