@@ -87,6 +87,7 @@ fn row(i: usize, n: usize) -> JobRow {
             finished_at: finished.then_some(created_at + 50),
             next_attempt_at: (status == JobStatus::Retrying).then_some(created_at + 60_000),
             discarded_at: None,
+            schedule: None,
         },
         request_hash: None,
         accepted: true,

@@ -458,6 +458,7 @@ impl Seed {
                 finished_at: Some(created + 10),
                 next_attempt_at: None,
                 discarded_at: None,
+                schedule: None,
             },
             request_hash: key.map(|_| "seed".to_owned()),
             accepted: true,

@@ -117,6 +117,7 @@ impl FilterArgs {
             correlation_id: self.correlation_id.clone(),
             idempotency_key: self.idempotency_key.clone(),
             error_contains: self.error_contains.clone(),
+            schedule: None,
         })
     }
 

@@ -212,6 +212,7 @@ pub(super) fn prepare(
             // A delayed job waits in the delay levels: the sweeper can publish it again
             // should its delayed message be lost (`crate::sweeper`).
             resend_payload: next_attempt_at.map(|_| req.payload.get().as_bytes().to_vec()),
+            schedule: None,
         },
         payload: bytes::Bytes::copy_from_slice(req.payload.get().as_bytes()),
         delay,
@@ -305,6 +306,7 @@ fn pending_record(new: &NewJob) -> JobRecord {
         finished_at: None,
         next_attempt_at: new.next_attempt_at,
         discarded_at: None,
+        schedule: new.schedule.clone(),
     }
 }
 

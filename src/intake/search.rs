@@ -126,6 +126,7 @@ impl Raw {
             correlation_id: token("correlation_id", self.correlation_id)?,
             idempotency_key: token("idempotency_key", self.idempotency_key)?,
             error_contains,
+            schedule: None,
         })
     }
 }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::model::{
     ActiveCounts, Bucket, Claimed, Inserted, JobRecord, JobRow, JobStatus, NewJob, Overdue,
-    OwnedClaim, Success,
+    OwnedClaim, ScheduleState, Success,
 };
 use super::{StoreError, StoreErrorKind};
 use crate::error::{Error, Result};
@@ -176,6 +176,16 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn throttle(&self, queue: &str, until: i64, reason: &str) -> Result<()>;
     /// See [`super::FlowControl::throttles`].
     async fn throttles(&self, now: i64) -> Result<BTreeMap<String, i64>>;
+    /// Schedule `name`'s state, `None` when it has no row (a read, no lock).
+    async fn schedule_find(&self, name: &str) -> Result<Option<ScheduleState>>;
+    /// Schedule `name`'s state, its row created with `last_tick = now` (ms) and no job when
+    /// absent; a row present (another process's, made meanwhile) is returned unchanged. One
+    /// statement.
+    async fn schedule_create(&self, name: &str, now: i64) -> Result<ScheduleState>;
+    /// See [`super::Schedules::schedule_advance`] (one statement).
+    async fn schedule_advance(&self, name: &str, tick: i64, job: Uuid) -> Result<()>;
+    /// See [`super::Schedules::schedule_states`].
+    async fn schedule_states(&self) -> Result<BTreeMap<String, ScheduleState>>;
 
     // --- search (the SQL is built once, in `super::search`) ------------------------------
 

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::model::{
     ActiveCounts, Cancel, Claim, ClaimRequest, Cursor, Inserted, JobFilter, JobStatus, NewJob,
-    Overdue,
+    Overdue, ScheduleState,
 };
 use super::{OpenOptions, Store, StoreErrorKind, now_ms};
 use crate::error::ErrorKind;
@@ -188,6 +188,7 @@ pub(crate) fn new_job(queue: &str) -> NewJob {
         created_at: now_ms(),
         next_attempt_at: None,
         resend_payload: None,
+        schedule: None,
     }
 }
 
@@ -807,6 +808,10 @@ async fn export_then_import_copies_rows_unchanged(a: Adapter) {
     let (from, to) = (from_db.open().await, to_db.open().await);
     let mut jobs: Vec<NewJob> = (0..250).map(|_| new_job("q")).collect();
     jobs.push(keyed("q", "k", "h"));
+    jobs.push(NewJob {
+        schedule: Some("nightly".into()),
+        ..new_job("q")
+    });
     from.insert_many(&jobs).await.expect("insert_many");
     from.claim(&claim_req(jobs[0].id, "w", now_ms()))
         .await
@@ -833,7 +838,7 @@ async fn export_then_import_copies_rows_unchanged(a: Adapter) {
         copied += to.import(&page).await.expect("import");
         all.extend(page);
     }
-    assert_eq!(copied, 251);
+    assert_eq!(copied, 252);
     assert_eq!(to.import(&all).await.expect("import again"), 0);
     let back = to.export(None, 1_000).await.expect("export");
     assert_eq!(back, all, "rows arrive unchanged, in id order");
@@ -841,6 +846,16 @@ async fn export_then_import_copies_rows_unchanged(a: Adapter) {
         all[2].resend_payload.as_deref(),
         Some(b"{\"kept\":1}".as_slice()),
         "the payload a retry keeps travels with the row"
+    );
+    let scheduled: Vec<_> = back
+        .iter()
+        .filter(|r| r.record.schedule.is_some())
+        .map(|r| (r.record.id, r.record.schedule.as_deref()))
+        .collect();
+    assert_eq!(
+        scheduled,
+        vec![(jobs[251].id, Some("nightly"))],
+        "the schedule travels with the row"
     );
     assert!(matches!(
         to.insert(&keyed("q", "k", "h")).await.expect("insert"),
@@ -1162,6 +1177,7 @@ async fn search_fixture(s: &Arc<dyn Store>) -> Vec<(NewJob, JobStatus)> {
         let mut job = new_job(if i % 2 == 0 { "a" } else { "b" });
         job.created_at = base + i * 1_000;
         job.correlation_id = Some(format!("c{}", i % 3));
+        job.schedule = (i % 4 == 1).then(|| "nightly".to_owned());
         if i % 3 == 0 {
             job.idempotency_key = Some(format!("key-{i}"));
             job.request_hash = Some("h".into());
@@ -1333,6 +1349,33 @@ async fn search_filters_each_condition_newest_first(a: Adapter) {
             },
             vec![],
         ),
+        (
+            JobFilter {
+                schedule: Some("nightly".into()),
+                ..JobFilter::default()
+            },
+            expect(&|j, _| j.schedule.as_deref() == Some("nightly")),
+        ),
+        (
+            JobFilter {
+                schedule: Some("nightly".into()),
+                queue: Some("b".into()),
+                statuses: vec![JobStatus::Running, JobStatus::Succeeded],
+                ..JobFilter::default()
+            },
+            expect(&|j, st| {
+                j.schedule.as_deref() == Some("nightly")
+                    && j.queue == "b"
+                    && matches!(st, JobStatus::Running | JobStatus::Succeeded)
+            }),
+        ),
+        (
+            JobFilter {
+                schedule: Some("hourly".into()),
+                ..JobFilter::default()
+            },
+            vec![],
+        ),
     ];
     for (filter, want) in cases {
         for limit in [1, 3, 500] {
@@ -1457,6 +1500,242 @@ async fn status_counts_by_queue_and_status(a: Adapter) {
     assert_eq!(counts["b"].get(&JobStatus::Running), Some(&4));
 }
 
+/// A schedule's state is made once, by its first caller, with `last_tick = now` and no job:
+/// a second caller (another process) with a later `now` gets the same row, and so do callers
+/// racing over two store instances for a new schedule.
+async fn schedule_start_creates_the_state_once(a: Adapter) {
+    let db = TestDb::new(a).await;
+    let (s, other) = (db.open().await, db.open().await);
+    assert!(s.schedule_states().await.expect("states").is_empty());
+    let first = ScheduleState {
+        last_tick: 1_000,
+        last_job: None,
+    };
+    assert_eq!(
+        s.schedule_start("nightly", 1_000).await.expect("start"),
+        first
+    );
+    assert_eq!(
+        other.schedule_start("nightly", 5_000).await.expect("start"),
+        first,
+        "a later caller gets the row the first made"
+    );
+    let barrier = Arc::new(Barrier::new(8));
+    let started = futures::future::join_all((0..8_i64).map(|i| {
+        let s = if i % 2 == 0 { s.clone() } else { other.clone() };
+        let barrier = barrier.clone();
+        tokio::spawn(async move {
+            barrier.wait().await;
+            s.schedule_start("raced", 10_000 + i).await.expect("start")
+        })
+    }))
+    .await;
+    let started: Vec<ScheduleState> = started.into_iter().map(|r| r.expect("join")).collect();
+    assert!(
+        started.iter().all(|st| *st == started[0]),
+        "every racer gets the same row: {started:?}"
+    );
+    assert!((10_000..10_008).contains(&started[0].last_tick));
+    assert_eq!(started[0].last_job, None);
+    assert_eq!(
+        s.schedule_states().await.expect("states"),
+        std::collections::BTreeMap::from([
+            ("nightly".to_owned(), first),
+            ("raced".to_owned(), started[0]),
+        ])
+    );
+}
+
+/// An advance moves a schedule's state forward and never back: a slower process recording an
+/// older tick leaves the later tick and its job; the same tick again takes the new job; an
+/// advance of a schedule never started creates its row; concurrent advances over two store
+/// instances end at the latest tick and its job; the state is kept across a reopen.
+async fn schedule_advance_moves_forward_never_back(a: Adapter) {
+    let db = TestDb::new(a).await;
+    let (s, other) = (db.open().await, db.open().await);
+    s.schedule_start("nightly", 500).await.expect("start");
+    let (j1, j2, j3) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    s.schedule_advance("nightly", 2_000, j2)
+        .await
+        .expect("advance");
+    other
+        .schedule_advance("nightly", 1_000, j1)
+        .await
+        .expect("advance an older tick");
+    let at_2000 = ScheduleState {
+        last_tick: 2_000,
+        last_job: Some(j2),
+    };
+    assert_eq!(
+        s.schedule_start("nightly", 9_000).await.expect("start"),
+        at_2000,
+        "an older tick moves nothing back"
+    );
+    other
+        .schedule_advance("nightly", 2_000, j3)
+        .await
+        .expect("advance the same tick");
+    assert_eq!(
+        s.schedule_start("nightly", 9_000).await.expect("start"),
+        ScheduleState {
+            last_tick: 2_000,
+            last_job: Some(j3),
+        },
+        "the same tick again takes its job"
+    );
+    let hourly = Uuid::now_v7();
+    s.schedule_advance("hourly", 3_000, hourly)
+        .await
+        .expect("advance a new schedule");
+    // Ticks 1..=16 s recorded in a scrambled order by racers on two instances.
+    let ticks: Vec<(i64, Uuid)> = [7, 3, 16, 1, 12, 9, 5, 14, 2, 11, 8, 15, 4, 10, 6, 13]
+        .into_iter()
+        .map(|n: i64| (n * 1_000 + 100_000, Uuid::now_v7()))
+        .collect();
+    let barrier = Arc::new(Barrier::new(ticks.len()));
+    let raced = futures::future::join_all(ticks.iter().enumerate().map(|(i, &(tick, job))| {
+        let s = if i % 2 == 0 { s.clone() } else { other.clone() };
+        let barrier = barrier.clone();
+        tokio::spawn(async move {
+            barrier.wait().await;
+            s.schedule_advance("raced", tick, job).await
+        })
+    }))
+    .await;
+    for r in raced {
+        r.expect("join").expect("advance");
+    }
+    let latest = ticks
+        .iter()
+        .max_by_key(|(tick, _)| *tick)
+        .copied()
+        .expect("ticks");
+    let want = std::collections::BTreeMap::from([
+        (
+            "hourly".to_owned(),
+            ScheduleState {
+                last_tick: 3_000,
+                last_job: Some(hourly),
+            },
+        ),
+        (
+            "nightly".to_owned(),
+            ScheduleState {
+                last_tick: 2_000,
+                last_job: Some(j3),
+            },
+        ),
+        (
+            "raced".to_owned(),
+            ScheduleState {
+                last_tick: latest.0,
+                last_job: Some(latest.1),
+            },
+        ),
+    ]);
+    assert_eq!(other.schedule_states().await.expect("states"), want);
+    drop((s, other));
+    assert_eq!(
+        db.open().await.schedule_states().await.expect("states"),
+        want,
+        "kept across a reopen"
+    );
+}
+
+/// A job carries the schedule that made it through every way in (a single insert, a batch,
+/// a keyed replay) and out (`get`, `list`, a cancel's record), and the search filters on it.
+async fn jobs_carry_their_schedule(a: Adapter) {
+    let db = TestDb::new(a).await;
+    let s = db.open().await;
+    let nightly = |mut j: NewJob| {
+        j.schedule = Some("nightly".into());
+        j
+    };
+    let single = nightly(new_job("q"));
+    assert_eq!(s.insert(&single).await.expect("insert"), Inserted::New);
+    let keyed_job = nightly(keyed("q", "nightly@1000", "h"));
+    let batch = vec![
+        nightly(new_job("q")),
+        new_job("q"),
+        NewJob {
+            schedule: Some("hourly".into()),
+            ..new_job("other")
+        },
+        keyed_job.clone(),
+    ];
+    s.insert_many(&batch).await.expect("insert_many");
+    let client = new_job("q");
+    s.insert(&client).await.expect("insert");
+    for (job, want) in [
+        (&single, Some("nightly")),
+        (&batch[0], Some("nightly")),
+        (&batch[1], None),
+        (&batch[2], Some("hourly")),
+        (&batch[3], Some("nightly")),
+        (&client, None),
+    ] {
+        let r = s.get(job.id).await.expect("get").expect("row");
+        assert_eq!(r.schedule.as_deref(), want, "get {}", job.id);
+    }
+    match s
+        .insert(&NewJob {
+            id: Uuid::now_v7(),
+            ..keyed_job.clone()
+        })
+        .await
+        .expect("insert the key again")
+    {
+        Inserted::Existing { record, .. } => {
+            assert_eq!(
+                (record.id, record.schedule.as_deref()),
+                (keyed_job.id, Some("nightly"))
+            );
+        }
+        other => panic!("the key's job, not {other:?}"),
+    }
+    let page = s
+        .list(&JobFilter::default(), None, 500)
+        .await
+        .expect("list");
+    assert_eq!(page.jobs.len(), 6);
+    for r in &page.jobs {
+        assert_eq!(
+            Some(r),
+            s.get(r.id).await.expect("get").as_ref(),
+            "a listed record is whole, its schedule included"
+        );
+    }
+    let by_schedule = |name: &str| JobFilter {
+        schedule: Some(name.into()),
+        ..JobFilter::default()
+    };
+    let mut want = vec![single.id, batch[0].id, keyed_job.id];
+    want.sort();
+    want.reverse();
+    assert_eq!(walk(&s, &by_schedule("nightly"), 2).await, want);
+    assert_eq!(
+        walk(&s, &by_schedule("hourly"), 50).await,
+        vec![batch[2].id]
+    );
+    assert!(walk(&s, &by_schedule("weekly"), 50).await.is_empty());
+    assert_eq!(
+        walk(
+            &s,
+            &JobFilter {
+                queue: Some("other".into()),
+                ..by_schedule("nightly")
+            },
+            50
+        )
+        .await,
+        Vec::<Uuid>::new()
+    );
+    match s.cancel(single.id, now_ms()).await.expect("cancel") {
+        Cancel::Cancelled(r) => assert_eq!(r.schedule.as_deref(), Some("nightly")),
+        other => panic!("cancelled, not {other:?}"),
+    }
+}
+
 /// Runs each listed test on both adapters, as `sqlite::NAME` and `postgres::NAME`.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
@@ -1509,4 +1788,7 @@ conformance!(
     pages_see_every_job_once_while_jobs_arrive,
     cancel_many_changes_only_jobs_not_started,
     status_counts_by_queue_and_status,
+    schedule_start_creates_the_state_once,
+    schedule_advance_moves_forward_never_back,
+    jobs_carry_their_schedule,
 );

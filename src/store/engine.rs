@@ -29,8 +29,8 @@ use super::model::{
     ActiveCounts, Bucket, Cancel, Claim, ClaimRequest, Claimed, Inserted, JobRecord, JobRow,
     JobStatus, NewJob, Overdue, OwnedClaim, StoreStatus, Success,
 };
-use super::model::{Cursor, JobFilter, JobPage, StatusCounts, Tokens};
-use super::traits::{FlowControl, JobSearch, JobStore, Maintenance, QueueControl};
+use super::model::{Cursor, JobFilter, JobPage, ScheduleState, StatusCounts, Tokens};
+use super::traits::{FlowControl, JobSearch, JobStore, Maintenance, QueueControl, Schedules};
 use super::{StoreError, StoreErrorKind};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -567,6 +567,27 @@ impl<B: Backend> FlowControl for SqlStore<B> {
 
     async fn throttles(&self, now: i64) -> Result<BTreeMap<String, i64>> {
         self.backend.throttles(now).await
+    }
+}
+
+#[async_trait::async_trait]
+impl<B: Backend> Schedules for SqlStore<B> {
+    async fn schedule_start(&self, name: &str, now: i64) -> Result<ScheduleState> {
+        // A read first: a known schedule (every call but the first) writes nothing. The row
+        // is never deleted, so once seen it stays; concurrent first callers all go through
+        // the upsert, which returns the row the first of them made.
+        if let Some(state) = self.backend.schedule_find(name).await? {
+            return Ok(state);
+        }
+        self.backend.schedule_create(name, now).await
+    }
+
+    async fn schedule_advance(&self, name: &str, tick: i64, job: Uuid) -> Result<()> {
+        self.backend.schedule_advance(name, tick, job).await
+    }
+
+    async fn schedule_states(&self) -> Result<BTreeMap<String, ScheduleState>> {
+        self.backend.schedule_states().await
     }
 }
 

@@ -27,13 +27,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use error::{StoreError, StoreErrorKind};
 pub use model::{
     ActiveCounts, Bucket, Cursor, DEFAULT_PAGE_LIMIT, JobFilter, JobPage, PAGE_LIMITS,
-    StatusCounts, Tokens,
+    ScheduleState, StatusCounts, Tokens,
 };
 pub use model::{
     Cancel, Claim, ClaimRequest, Inserted, JobRecord, JobRow, JobStatus, NewJob, Overdue,
     StoreStatus,
 };
-pub use traits::{FlowControl, JobSearch, JobStore, Maintenance, QueueControl, Store};
+pub use traits::{FlowControl, JobSearch, JobStore, Maintenance, QueueControl, Schedules, Store};
 
 use crate::error::{Error, Result};
 

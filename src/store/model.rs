@@ -101,6 +101,9 @@ pub struct JobRecord {
     pub next_attempt_at: Option<i64>,
     /// When its dead letter was purged (ms), for a `dead` job.
     pub discarded_at: Option<i64>,
+    /// The schedule that enqueued the job (`[schedules.NAME]`), `None` for a job posted by a
+    /// client.
+    pub schedule: Option<String>,
 }
 
 /// A job to insert at intake.
@@ -126,6 +129,9 @@ pub struct NewJob {
     /// can publish it again if its delayed message is lost; `None` for a job published to
     /// its work queue at once.
     pub resend_payload: Option<Vec<u8>>,
+    /// The schedule that enqueued the job (`[schedules.NAME]`), `None` for a job posted by a
+    /// client.
+    pub schedule: Option<String>,
 }
 
 /// A job whose delayed message is overdue (see [`crate::store::JobStore::take_overdue`]):
@@ -221,7 +227,7 @@ pub enum Cancel {
 /// ([`crate::store::Maintenance::export`], [`crate::store::Maintenance::import`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRow {
-    /// The job as it is shown.
+    /// The job as it is shown (its schedule included: [`JobRecord::schedule`]).
     pub record: JobRecord,
     /// Hash of the request, for `Idempotency-Key` checks.
     pub request_hash: Option<String>,
@@ -326,6 +332,8 @@ pub struct JobFilter {
     /// Only jobs whose `last_error` contains this text, ignoring case (ASCII letters only
     /// on SQLite; `%` and `_` are plain characters).
     pub error_contains: Option<String>,
+    /// Only jobs enqueued by the schedule of exactly this name (`[schedules.NAME]`).
+    pub schedule: Option<String>,
 }
 
 /// Where a page of a search starts: after the last job of the page before, as
@@ -414,6 +422,15 @@ impl ActiveCounts {
         }
         out
     }
+}
+
+/// A schedule's shared state (see [`crate::store::Schedules`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleState {
+    /// The latest tick fired, or when the schedule was first seen (ms since the epoch).
+    pub last_tick: i64,
+    /// The job of the latest tick fired, `None` before the first.
+    pub last_job: Option<Uuid>,
 }
 
 /// The answer to [`super::FlowControl::take_tokens`].

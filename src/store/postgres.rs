@@ -25,7 +25,7 @@ use uuid::Uuid;
 use super::backend::{Backend, migrate_error, newest_migration, parse_status};
 use super::model::{
     ActiveCounts, Bucket, Claimed, Inserted, JobRecord, JobRow, JobStatus, NewJob, Overdue,
-    OwnedClaim, Success, to_u32,
+    OwnedClaim, ScheduleState, Success, to_u32,
 };
 use super::{OpenOptions, StoreError, StoreErrorKind};
 use crate::error::{Error, Result};
@@ -51,19 +51,20 @@ pub(crate) mod sql {
     /// [`super::Backend::insert_rows`]: rows in order, keys taken skipped.
     pub(crate) const INSERT_ROWS: &str = "INSERT INTO jobs (id, queue, status, max_attempts, \
         correlation_id, idempotency_key, request_hash, accepted, created_at, next_attempt_at, \
-        resend_payload) \
+        resend_payload, schedule) \
         SELECT id, queue, 'queued', max_attempts, correlation_id, idempotency_key, request_hash, \
-               accepted, created_at, next_attempt_at, resend_payload \
+               accepted, created_at, next_attempt_at, resend_payload, schedule \
         FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], \
-                    $7::bool[], $8::bigint[], $9::bigint[], $10::bytea[]) WITH ORDINALITY \
+                    $7::bool[], $8::bigint[], $9::bigint[], $10::bytea[], $11::text[]) \
+             WITH ORDINALITY \
              AS v(id, queue, max_attempts, correlation_id, idempotency_key, request_hash, \
-                  accepted, created_at, next_attempt_at, resend_payload, n) \
+                  accepted, created_at, next_attempt_at, resend_payload, schedule, n) \
         ORDER BY n \
         ON CONFLICT DO NOTHING RETURNING id";
     /// [`super::Backend::find_by_key`].
     pub(crate) const FIND_BY_KEY: &str = "SELECT id, queue, status, attempts, max_attempts, \
         last_error, result, correlation_id, idempotency_key, created_at, started_at, finished_at, \
-        next_attempt_at, discarded_at, request_hash, accepted \
+        next_attempt_at, discarded_at, schedule, request_hash, accepted \
         FROM jobs WHERE queue = $1 AND idempotency_key = $2";
     /// [`super::Backend::claim_rows`].
     pub(crate) const CLAIM_ROWS: &str = "UPDATE jobs SET status = 'running', \
@@ -87,7 +88,7 @@ pub(crate) mod sql {
     /// [`super::Backend::get`].
     pub(crate) const GET: &str = "SELECT id, queue, status, attempts, max_attempts, last_error, \
         result, correlation_id, idempotency_key, created_at, started_at, finished_at, \
-        next_attempt_at, discarded_at FROM jobs WHERE id = $1";
+        next_attempt_at, discarded_at, schedule FROM jobs WHERE id = $1";
     /// [`super::Backend::mark_accepted`].
     pub(crate) const MARK_ACCEPTED: &str = "UPDATE jobs SET accepted = TRUE WHERE id = $1";
     /// [`super::Backend::forget_unpublished`].
@@ -109,7 +110,8 @@ pub(crate) mod sql {
     pub(crate) const CANCEL: &str = "UPDATE jobs SET status = 'cancelled', finished_at = $1, \
         next_attempt_at = NULL, resend_payload = NULL WHERE id = $2 AND status IN ('queued', 'retrying') \
         RETURNING id, queue, status, attempts, max_attempts, last_error, result, correlation_id, \
-        idempotency_key, created_at, started_at, finished_at, next_attempt_at, discarded_at";
+        idempotency_key, created_at, started_at, finished_at, next_attempt_at, discarded_at, \
+        schedule";
     /// [`super::Backend::dead`].
     pub(crate) const DEAD: &str = "UPDATE jobs SET status = 'dead', last_error = $1, \
         finished_at = $2, next_attempt_at = NULL, resend_payload = NULL, lease_owner = NULL, \
@@ -136,8 +138,8 @@ pub(crate) mod sql {
     /// [`super::Backend::export`].
     pub(crate) const EXPORT: &str = "SELECT id, queue, status, attempts, max_attempts, \
         last_error, result, correlation_id, idempotency_key, created_at, started_at, finished_at, \
-        next_attempt_at, discarded_at, request_hash, accepted, lease_owner, lease_until, \
-        resend_payload FROM jobs WHERE id > $1 ORDER BY id LIMIT $2";
+        next_attempt_at, discarded_at, schedule, request_hash, accepted, lease_owner, \
+        lease_until, resend_payload FROM jobs WHERE id > $1 ORDER BY id LIMIT $2";
     /// [`super::Backend::last_id`].
     pub(crate) const LAST_ID: &str = "SELECT id FROM jobs ORDER BY id DESC LIMIT 1";
     /// [`super::Backend::counts`]: a whole-table count by nature (`warren store status`
@@ -148,11 +150,11 @@ pub(crate) mod sql {
     pub(crate) const IMPORT: &str = "INSERT INTO jobs (id, queue, status, attempts, max_attempts, \
         last_error, result, correlation_id, idempotency_key, created_at, started_at, finished_at, \
         next_attempt_at, discarded_at, request_hash, accepted, lease_owner, lease_until, \
-        resend_payload) \
+        resend_payload, schedule) \
         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], \
             $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::bigint[], \
             $12::bigint[], $13::bigint[], $14::bigint[], $15::text[], $16::bool[], $17::text[], \
-            $18::bigint[], $19::bytea[]) \
+            $18::bigint[], $19::bytea[], $20::text[]) \
         ON CONFLICT (id) DO NOTHING";
     /// [`super::Backend::queue_pause`]: a queue paused already keeps its first `paused_at`.
     pub(crate) const QUEUE_PAUSE: &str = "INSERT INTO paused_queues (queue, paused_at) \
@@ -190,6 +192,24 @@ pub(crate) mod sql {
     /// [`super::Backend::throttles`].
     pub(crate) const THROTTLES: &str =
         "SELECT queue, until_ms FROM queue_throttles WHERE until_ms > $1";
+    /// [`super::Backend::schedule_find`]: the primary key.
+    pub(crate) const SCHEDULE_FIND: &str =
+        "SELECT last_tick, last_job FROM schedules WHERE name = $1";
+    /// [`super::Backend::schedule_create`]: an upsert that changes nothing in a row present
+    /// but returns it (`DO NOTHING` would return no row for one a concurrent transaction
+    /// committed after the statement began).
+    pub(crate) const SCHEDULE_CREATE: &str = "INSERT INTO schedules (name, last_tick, last_job) \
+        VALUES ($1, $2, NULL) ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name \
+        RETURNING last_tick, last_job";
+    /// [`super::Backend::schedule_advance`]: never moves the state back (a later tick wins;
+    /// the row is locked by the upsert, so concurrent advances apply one after the other).
+    pub(crate) const SCHEDULE_ADVANCE: &str = "INSERT INTO schedules (name, last_tick, last_job) \
+        VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET \
+        last_job = CASE WHEN EXCLUDED.last_tick >= schedules.last_tick THEN EXCLUDED.last_job \
+        ELSE schedules.last_job END, \
+        last_tick = GREATEST(schedules.last_tick, EXCLUDED.last_tick)";
+    /// [`super::Backend::schedule_states`]: the whole (small) table.
+    pub(crate) const SCHEDULE_STATES: &str = "SELECT name, last_tick, last_job FROM schedules";
     /// [`super::Backend::cancel_rows`]: [`CANCEL`] for a list of ids.
     pub(crate) const CANCEL_MANY: &str = "UPDATE jobs SET status = 'cancelled', finished_at = $1, \
         next_attempt_at = NULL, resend_payload = NULL WHERE id = ANY($2) \
@@ -317,6 +337,7 @@ fn record(row: &PgRow) -> Result<JobRecord> {
         finished_at: row.try_get("finished_at").map_err(get)?,
         next_attempt_at: row.try_get("next_attempt_at").map_err(get)?,
         discarded_at: row.try_get("discarded_at").map_err(get)?,
+        schedule: row.try_get("schedule").map_err(get)?,
     })
 }
 
@@ -375,6 +396,7 @@ impl Backend for Postgres {
                     .map(|j| j.resend_payload.clone())
                     .collect::<Vec<_>>(),
             )
+            .bind(col(|j| j.schedule.clone()))
             .fetch_all(&mut *conn)
             .await
             .map_err(Self::err)?;
@@ -779,6 +801,7 @@ impl Backend for Postgres {
                     .map(|r| r.resend_payload.clone())
                     .collect::<Vec<_>>(),
             )
+            .bind(col(|r| r.record.schedule.clone()))
             .execute(&self.pool)
             .await
             .map_err(Self::err)?;
@@ -843,6 +866,61 @@ impl Backend for Postgres {
         Ok(rows.into_iter().collect())
     }
 
+    async fn schedule_find(&self, name: &str) -> Result<Option<ScheduleState>> {
+        let row = sqlx::query_as::<_, (i64, Option<Uuid>)>(sql::SCHEDULE_FIND)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        Ok(row.map(|(last_tick, last_job)| ScheduleState {
+            last_tick,
+            last_job,
+        }))
+    }
+
+    async fn schedule_create(&self, name: &str, now: i64) -> Result<ScheduleState> {
+        let (last_tick, last_job) = sqlx::query_as::<_, (i64, Option<Uuid>)>(sql::SCHEDULE_CREATE)
+            .bind(name)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        Ok(ScheduleState {
+            last_tick,
+            last_job,
+        })
+    }
+
+    async fn schedule_advance(&self, name: &str, tick: i64, job: Uuid) -> Result<()> {
+        sqlx::query(sql::SCHEDULE_ADVANCE)
+            .bind(name)
+            .bind(tick)
+            .bind(job)
+            .execute(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        Ok(())
+    }
+
+    async fn schedule_states(&self) -> Result<BTreeMap<String, ScheduleState>> {
+        let rows = sqlx::query_as::<_, (String, i64, Option<Uuid>)>(sql::SCHEDULE_STATES)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, last_tick, last_job)| {
+                (
+                    name,
+                    ScheduleState {
+                        last_tick,
+                        last_job,
+                    },
+                )
+            })
+            .collect())
+    }
+
     const DIALECT: super::search::Dialect = super::search::Dialect {
         placeholder: |n| format!("${n}"),
         ilike: "ILIKE",
@@ -894,7 +972,7 @@ mod tests {
         sqlx::query(
             "INSERT INTO jobs (id, queue, status, attempts, max_attempts, created_at, \
                started_at, finished_at, next_attempt_at, idempotency_key, lease_owner, lease_until, \
-               resend_payload) \
+               resend_payload, schedule) \
              SELECT gen_random_uuid(), 'q' || (i % 10), \
                CASE WHEN i % 100 = 0 THEN 'retrying' WHEN i % 100 = 1 THEN 'queued' \
                     WHEN i % 100 = 2 THEN 'running' WHEN i % 100 = 3 THEN 'dead' ELSE 'succeeded' END, \
@@ -902,7 +980,8 @@ mod tests {
                CASE WHEN i % 100 = 0 THEN i + 1000 END, \
                CASE WHEN i % 3 = 0 THEN 'key-' || i END, \
                CASE WHEN i % 100 = 2 THEN 'w' END, CASE WHEN i % 100 = 2 THEN i + 60000 END, \
-               CASE WHEN i % 100 = 0 THEN '{}'::bytea END \
+               CASE WHEN i % 100 = 0 THEN '{}'::bytea END, \
+               CASE WHEN i % 50 = 7 THEN 'nightly' END \
              FROM generate_series(1, 1000000) AS i",
         )
         .execute(&mut conn)
@@ -945,7 +1024,8 @@ mod tests {
             vec![false; n],
             longs(n, 1),
             vec![None::<i64>; n],
-            vec![None::<Vec<u8>>; n]
+            vec![None::<Vec<u8>>; n],
+            texts(n, "nightly")
         );
         explain!("FIND_BY_KEY", sql::FIND_BY_KEY, "q0", "key-30");
         explain!(
@@ -1023,7 +1103,8 @@ mod tests {
             vec![true; n],
             texts(n, "w"),
             vec![None::<i64>; n],
-            vec![None::<Vec<u8>>; n]
+            vec![None::<Vec<u8>>; n],
+            vec![None::<String>; n]
         );
 
         explain!("CANCEL_MANY", sql::CANCEL_MANY, 5_i64, &ids);
@@ -1065,6 +1146,15 @@ mod tests {
                 },
                 JobFilter {
                     error_contains: Some("timeout".into()),
+                    ..JobFilter::default()
+                },
+                JobFilter {
+                    schedule: Some("nightly".into()),
+                    ..JobFilter::default()
+                },
+                JobFilter {
+                    queue: Some("q7".into()),
+                    schedule: Some("nightly".into()),
                     ..JobFilter::default()
                 },
             ];

@@ -4,9 +4,9 @@
 //!
 //! Every page is newest first by id (UUIDv7 ids sort by creation time) and keyset-paginated:
 //! the next page is `id < last id of this one`, an index seek however deep it goes. The
-//! indexes (SQLite migration 0005, PostgreSQL 0003) serve each filter in id order:
-//! `(status, id)`, `(queue, status, id)`, `(correlation_id, id)`, `(idempotency_key, id)`
-//! and `(id) WHERE last_error IS NOT NULL`. A filter on several statuses, or on a queue
+//! indexes (SQLite migrations 0005 and 0008, PostgreSQL 0003 and 0006) serve each filter in
+//! id order: `(status, id)`, `(queue, status, id)`, `(correlation_id, id)`,
+//! `(idempotency_key, id)`, `(schedule, id)` and `(id) WHERE last_error IS NOT NULL`. A filter on several statuses, or on a queue
 //! alone, is a `UNION ALL` of one branch per status, each an ordered index range read for
 //! at most one page, merged and cut to the page: neither database can read an `IN` list
 //! of an index in order of the column after it.
@@ -24,7 +24,7 @@ pub(crate) const ACTIVE_COUNTS: &str = "SELECT queue, status, COUNT(*) FROM jobs
 /// The columns of a job as [`super::JobRecord`] holds them.
 pub(crate) const JOB_COLUMNS: &str = "id, queue, status, attempts, max_attempts, last_error, \
     result, correlation_id, idempotency_key, created_at, started_at, finished_at, \
-    next_attempt_at, discarded_at";
+    next_attempt_at, discarded_at, schedule";
 
 /// How far a job's id (its UUIDv7 time) may be after its `created_at` (ms): the intake makes
 /// the id just before it reads the clock, and a row a worker creates for an unknown message
@@ -99,6 +99,7 @@ pub(crate) fn list_sql(d: Dialect, f: &JobFilter, before: Option<Uuid>, fetch: u
         && f.queue.is_some()
         && f.correlation_id.is_none()
         && f.idempotency_key.is_none()
+        && f.schedule.is_none()
     {
         statuses = JobStatus::ALL.to_vec();
     }
@@ -149,6 +150,10 @@ pub(crate) fn list_sql(d: Dialect, f: &JobFilter, before: Option<Uuid>, fetch: u
         if let Some(k) = &f.idempotency_key {
             let p = sql.bind(d, Value::Text(k.clone()));
             conds.push(format!("idempotency_key = {p}"));
+        }
+        if let Some(name) = &f.schedule {
+            let p = sql.bind(d, Value::Text(name.clone()));
+            conds.push(format!("schedule = {p}"));
         }
         if let Some(e) = &f.error_contains {
             let p = sql.bind(d, Value::Text(contains_pattern(e)));
@@ -248,6 +253,32 @@ mod tests {
                 .matches("UNION ALL")
                 .count(),
             5
+        );
+    }
+
+    #[test]
+    fn a_schedule_is_matched_exactly_and_with_a_queue_reads_its_own_index() {
+        let f = JobFilter {
+            schedule: Some("nightly".into()),
+            ..JobFilter::default()
+        };
+        let sql = list_sql(Q, &f, None, 51);
+        assert_eq!(
+            sql.text,
+            format!("SELECT {JOB_COLUMNS} FROM jobs WHERE schedule = $1 ORDER BY id DESC LIMIT $2")
+        );
+        assert_eq!(sql.values[0], Value::Text("nightly".into()));
+        // With a queue, one `(schedule, id)` range rather than a branch per status.
+        let with_queue = JobFilter {
+            queue: Some("q".into()),
+            ..f
+        };
+        assert_eq!(
+            list_sql(Q, &with_queue, None, 51)
+                .text
+                .matches("UNION ALL")
+                .count(),
+            0
         );
     }
 }

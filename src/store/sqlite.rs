@@ -33,7 +33,7 @@ use super::backend::{Backend, migrate_error, newest_migration, parse_status};
 use super::engine::SqlStore;
 use super::model::{
     ActiveCounts, Bucket, Claimed, Inserted, JobRecord, JobRow, JobStatus, NewJob, Overdue,
-    OwnedClaim, Success, to_u32,
+    OwnedClaim, ScheduleState, Success, to_u32,
 };
 use super::{OpenOptions, StoreErrorKind};
 use crate::error::{Error, Result};
@@ -51,14 +51,15 @@ pub(crate) struct Sqlite {
     _checkpoints: tokio_util::sync::DropGuard,
 }
 
-/// Most rows in one multi-row statement (10 or 4 bound values a row; SQLite allows 32,766);
+/// Most rows in one multi-row statement (11 or 4 bound values a row; SQLite allows 32,766);
 /// a power of two, so that at most 9 distinct statements exist and all stay prepared.
 const CHUNK: usize = 256;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 const JOB_COLUMNS: &str = "id, queue, status, attempts, max_attempts, last_error, result, \
-    correlation_id, idempotency_key, created_at, started_at, finished_at, next_attempt_at, discarded_at";
+    correlation_id, idempotency_key, created_at, started_at, finished_at, next_attempt_at, discarded_at, \
+    schedule";
 
 #[cfg(test)]
 impl SqliteStore {
@@ -270,13 +271,13 @@ async fn insert_chunk(conn: &mut SqliteConnection, jobs: &[NewJob]) -> Result<Ha
     let mut sql = String::with_capacity(200 + 40 * jobs.len());
     sql.push_str(
         "INSERT INTO jobs (id, queue, status, max_attempts, correlation_id, idempotency_key, \
-         request_hash, accepted, created_at, next_attempt_at, resend_payload) VALUES ",
+         request_hash, accepted, created_at, next_attempt_at, resend_payload, schedule) VALUES ",
     );
     for i in 0..jobs.len() {
         if i > 0 {
             sql.push(',');
         }
-        sql.push_str("(?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)");
+        sql.push_str("(?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     }
     sql.push_str(" ON CONFLICT DO NOTHING");
     if !keyless {
@@ -294,7 +295,8 @@ async fn insert_chunk(conn: &mut SqliteConnection, jobs: &[NewJob]) -> Result<Ha
             .bind(job.idempotency_key.is_none())
             .bind(job.created_at)
             .bind(job.next_attempt_at)
-            .bind(job.resend_payload.as_deref());
+            .bind(job.resend_payload.as_deref())
+            .bind(&job.schedule);
     }
     if keyless {
         let inserted = query
@@ -354,6 +356,7 @@ fn record(row: &SqliteRow) -> Result<JobRecord> {
         finished_at: row.try_get("finished_at").map_err(get)?,
         next_attempt_at: row.try_get("next_attempt_at").map_err(get)?,
         discarded_at: row.try_get("discarded_at").map_err(get)?,
+        schedule: row.try_get("schedule").map_err(get)?,
     })
 }
 
@@ -881,10 +884,10 @@ impl Backend for Sqlite {
             .await
             .map_err(Self::err)?;
         let mut inserted = 0;
-        // 19 values a row: chunks of 1,024 rows stay under SQLite's 32,766 bound values.
+        // 20 values a row: chunks of 1,024 rows stay under SQLite's 32,766 bound values.
         for chunk in rows.chunks(1_024) {
             let marks =
-                vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()]
+                vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()]
                     .join(", ");
             let sql = format!(
                 "INSERT INTO jobs ({JOB_COLUMNS}, request_hash, accepted, lease_owner, lease_until, \
@@ -908,6 +911,7 @@ impl Backend for Sqlite {
                     .bind(r.finished_at)
                     .bind(r.next_attempt_at)
                     .bind(r.discarded_at)
+                    .bind(&r.schedule)
                     .bind(&row.request_hash)
                     .bind(row.accepted)
                     .bind(&row.lease_owner)
@@ -993,6 +997,61 @@ impl Backend for Sqlite {
         Ok(rows.into_iter().collect())
     }
 
+    async fn schedule_find(&self, name: &str) -> Result<Option<ScheduleState>> {
+        let row = sqlx::query("SELECT last_tick, last_job FROM schedules WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        row.as_ref().map(schedule_state).transpose()
+    }
+
+    async fn schedule_create(&self, name: &str, now: i64) -> Result<ScheduleState> {
+        // Writes the row only when absent; a concurrent creator's row is returned as it is.
+        let row = sqlx::query(
+            "INSERT INTO schedules (name, last_tick, last_job) VALUES (?, ?, NULL) \
+             ON CONFLICT (name) DO UPDATE SET name = excluded.name \
+             RETURNING last_tick, last_job",
+        )
+        .bind(name)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(Self::err)?;
+        schedule_state(&row)
+    }
+
+    async fn schedule_advance(&self, name: &str, tick: i64, job: Uuid) -> Result<()> {
+        // In `DO UPDATE SET` every unqualified column is the row's value before the update.
+        sqlx::query(
+            "INSERT INTO schedules (name, last_tick, last_job) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET \
+             last_job = CASE WHEN excluded.last_tick >= last_tick THEN excluded.last_job \
+             ELSE last_job END, \
+             last_tick = MAX(last_tick, excluded.last_tick)",
+        )
+        .bind(name)
+        .bind(tick)
+        .bind(job.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(Self::err)?;
+        Ok(())
+    }
+
+    async fn schedule_states(&self) -> Result<BTreeMap<String, ScheduleState>> {
+        let rows = sqlx::query("SELECT name, last_tick, last_job FROM schedules")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        rows.iter()
+            .map(|row| {
+                let name: String = row.try_get("name").map_err(Self::err)?;
+                Ok((name, schedule_state(row)?))
+            })
+            .collect()
+    }
+
     const DIALECT: super::search::Dialect = super::search::Dialect {
         placeholder: |n| format!("?{n}"),
         ilike: "LIKE",
@@ -1031,6 +1090,24 @@ impl Backend for Sqlite {
             .map_err(Self::err)?;
         ids_in_order(&rows)
     }
+}
+
+/// A row of `schedules` (`last_tick`, `last_job`) as a [`ScheduleState`].
+fn schedule_state(row: &SqliteRow) -> Result<ScheduleState> {
+    let last_job: Option<String> = row.try_get("last_job").map_err(Sqlite::err)?;
+    Ok(ScheduleState {
+        last_tick: row.try_get("last_tick").map_err(Sqlite::err)?,
+        last_job: last_job
+            .map(|id| {
+                Uuid::parse_str(&id).map_err(|e| {
+                    Error::store_kind(
+                        StoreErrorKind::Data,
+                        format!("bad job id `{id}` in the schedules table: {e}"),
+                    )
+                })
+            })
+            .transpose()?,
+    })
 }
 
 /// The `id` column of `rows`, parsed, in row order.

@@ -1,7 +1,8 @@
 //! The store's interface, by capability: [`JobStore`] (what the intake and the workers do to
 //! jobs), [`Maintenance`] (upkeep and operations), [`QueueControl`] (the fleet's shared queue
-//! state: pauses), and [`Store`], their sum, which the rest of warren holds as
-//! `Arc<dyn Store>`.
+//! state: pauses), [`JobSearch`] (finding jobs), [`FlowControl`] (rate limits and throttles),
+//! [`Schedules`] (the schedules' ticks), and [`Store`], their sum, which the rest of warren
+//! holds as `Arc<dyn Store>`.
 //!
 //! Every adapter gives the same answers: `src/store/conformance.rs` runs one suite of tests
 //! on each.
@@ -12,7 +13,7 @@ use uuid::Uuid;
 
 use super::model::{
     ActiveCounts, Bucket, Cancel, Claim, ClaimRequest, Cursor, Inserted, JobFilter, JobPage,
-    JobRecord, JobRow, NewJob, Overdue, StatusCounts, StoreStatus, Tokens,
+    JobRecord, JobRow, NewJob, Overdue, ScheduleState, StatusCounts, StoreStatus, Tokens,
 };
 use crate::error::Result;
 
@@ -190,9 +191,12 @@ pub trait JobSearch: Send + Sync + 'static {
 }
 
 /// The whole store: what `Arc<dyn Store>` offers.
-pub trait Store: JobStore + Maintenance + JobSearch + QueueControl + FlowControl {}
+pub trait Store:
+    JobStore + Maintenance + JobSearch + QueueControl + FlowControl + Schedules
+{
+}
 
-impl<T: JobStore + Maintenance + JobSearch + QueueControl + FlowControl> Store for T {}
+impl<T: JobStore + Maintenance + JobSearch + QueueControl + FlowControl + Schedules> Store for T {}
 
 /// The fleet-wide limits' shared state: token buckets of rate-limited queues
 /// (`src/rate_limit.rs`) and queues throttled by a target's 429 (`src/throttle.rs`). Per-key
@@ -222,4 +226,25 @@ pub trait FlowControl: Send + Sync + 'static {
 
     /// The holds of [`FlowControl::throttle`] that end after `now` (ms), by queue.
     async fn throttles(&self, now: i64) -> Result<BTreeMap<String, i64>>;
+}
+
+/// The schedules' shared state (DESIGN §7 "schedule ticks"): per schedule name, the latest tick
+/// fired and its job. Every intake process evaluates every schedule (`src/schedule/`); the tick's
+/// job is made exactly once by the idempotency key, and this state only tells a process which
+/// ticks are already done, and, after downtime, which were missed.
+///
+/// Every method fails with [`crate::ErrorKind::Store`] when the store cannot be reached.
+/// Schedule names are not checked against the configuration here: callers do that.
+#[async_trait::async_trait]
+pub trait Schedules: Send + Sync + 'static {
+    /// The state of schedule `name`, created when absent with `last_tick = now` (ms) and no job
+    /// (a new schedule fires from now on, not for ticks before it existed). Concurrent callers get
+    /// the same row.
+    async fn schedule_start(&self, name: &str, now: i64) -> Result<ScheduleState>;
+    /// Records that the tick at `tick` (ms) of schedule `name` fired as job `job`: `last_tick`
+    /// becomes `max(last_tick, tick)`, and `last_job` becomes `job` when `tick >= last_tick`
+    /// (a slower process recording an older tick does not move it back). Creates the row when absent.
+    async fn schedule_advance(&self, name: &str, tick: i64, job: Uuid) -> Result<()>;
+    /// Every schedule's state, by name (one query over a table of one row per schedule).
+    async fn schedule_states(&self) -> Result<BTreeMap<String, ScheduleState>>;
 }
