@@ -268,6 +268,22 @@ impl App {
             });
         }
 
+        if serve {
+            // Schedules: every intake evaluates them; each tick makes one job (`crate::schedule`).
+            let scheduler = crate::schedule::Scheduler::new(
+                self.config.clone(),
+                self.store.clone(),
+                self.publisher.clone(),
+            );
+            let (stop, ready) = (stop.clone(), topology_ready.clone());
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = ready.cancelled() => scheduler.run(stop).await,
+                    () = stop.cancelled() => {}
+                }
+            });
+        }
+
         if !worker_queues.is_empty() {
             // Which queues are paused, read from the store every second (`crate::admission`).
             let pauses = crate::admission::Pauses::start(self.store.clone(), stop.clone());
@@ -332,25 +348,13 @@ impl App {
         {
             // `warren_broker_connected`, and histogram upkeep between scrapes.
             let (broker, stop) = (self.broker.clone(), stop.clone());
-            tasks.spawn(async move {
-                loop {
-                    let connected = match broker.channel().await {
-                        Ok(ch) => {
-                            let _ = ch.close(200, "probe".into()).await;
-                            1.0
-                        }
-                        Err(_) => 0.0,
-                    };
-                    metrics::gauge!(crate::telemetry::BROKER_CONNECTED).set(connected);
-                    if let Some(h) = crate::telemetry::handle() {
-                        h.run_upkeep();
-                    }
-                    tokio::select! {
-                        () = stop.cancelled() => break,
-                        () = tokio::time::sleep(crate::telemetry::UPKEEP_EVERY) => {}
-                    }
+            tasks.spawn(crate::periodic::run(stop, move || {
+                let broker = broker.clone();
+                async move {
+                    crate::maintenance::probe(&broker).await;
+                    crate::telemetry::UPKEEP_EVERY
                 }
-            });
+            }));
         }
         {
             // Retention: finished jobs and their idempotency keys are pruned (DESIGN §7).
@@ -359,23 +363,13 @@ impl App {
                 self.config.store.retention,
                 stop.clone(),
             );
-            tasks.spawn(async move {
-                let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-                loop {
-                    match store
-                        .prune(crate::store::now_ms().saturating_sub(retention_ms))
-                        .await
-                    {
-                        Ok(0) => {}
-                        Ok(n) => info!(pruned = n, "pruned finished jobs past the retention"),
-                        Err(e) => warn!(error = %e, "pruning failed; will try again"),
-                    }
-                    tokio::select! {
-                        () = stop.cancelled() => break,
-                        () = tokio::time::sleep(PRUNE_EVERY) => {}
-                    }
+            tasks.spawn(crate::periodic::run(stop, move || {
+                let store = store.clone();
+                async move {
+                    crate::maintenance::prune(&*store, retention, crate::store::now_ms()).await;
+                    PRUNE_EVERY
                 }
-            });
+            }));
         }
 
         tasks.close();

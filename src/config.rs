@@ -42,6 +42,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The configured queues, by name (sorted).
     pub queues: BTreeMap<String, QueueConfig>,
+    /// The configured schedules (`[schedules.NAME]`), by name (sorted).
+    pub schedules: BTreeMap<String, crate::schedule::Schedule>,
 }
 
 /// `[broker]`: where RabbitMQ is and how warren publishes to it.
@@ -255,6 +257,8 @@ struct RawConfig {
     auth: RawAuth,
     #[serde(default)]
     queues: BTreeMap<Spanned<String>, RawQueue>,
+    #[serde(default)]
+    schedules: BTreeMap<Spanned<String>, crate::schedule::RawSchedule>,
 }
 
 #[derive(Deserialize, Default)]
@@ -726,6 +730,32 @@ impl Config {
             )));
         }
 
+        let mut schedules = BTreeMap::new();
+        for (name, raw) in raw.schedules {
+            let span = name.span();
+            let name = name.into_inner();
+            validate_schedule_name(&name)
+                .map_err(|msg| at(span.clone(), &format!("schedules.{name}"), msg))?;
+            let schedule = crate::schedule::Schedule::from_raw(&name, raw, |q| {
+                queues.get(q).map(|q: &QueueConfig| q.max_payload_bytes)
+            })
+            .map_err(|i| at(i.span, &format!("schedules.{name}.{}", i.key), i.message))?;
+            if let Some(pointer) = queues
+                .get(&schedule.queue)
+                .and_then(|q| q.concurrency_key.as_deref())
+                && crate::concurrency_key::key_at(&schedule.payload, pointer).is_none()
+            {
+                return Err(at(
+                    span,
+                    &format!("schedules.{name}.payload"),
+                    format!(
+                        "queue `{}` limits jobs per concurrency key, and the payload has no string, number or boolean at `{pointer}`",
+                        schedule.queue
+                    ),
+                ));
+            }
+            schedules.insert(name, schedule);
+        }
         Ok(Config {
             path: path.to_path_buf(),
             base_dir,
@@ -735,6 +765,7 @@ impl Config {
             worker,
             auth,
             queues,
+            schedules,
         })
     }
 
@@ -813,6 +844,21 @@ fn validate_queue_name(name: &str) -> std::result::Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// A schedule's name: 1 to 100 of letters, digits, `_`, `-` and `.` (it is part of each
+/// tick's idempotency key, at most 255 bytes).
+fn validate_schedule_name(name: &str) -> std::result::Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err("schedule names are 1 to 100 letters, digits, '_', '-' and '.'".to_owned())
+    }
 }
 
 fn check_executable(path: &Path) -> std::result::Result<(), &'static str> {

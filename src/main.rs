@@ -13,6 +13,8 @@ use warren::{App, Config, Role};
 mod jobs_cli;
 #[path = "cli/queues.rs"]
 mod queues_cli;
+#[path = "cli/schedules.rs"]
+mod schedules_cli;
 #[path = "cli/store.rs"]
 mod store_cli;
 
@@ -68,6 +70,12 @@ enum Command {
     Job {
         /// The job id (a UUID, as returned by POST).
         id: String,
+    },
+    /// The schedules (`[schedules.NAME]`): cron, timezone, next run, the latest tick's job.
+    Schedules {
+        /// Print JSON (as `GET /v1/schedules`) instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Find jobs by queue, status, time, correlation id, key or error, and cancel many.
     Jobs {
@@ -238,6 +246,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Queues { json, action: None } => queues(config, json).await,
         Command::Job { id } => job(config, &id).await,
         Command::Jobs { action } => jobs_cli::run(&config, action).await,
+        Command::Schedules { json } => schedules_cli::run(config, json).await,
         Command::Dlq { action } => dlq(config, action).await,
         Command::Store { action } => store_cli::run(&config, action).await,
     }

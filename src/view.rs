@@ -43,6 +43,9 @@ pub struct JobView {
     /// When its dead letter was purged from the DLQ (`warren dlq purge`), for a `dead` job.
     #[schema(format = DateTime)]
     pub discarded_at: Option<String>,
+    /// The schedule that enqueued the job (`[schedules.NAME]`); `null` for a job a client
+    /// posted. Its idempotency key is `schedule:{name}:{tick}`.
+    pub schedule: Option<String>,
 }
 
 impl From<JobRecord> for JobView {
@@ -65,6 +68,7 @@ impl From<JobRecord> for JobView {
             next_attempt_at: r.next_attempt_at.map(rfc3339_ms),
             correlation_id: r.correlation_id,
             discarded_at: r.discarded_at.map(rfc3339_ms),
+            schedule: r.schedule,
         }
     }
 }

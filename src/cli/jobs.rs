@@ -75,6 +75,9 @@ pub(crate) struct FilterArgs {
     /// Only jobs whose last error contains this text (case ignored).
     #[arg(long, value_name = "TEXT")]
     error_contains: Option<String>,
+    /// Only jobs enqueued by this schedule (`[schedules.NAME]`).
+    #[arg(long, value_name = "NAME")]
+    schedule: Option<String>,
 }
 
 impl FilterArgs {
@@ -86,6 +89,7 @@ impl FilterArgs {
             && self.correlation_id.is_none()
             && self.idempotency_key.is_none()
             && self.error_contains.is_none()
+            && self.schedule.is_none()
     }
 
     /// The filter, checked as the API checks it: a queue must be configured.
@@ -117,7 +121,7 @@ impl FilterArgs {
             correlation_id: self.correlation_id.clone(),
             idempotency_key: self.idempotency_key.clone(),
             error_contains: self.error_contains.clone(),
-            schedule: None,
+            schedule: self.schedule.clone(),
         })
     }
 
@@ -135,6 +139,7 @@ impl FilterArgs {
         flag("correlation-id", &self.correlation_id);
         flag("idempotency-key", &self.idempotency_key);
         flag("error-contains", &self.error_contains);
+        flag("schedule", &self.schedule);
         for s in &self.statuses {
             out.push(format!("--status {}", quote(s)));
         }

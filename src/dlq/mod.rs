@@ -39,7 +39,7 @@ use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::publisher::Publisher;
 use crate::store::{Store, now_ms};
-use crate::topology::{DLX, JOBS_EXCHANGE, dlq_name};
+use crate::topology::{DLX, dlq_name};
 
 pub use crate::delay::UNROUTABLE;
 
@@ -590,49 +590,31 @@ impl Dlq<'_> {
         Ok(report)
     }
 
-    /// Publishes dead letters as fresh jobs to their queues: revive the jobs in the store
-    /// (`dead` → `queued`) first, so that a worker receiving the message at once runs it, then
-    /// publish all with pipelined confirms. With `dead`, a job whose publish failed goes back
-    /// to `dead` (without, as for [`UNROUTABLE`], its status stays what it was).
+    /// Publishes dead letters as fresh jobs to their queues through the enqueue path's
+    /// [`crate::enqueue::Enqueuer::revive`]: revive, publish with confirms, and with `dead`,
+    /// a job whose publish failed goes back to `dead`.
     async fn republish(
         &self,
         items: &[(&ArchiveLine, &str)],
         dead: bool,
     ) -> Result<Vec<Result<()>>> {
-        let mut by_queue: BTreeMap<&str, Vec<Uuid>> = BTreeMap::new();
-        for (line, queue) in items {
-            if let Some(id) = line.message_id().and_then(|m| Uuid::parse_str(m).ok()) {
-                by_queue.entry(queue).or_default().push(id);
-            }
+        let revivals: Vec<crate::enqueue::Revival> = items
+            .iter()
+            .map(|(line, queue)| crate::enqueue::Revival {
+                id: line.message_id().and_then(|m| Uuid::parse_str(m).ok()),
+                queue: (*queue).to_owned(),
+                body: line.body(),
+                properties: line.replay_properties(queue),
+                last_error: line.last_error.clone(),
+            })
+            .collect();
+        crate::enqueue::Enqueuer {
+            store: &**self.store,
+            publisher: self.publisher,
+            confirm_timeout: self.config.broker.confirm_timeout,
         }
-        for (queue, ids) in &by_queue {
-            self.store.revive(ids, queue).await?;
-        }
-        let results = futures::future::join_all(items.iter().map(|(line, queue)| {
-            let body = line.body();
-            let props = line.replay_properties(queue);
-            async move {
-                self.publisher
-                    .publish(JOBS_EXCHANGE, queue, &body, props, queue)
-                    .await
-            }
-        }))
-        .await;
-        for ((line, queue), result) in items.iter().zip(&results) {
-            if result.is_ok() {
-                crate::telemetry::count(crate::telemetry::JOBS_PUBLISHED, queue);
-            }
-            if dead
-                && result.is_err()
-                && let Some(id) = line.message_id().and_then(|m| Uuid::parse_str(m).ok())
-            {
-                let error = line.last_error.as_deref().unwrap_or("replay failed");
-                if let Err(e) = self.store.dead(id, error, now_ms()).await {
-                    tracing::warn!(job_id = %id, error = %e, "could not mark job dead again after a failed republish");
-                }
-            }
-        }
-        Ok(results)
+        .revive(&revivals, dead)
+        .await
     }
 
     /// Removes the dead letters of `queue` present at the start (at most `limit`), marking

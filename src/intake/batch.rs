@@ -2,7 +2,7 @@
 //! result per item, in request order.
 //!
 //! Each item follows the rules of `POST /v1/queues/{queue}/jobs` exactly (the same
-//! [`jobs::prepare`] and [`jobs::accept`]): its own validation, its own idempotency key, and a
+//! [`jobs::prepare`] and [`crate::enqueue`]): its own validation, its own idempotency key, and a
 //! 202 only once the broker confirmed that item's message. What a batch saves is round trips:
 //! the valid items' rows are stored in one transaction, then all their messages are published
 //! and their confirms awaited together.
@@ -13,14 +13,14 @@ use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::extract::{Path, int};
-use super::jobs::{self, Accepted, JobRequest, Prepared};
+use super::jobs::{self, JobRequest};
 use super::openapi::{BatchRequestDoc, BatchResponseDoc, ProblemDocument};
 use super::{IntakeState, Problem};
+use crate::enqueue::{Accepted, Prepared};
 use crate::view::JobView;
 
 /// Most jobs in one batch request.
@@ -218,27 +218,10 @@ pub(super) async fn post_batch(
 
     if !valid.is_empty() {
         // One transaction for all rows, then every publish in flight at once.
-        let news: Vec<_> = valid.iter().map(|(_, p)| p.new.clone()).collect();
-        match state.store.insert_many(&news).await {
-            Ok(inserted) => {
-                let state = &state;
-                let accepts =
-                    valid
-                        .into_iter()
-                        .zip(inserted)
-                        .map(|((i, job), ins)| async move {
-                            (i, jobs::accept(state, q, job, ins).await)
-                        });
-                for (i, r) in join_all(accepts).await {
-                    results[i] = Some(r.into());
-                }
-            }
-            Err(e) => {
-                let problem = jobs::store_down(&queue, &e);
-                for (i, _) in valid {
-                    results[i] = Some(Err(problem.clone()).into());
-                }
-            }
+        let (places, jobs): (Vec<usize>, Vec<Prepared>) = valid.into_iter().unzip();
+        let answers = state.enqueuer().enqueue_many(q, jobs).await;
+        for (i, r) in places.into_iter().zip(answers) {
+            results[i] = Some(r.map_err(Problem::from).into());
         }
     }
     let results = results

@@ -14,9 +14,9 @@ use super::extract::{Path, int};
 use super::openapi::ProblemDocument;
 use super::{IntakeState, Problem};
 use crate::config::QueueConfig;
-use crate::error::{Error, ErrorKind};
-use crate::message::JobMessage;
-use crate::store::{Cancel, Inserted, JobRecord, JobStatus, NewJob, now_ms};
+use crate::enqueue::{JobSpec, Prepared, Refused};
+use crate::error::ErrorKind;
+use crate::store::{Cancel, JobRecord, now_ms};
 use crate::view::JobView;
 
 /// Bytes allowed in a request body beyond the queue's payload limit, for the envelope
@@ -130,18 +130,6 @@ pub(super) fn too_large(q: &QueueConfig) -> Problem {
     )
 }
 
-/// A job request that passed validation: its store row and its message, not yet either.
-pub(super) struct Prepared {
-    /// The row to insert.
-    pub(super) new: NewJob,
-    /// The message body (the payload JSON, raw).
-    payload: bytes::Bytes,
-    /// The delay before the first attempt.
-    delay: std::time::Duration,
-    /// The job's concurrency key, for its queue's per-key limit.
-    concurrency_key: Option<String>,
-}
-
 /// 400 unless `max_attempts` (when given) is 1 to 100 and `delay_ms` at most
 /// [`crate::delay::MAX_DELAY`]: the constraints the document's `JobRequest` schema states.
 pub(super) fn validate(req: &JobRequest) -> Result<(), Problem> {
@@ -193,206 +181,18 @@ pub(super) fn prepare(
             ),
         ));
     }
-    let max_attempts = req.max_attempts.unwrap_or(q.max_attempts);
-    let delay = std::time::Duration::from_millis(req.delay_ms.unwrap_or(0));
-    let id = Uuid::now_v7();
-    let now = now_ms();
-    let next_attempt_at = (!delay.is_zero())
-        .then(|| now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)));
-    Ok(Prepared {
-        new: NewJob {
-            id,
-            queue: q.name.clone(),
-            max_attempts,
-            correlation_id: Some(correlation_id.unwrap_or_else(|| id.to_string())),
-            request_hash: idempotency_key.as_ref().map(|_| request_hash(req)),
+    Ok(Prepared::new(
+        q,
+        JobSpec {
+            payload: bytes::Bytes::copy_from_slice(req.payload.get().as_bytes()),
+            delay: std::time::Duration::from_millis(req.delay_ms.unwrap_or(0)),
+            max_attempts: req.max_attempts,
             idempotency_key,
-            created_at: now,
-            next_attempt_at,
-            // A delayed job waits in the delay levels: the sweeper can publish it again
-            // should its delayed message be lost (`crate::sweeper`).
-            resend_payload: next_attempt_at.map(|_| req.payload.get().as_bytes().to_vec()),
+            correlation_id,
+            concurrency_key,
             schedule: None,
         },
-        payload: bytes::Bytes::copy_from_slice(req.payload.get().as_bytes()),
-        delay,
-        concurrency_key,
-    })
-}
-
-/// A job the intake answers 202 for.
-pub(super) struct Accepted {
-    /// The job.
-    pub(super) record: JobRecord,
-    /// True when an earlier request with the same `Idempotency-Key` made it.
-    pub(super) replayed: bool,
-}
-
-/// 503 for a store that failed at intake (nothing was accepted).
-pub(super) fn store_down(queue: &str, e: &Error) -> Problem {
-    tracing::warn!(queue = %queue, error = %e, "store failed; job refused");
-    Problem::unavailable("the status store is unavailable; nothing was accepted")
-}
-
-/// Accepts a prepared job whose row the store answered `inserted` for: replays the job of an
-/// existing key, else publishes the message (persistent, mandatory) and returns only once the
-/// broker confirmed it; a failed publish gives 503 (429 for a full queue). The one acceptance
-/// path of the single and the batch endpoint.
-///
-/// A keyed job whose publish failed in a way that may still have reached the queue (no
-/// confirm in time, the connection lost while waiting) keeps its row, un-accepted: the
-/// client's retry with the same `Idempotency-Key` republishes that job, with the same id,
-/// rather than making a second one (see [`replay`]). Should the first copy have reached the
-/// queue after all, the two messages carry one job id, and the worker's claim runs it once.
-pub(super) async fn accept(
-    state: &IntakeState,
-    q: &QueueConfig,
-    job: Prepared,
-    inserted: Inserted,
-) -> Result<Accepted, Problem> {
-    let Prepared {
-        new,
-        payload,
-        delay,
-        concurrency_key,
-    } = job;
-    let record = match inserted {
-        Inserted::New => pending_record(&new),
-        Inserted::Existing {
-            record,
-            request_hash,
-            accepted,
-        } => match replay(state, *record, request_hash, accepted, &new).await? {
-            Replay::Done(record) => {
-                return Ok(Accepted {
-                    record,
-                    replayed: true,
-                });
-            }
-            // The original's row is gone (its publish was refused) and this request's row
-            // took its place: publish it as a new job.
-            Replay::PublishNew => pending_record(&new),
-            Replay::Republish(record) => {
-                let record =
-                    publish(state, q, record, payload, delay, concurrency_key, true).await?;
-                return Ok(Accepted {
-                    record,
-                    replayed: true,
-                });
-            }
-        },
-    };
-    let record = publish(state, q, record, payload, delay, concurrency_key, false).await?;
-    Ok(Accepted {
-        record,
-        replayed: false,
-    })
-}
-
-/// The record of a job just inserted, before its publish.
-fn pending_record(new: &NewJob) -> JobRecord {
-    JobRecord {
-        id: new.id,
-        queue: new.queue.clone(),
-        status: JobStatus::Queued,
-        attempts: 0,
-        max_attempts: new.max_attempts,
-        last_error: None,
-        result: None,
-        correlation_id: new.correlation_id.clone(),
-        idempotency_key: new.idempotency_key.clone(),
-        created_at: new.created_at,
-        started_at: None,
-        finished_at: None,
-        next_attempt_at: new.next_attempt_at,
-        discarded_at: None,
-        schedule: new.schedule.clone(),
-    }
-}
-
-/// True when a publish that failed with `e` may nonetheless have reached the queue: a nack,
-/// a returned (unroutable) message and a publish never sent (no channel) say it did not.
-fn may_have_arrived(e: &Error) -> bool {
-    !matches!(
-        e.kind(),
-        ErrorKind::Nacked { .. } | ErrorKind::Unroutable { .. } | ErrorKind::NotSent(_)
-    )
-}
-
-/// Publishes the first message of the job `record` (its row stored, un-accepted when keyed)
-/// and waits for the confirm (see [`accept`]); `again` when an earlier request's publish of
-/// the same job failed. Its log lines name job id, queue, attempt and correlation id as
-/// fields of their own rather than through a span: a span per job cost 6–9 % of the intake's
-/// CPU (BENCHMARKS.md), and nothing below logs.
-async fn publish(
-    state: &IntakeState,
-    q: &QueueConfig,
-    record: JobRecord,
-    payload: bytes::Bytes,
-    delay: std::time::Duration,
-    concurrency_key: Option<String>,
-    again: bool,
-) -> Result<JobRecord, Problem> {
-    let msg = JobMessage {
-        id: record.id,
-        queue: record.queue.clone(),
-        attempt: 1,
-        max_attempts: record.max_attempts,
-        correlation_id: record.correlation_id.clone(),
-        idempotency_key: record.idempotency_key.clone(),
-        concurrency_key,
-        payload,
-    };
-    // A line about this job, with the fields every such line carries.
-    macro_rules! job_event {
-        ($level:expr, $($rest:tt)+) => {
-            tracing::event!(
-                $level,
-                job_id = %msg.id,
-                queue = %msg.queue,
-                attempt = 1,
-                correlation_id = msg.correlation_id.as_deref().unwrap_or(""),
-                $($rest)+
-            )
-        };
-    }
-    if let Err(e) = crate::delay::publish(
-        &state.publisher,
-        &msg.queue,
-        &msg.payload,
-        msg.properties(),
-        delay,
-    )
-    .await
-    {
-        if msg.idempotency_key.is_some() && may_have_arrived(&e) {
-            job_event!(
-                tracing::Level::WARN,
-                error = %e,
-                "publish failed and may have reached the queue; job refused, kept for a retry with its Idempotency-Key"
-            );
-        } else {
-            job_event!(tracing::Level::WARN, error = %e, "publish failed; job refused");
-            if let Err(forget) = state.store.forget_unpublished(msg.id).await {
-                job_event!(tracing::Level::WARN, error = %forget, "could not remove unpublished job");
-            }
-        }
-        return Err(publish_problem(&e, q.max_length.is_some()));
-    }
-    if msg.idempotency_key.is_some()
-        && let Err(e) = state.store.mark_accepted(msg.id).await
-    {
-        // The job is on the broker and will run; only replays of its key wait longer.
-        job_event!(tracing::Level::WARN, error = %e, "could not mark keyed job accepted");
-    }
-    crate::telemetry::count(crate::telemetry::JOBS_ACCEPTED, &msg.queue);
-    job_event!(
-        tracing::Level::DEBUG,
-        delay_ms = delay.as_millis() as u64,
-        republished = again,
-        "job accepted"
-    );
-    Ok(record)
+    ))
 }
 
 /// `POST /v1/queues/{queue}/jobs`: store the job as `queued`, publish it (persistent,
@@ -450,12 +250,7 @@ pub(super) async fn post_job(
         token_header(headers, "x-correlation-id")?,
         token_header(headers, "x-concurrency-key")?,
     )?;
-    let inserted = state
-        .store
-        .insert(&job.new)
-        .await
-        .map_err(|e| store_down(&queue, &e))?;
-    let accepted = accept(&state, q, job, inserted).await?;
+    let accepted = state.enqueuer().enqueue(q, job).await?;
     Ok(accepted_response(accepted.record, accepted.replayed))
 }
 
@@ -473,133 +268,44 @@ fn accepted_response(record: JobRecord, replayed: bool) -> Response {
     resp
 }
 
-/// SHA-256 (hex) of the request's meaning: payload, delay and attempt budget, in canonical
-/// JSON (object keys sorted), so whitespace and key order do not matter.
-fn request_hash(req: &JobRequest) -> String {
-    use sha2::Digest as _;
-    let payload: serde_json::Value =
-        serde_json::from_str(req.payload.get()).unwrap_or(serde_json::Value::Null);
-    let canonical = sorted(serde_json::json!({
-        "payload": payload,
-        "delay_ms": req.delay_ms.unwrap_or(0),
-        "max_attempts": req.max_attempts,
-    }));
-    let digest = sha2::Sha256::digest(canonical.to_string().as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// `v` with every object's keys in sorted order, whatever order serde_json's `Map` keeps
-/// (a dependency may turn on its `preserve_order` feature, which keeps insertion order).
-fn sorted(v: serde_json::Value) -> serde_json::Value {
-    use serde_json::Value;
-    match v {
-        Value::Object(map) => {
-            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
-        }
-        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
-        other => other,
-    }
-}
-
-/// What a request whose `Idempotency-Key` is taken gets: see [`replay`].
-enum Replay {
-    /// The original job, accepted: answer it.
-    Done(JobRecord),
-    /// The original's publish failed and its row is gone; this request's row was inserted.
-    PublishNew,
-    /// The original's publish failed in a way that may have reached the queue (its row kept,
-    /// un-accepted): publish the same job again.
-    Republish(JobRecord),
-}
-
-/// A request whose `Idempotency-Key` is taken (Stripe's semantics): same request → the
-/// original job (202, `Idempotent-Replayed: true`); a different request → 422.
-///
-/// While the original's publish may still await its confirm, wait for it (at most one
-/// confirm timeout, then 409 `request-in-progress` with `Retry-After`): a publish takes at
-/// most two confirm timeouts (opening a channel, then the confirm), so a row still
-/// un-accepted that long after its `created_at` belongs to a request that failed (or an
-/// intake that died) between insert and confirm, and this request publishes the job again
-/// ([`Replay::Republish`]). Two messages with one job id are safe: the worker's claim runs
-/// the job once.
-async fn replay(
-    state: &IntakeState,
-    mut record: JobRecord,
-    hash: Option<String>,
-    mut accepted: bool,
-    new: &NewJob,
-) -> Result<Replay, Problem> {
-    if hash != new.request_hash {
-        return Err(Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency-key-reused",
-            "Idempotency-Key reused",
-            "this Idempotency-Key was used with a different request; use a new key",
-        ));
-    }
-    let timeout_ms =
-        i64::try_from(state.config.broker.confirm_timeout.as_millis()).unwrap_or(i64::MAX);
-    let orphaned_at = |r: &JobRecord| {
-        r.created_at
-            .saturating_add(timeout_ms.saturating_mul(2))
-            .saturating_add(ORPHAN_SLACK_MS)
-    };
-    let deadline = tokio::time::Instant::now() + state.config.broker.confirm_timeout;
-    while !accepted {
-        let now = now_ms();
-        if now >= orphaned_at(&record) {
-            return Ok(Replay::Republish(record));
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let wait_s = ((orphaned_at(&record) - now + 999) / 1000).max(1);
-            return Err(Problem::new(
+/// What a client gets for a job that was not enqueued: 503 for the store or the broker
+/// (429 for a full queue), 422 for a reused idempotency key, 409 while the key's first
+/// request is still being accepted; never a 202.
+impl From<Refused> for Problem {
+    fn from(r: Refused) -> Self {
+        match r {
+            Refused::Store(_) => {
+                Problem::unavailable("the status store is unavailable; nothing was accepted")
+            }
+            Refused::Publish { error, queue_full } => match error.kind() {
+                ErrorKind::Nacked { queue } if queue_full => Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "queue-full",
+                    "Queue full",
+                    format!("queue `{queue}` is at its max_length; try again later"),
+                )
+                .retry_after(1),
+                ErrorKind::Unroutable { queue } => Problem::unavailable(format!(
+                    "queue `{queue}` does not exist on the broker; run `warren topology apply`"
+                )),
+                _ => {
+                    Problem::unavailable("the broker did not confirm the job; nothing was accepted")
+                }
+            },
+            Refused::KeyReused => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "Idempotency-Key reused",
+                "this Idempotency-Key was used with a different request; use a new key",
+            ),
+            Refused::InProgress { retry_after_s } => Problem::new(
                 StatusCode::CONFLICT,
                 "request-in-progress",
                 "Request in progress",
                 "a request with this Idempotency-Key is still being accepted; retry shortly",
             )
-            .retry_after(u64::try_from(wait_s).unwrap_or(1)));
+            .retry_after(retry_after_s),
         }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        match state.store.insert(new).await {
-            Ok(Inserted::New) => return Ok(Replay::PublishNew),
-            Ok(Inserted::Existing {
-                record: r,
-                accepted: a,
-                ..
-            }) => {
-                record = *r;
-                accepted = a || record.status != JobStatus::Queued || record.attempts > 0;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "store failed during idempotent replay");
-                return Err(Problem::unavailable("the status store is unavailable"));
-            }
-        }
-    }
-    Ok(Replay::Done(record))
-}
-
-/// Added to two confirm timeouts before an un-accepted keyed job counts as orphaned (ms):
-/// room for the store's insert and clocks of intakes on different hosts.
-const ORPHAN_SLACK_MS: i64 = 1_000;
-
-/// Maps a failed publish to 429 (queue full) or 503 (broker trouble); never a 202.
-fn publish_problem(e: &Error, has_max_length: bool) -> Problem {
-    match e.kind() {
-        ErrorKind::Nacked { queue } if has_max_length => Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "queue-full",
-            "Queue full",
-            format!("queue `{queue}` is at its max_length; try again later"),
-        )
-        .retry_after(1),
-        ErrorKind::Unroutable { queue } => Problem::unavailable(format!(
-            "queue `{queue}` does not exist on the broker; run `warren topology apply`"
-        )),
-        _ => Problem::unavailable("the broker did not confirm the job; nothing was accepted"),
     }
 }
 

@@ -13,6 +13,7 @@ mod pause;
 mod problem;
 mod query;
 pub(crate) mod routes;
+mod schedules;
 mod search;
 mod ui;
 
@@ -43,6 +44,15 @@ pub(crate) struct IntakeState {
 }
 
 impl IntakeState {
+    /// The one enqueue path ([`crate::enqueue`]) with this intake's store and publisher.
+    pub(crate) fn enqueuer(&self) -> crate::enqueue::Enqueuer<'_> {
+        crate::enqueue::Enqueuer {
+            store: &*self.store,
+            publisher: &self.publisher,
+            confirm_timeout: self.config.broker.confirm_timeout,
+        }
+    }
+
     /// The queue overview of `GET /v1/queues` and the dashboard, with this intake's cached
     /// management API statistics.
     ///

@@ -305,6 +305,8 @@ pub(crate) struct Readiness {
         ArchiveProperties,
         super::dead::RequeueRequest,
         super::pause::PauseState,
+        super::schedules::ScheduleList,
+        crate::schedule::ScheduleView,
         RequeueResult,
         PurgeResult,
         super::search::JobList,
@@ -322,6 +324,7 @@ pub(crate) struct Readiness {
     tags(
         (name = "jobs", description = "Submit jobs and follow them"),
         (name = "queues", description = "What waits where"),
+        (name = "schedules", description = "Periodic jobs (`[schedules.NAME]`)"),
         (name = "dead letters", description = "The DLQs over HTTP, mirroring `warren dlq`"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     )

@@ -169,6 +169,7 @@ mod tests {
                     "correlation_id",
                     "idempotency_key",
                     "error_contains",
+                    "schedule",
                     "limit",
                     "cursor"
                 ]

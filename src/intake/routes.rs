@@ -72,6 +72,7 @@ routes! {
     GET "/v1/jobs/{id}" => super::jobs::get_job, JOBS;
     POST "/v1/jobs/{id}/cancel" => super::jobs::cancel_job, ADMIN;
     GET "/v1/queues" => super::ops::list_queues, JOBS;
+    GET "/v1/schedules" => super::schedules::list_schedules, JOBS;
     POST "/v1/queues/{queue}/pause" => super::pause::pause, ADMIN;
     POST "/v1/queues/{queue}/resume" => super::pause::resume, ADMIN;
     GET "/v1/queues/{queue}/dead" => super::dead::peek, ADMIN;

@@ -57,6 +57,9 @@ pub(crate) struct FilterBody {
         max_length = 256
     )]
     error_contains: Option<String>,
+    /// Only jobs of this schedule (`[schedules.NAME]`).
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,100}$", min_length = 1, max_length = 100)]
+    schedule: Option<String>,
 }
 
 /// A filter's raw values, from a query string, a body or the dashboard's form, checked into a
@@ -70,6 +73,7 @@ pub(super) struct Raw {
     pub(super) correlation_id: Option<String>,
     pub(super) idempotency_key: Option<String>,
     pub(super) error_contains: Option<String>,
+    pub(super) schedule: Option<String>,
 }
 
 impl Raw {
@@ -126,7 +130,21 @@ impl Raw {
             correlation_id: token("correlation_id", self.correlation_id)?,
             idempotency_key: token("idempotency_key", self.idempotency_key)?,
             error_contains,
-            schedule: None,
+            schedule: self
+                .schedule
+                .map(|s| {
+                    let ok = !s.is_empty()
+                        && s.len() <= 100
+                        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+                    if ok {
+                        Ok(s)
+                    } else {
+                        Err(Problem::bad_request(
+                            "`schedule` must be a schedule name: 1 to 100 letters, digits, '_', '-' and '.'",
+                        ))
+                    }
+                })
+                .transpose()?,
         })
     }
 }
@@ -142,6 +160,7 @@ impl FilterBody {
             correlation_id: self.correlation_id,
             idempotency_key: self.idempotency_key,
             error_contains: self.error_contains,
+            schedule: self.schedule,
         }
         .check(state)
     }
@@ -168,6 +187,7 @@ pub(super) fn store_failed(e: &crate::Error) -> Problem {
         ("correlation_id" = Option<String>, Query, description = "Only jobs with this correlation id", pattern = "^[ -~]{1,255}$", min_length = 1, max_length = 255),
         ("idempotency_key" = Option<String>, Query, description = "Only jobs with this idempotency key", pattern = "^[ -~]{1,255}$", min_length = 1, max_length = 255),
         ("error_contains" = Option<String>, Query, description = "Only jobs whose last error contains this text, ignoring case (`%` and `_` are plain characters)", pattern = "^[^\\u0000-\\u001f]{1,256}$", min_length = 1, max_length = 256),
+        ("schedule" = Option<String>, Query, description = "Only jobs enqueued by this schedule (`[schedules.NAME]`)", pattern = "^[A-Za-z0-9_.-]{1,100}$", min_length = 1, max_length = 100),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Jobs per page (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the page before, unchanged", pattern = "^A[Q-T][A-Za-z0-9_-]{20}[AEIMQUYcgkosw048]$", min_length = 23, max_length = 23),
     ),
@@ -202,6 +222,7 @@ pub(super) async fn list_jobs(
             "correlation_id" => &mut raw.correlation_id,
             "idempotency_key" => &mut raw.idempotency_key,
             "error_contains" => &mut raw.error_contains,
+            "schedule" => &mut raw.schedule,
             "limit" => &mut limit,
             "cursor" => &mut cursor,
             // (Unknown names were refused before the handler ran.)

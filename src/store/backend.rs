@@ -183,7 +183,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// statement.
     async fn schedule_create(&self, name: &str, now: i64) -> Result<ScheduleState>;
     /// See [`super::Schedules::schedule_advance`] (one statement).
-    async fn schedule_advance(&self, name: &str, tick: i64, job: Uuid) -> Result<()>;
+    async fn schedule_advance(&self, name: &str, tick: i64, job: Option<Uuid>) -> Result<()>;
     /// See [`super::Schedules::schedule_states`].
     async fn schedule_states(&self) -> Result<BTreeMap<String, ScheduleState>>;
 

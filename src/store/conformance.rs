@@ -1555,11 +1555,11 @@ async fn schedule_advance_moves_forward_never_back(a: Adapter) {
     let (s, other) = (db.open().await, db.open().await);
     s.schedule_start("nightly", 500).await.expect("start");
     let (j1, j2, j3) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
-    s.schedule_advance("nightly", 2_000, j2)
+    s.schedule_advance("nightly", 2_000, Some(j2))
         .await
         .expect("advance");
     other
-        .schedule_advance("nightly", 1_000, j1)
+        .schedule_advance("nightly", 1_000, Some(j1))
         .await
         .expect("advance an older tick");
     let at_2000 = ScheduleState {
@@ -1572,7 +1572,7 @@ async fn schedule_advance_moves_forward_never_back(a: Adapter) {
         "an older tick moves nothing back"
     );
     other
-        .schedule_advance("nightly", 2_000, j3)
+        .schedule_advance("nightly", 2_000, Some(j3))
         .await
         .expect("advance the same tick");
     assert_eq!(
@@ -1583,8 +1583,19 @@ async fn schedule_advance_moves_forward_never_back(a: Adapter) {
         },
         "the same tick again takes its job"
     );
+    s.schedule_advance("nightly", 4_000, None)
+        .await
+        .expect("skip a tick");
+    assert_eq!(
+        s.schedule_start("nightly", 9_000).await.expect("start"),
+        ScheduleState {
+            last_tick: 4_000,
+            last_job: Some(j3),
+        },
+        "a skipped tick moves the state on and keeps the last job"
+    );
     let hourly = Uuid::now_v7();
-    s.schedule_advance("hourly", 3_000, hourly)
+    s.schedule_advance("hourly", 3_000, Some(hourly))
         .await
         .expect("advance a new schedule");
     // Ticks 1..=16 s recorded in a scrambled order by racers on two instances.
@@ -1598,7 +1609,7 @@ async fn schedule_advance_moves_forward_never_back(a: Adapter) {
         let barrier = barrier.clone();
         tokio::spawn(async move {
             barrier.wait().await;
-            s.schedule_advance("raced", tick, job).await
+            s.schedule_advance("raced", tick, Some(job)).await
         })
     }))
     .await;
@@ -1621,7 +1632,7 @@ async fn schedule_advance_moves_forward_never_back(a: Adapter) {
         (
             "nightly".to_owned(),
             ScheduleState {
-                last_tick: 2_000,
+                last_tick: 4_000,
                 last_job: Some(j3),
             },
         ),

@@ -582,7 +582,7 @@ impl<B: Backend> Schedules for SqlStore<B> {
         self.backend.schedule_create(name, now).await
     }
 
-    async fn schedule_advance(&self, name: &str, tick: i64, job: Uuid) -> Result<()> {
+    async fn schedule_advance(&self, name: &str, tick: i64, job: Option<Uuid>) -> Result<()> {
         self.backend.schedule_advance(name, tick, job).await
     }
 

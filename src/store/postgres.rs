@@ -205,7 +205,7 @@ pub(crate) mod sql {
     /// the row is locked by the upsert, so concurrent advances apply one after the other).
     pub(crate) const SCHEDULE_ADVANCE: &str = "INSERT INTO schedules (name, last_tick, last_job) \
         VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET \
-        last_job = CASE WHEN EXCLUDED.last_tick >= schedules.last_tick THEN EXCLUDED.last_job \
+        last_job = CASE WHEN EXCLUDED.last_tick >= schedules.last_tick THEN COALESCE(EXCLUDED.last_job, schedules.last_job) \
         ELSE schedules.last_job END, \
         last_tick = GREATEST(schedules.last_tick, EXCLUDED.last_tick)";
     /// [`super::Backend::schedule_states`]: the whole (small) table.
@@ -891,7 +891,7 @@ impl Backend for Postgres {
         })
     }
 
-    async fn schedule_advance(&self, name: &str, tick: i64, job: Uuid) -> Result<()> {
+    async fn schedule_advance(&self, name: &str, tick: i64, job: Option<Uuid>) -> Result<()> {
         sqlx::query(sql::SCHEDULE_ADVANCE)
             .bind(name)
             .bind(tick)

@@ -1021,18 +1021,18 @@ impl Backend for Sqlite {
         schedule_state(&row)
     }
 
-    async fn schedule_advance(&self, name: &str, tick: i64, job: Uuid) -> Result<()> {
+    async fn schedule_advance(&self, name: &str, tick: i64, job: Option<Uuid>) -> Result<()> {
         // In `DO UPDATE SET` every unqualified column is the row's value before the update.
         sqlx::query(
             "INSERT INTO schedules (name, last_tick, last_job) VALUES (?, ?, ?) \
              ON CONFLICT (name) DO UPDATE SET \
-             last_job = CASE WHEN excluded.last_tick >= last_tick THEN excluded.last_job \
+             last_job = CASE WHEN excluded.last_tick >= last_tick THEN COALESCE(excluded.last_job, last_job) \
              ELSE last_job END, \
              last_tick = MAX(last_tick, excluded.last_tick)",
         )
         .bind(name)
         .bind(tick)
-        .bind(job.to_string())
+        .bind(job.map(|j| j.to_string()))
         .execute(&self.pool)
         .await
         .map_err(Self::err)?;

@@ -241,10 +241,12 @@ pub trait Schedules: Send + Sync + 'static {
     /// (a new schedule fires from now on, not for ticks before it existed). Concurrent callers get
     /// the same row.
     async fn schedule_start(&self, name: &str, now: i64) -> Result<ScheduleState>;
-    /// Records that the tick at `tick` (ms) of schedule `name` fired as job `job`: `last_tick`
-    /// becomes `max(last_tick, tick)`, and `last_job` becomes `job` when `tick >= last_tick`
-    /// (a slower process recording an older tick does not move it back). Creates the row when absent.
-    async fn schedule_advance(&self, name: &str, tick: i64, job: Uuid) -> Result<()>;
+    /// Records that the tick at `tick` (ms) of schedule `name` fired as job `job` (`None`: the
+    /// tick was skipped, by the schedule's `catch_up`): `last_tick` becomes
+    /// `max(last_tick, tick)`, and `last_job` becomes `job` when `tick >= last_tick` and `job`
+    /// is given (a slower process recording an older tick does not move it back; a skip keeps
+    /// the last job). Creates the row when absent.
+    async fn schedule_advance(&self, name: &str, tick: i64, job: Option<Uuid>) -> Result<()>;
     /// Every schedule's state, by name (one query over a table of one row per schedule).
     async fn schedule_states(&self) -> Result<BTreeMap<String, ScheduleState>>;
 }

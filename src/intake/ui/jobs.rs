@@ -30,6 +30,7 @@ pub(super) struct Filters {
     correlation_id: Option<String>,
     idempotency_key: Option<String>,
     error_contains: Option<String>,
+    schedule: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
 }
@@ -50,6 +51,7 @@ impl Filters {
             correlation_id: one("correlation_id"),
             idempotency_key: one("idempotency_key"),
             error_contains: one("error_contains"),
+            schedule: one("schedule"),
             limit: one("limit"),
             cursor: one("cursor"),
         }
@@ -65,6 +67,7 @@ impl Filters {
             ("correlation_id", &self.correlation_id),
             ("idempotency_key", &self.idempotency_key),
             ("error_contains", &self.error_contains),
+            ("schedule", &self.schedule),
             ("limit", &self.limit),
         ];
         for (k, v) in pairs {
@@ -108,6 +111,7 @@ fn filter_form(f: &Filters) -> Markup {
             label { "correlation id" input type="text" name="correlation_id" value=(text(&f.correlation_id)); }
             label { "idempotency key" input type="text" name="idempotency_key" value=(text(&f.idempotency_key)); }
             label { "error contains" input type="text" name="error_contains" value=(text(&f.error_contains)); }
+            label { "schedule" input type="text" name="schedule" value=(text(&f.schedule)); }
             label { "per page" input type="number" name="limit" min="1" max="500" placeholder="50" value=(text(&f.limit)); }
             button.primary type="submit" { "Filter" }
         }
@@ -149,6 +153,7 @@ async fn list(state: &IntakeState, f: &Filters) -> Result<(Vec<JobView>, Option<
         correlation_id: f.correlation_id.clone(),
         idempotency_key: f.idempotency_key.clone(),
         error_contains: f.error_contains.clone(),
+        schedule: f.schedule.clone(),
     }
     .check(state)
     .map_err(|p| p.detail().to_owned())?;
@@ -216,14 +221,46 @@ pub(super) async fn find(req: Request) -> Response {
     }
 }
 
-/// `GET /ui/schedules`: the schedules (none can be configured in this build).
-pub(super) async fn schedules(Extension(viewer): Extension<Viewer>) -> Response {
+/// `GET /ui/schedules`: every schedule with its cron expression, timezone, next run and
+/// the job of its latest tick (linked), and a link to all its jobs.
+pub(super) async fn schedules(
+    State(state): State<Arc<IntakeState>>,
+    Extension(viewer): Extension<Viewer>,
+) -> Response {
+    let views = crate::schedule::views(&state.config, &*state.store, crate::store::now_ms()).await;
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
     layout(
         "Schedules",
         Some(&viewer),
         html! {
             h1 { "Schedules" }
-            p.muted #no-schedules { "No schedules are configured: this build of warren has no schedules yet." }
+            @match &views {
+                Err(e) => p.notice.error #list-error { "The store cannot be read: " (crate::redact(&e.to_string())) },
+                Ok(v) if v.is_empty() => p.muted #no-schedules { "No schedules are configured: add a [schedules.NAME] table to the configuration." },
+                Ok(v) => table #schedules {
+                    thead { tr { th { "Schedule" } th { "Queue" } th { "Cron" } th { "Timezone" } th { "Catch-up" } th { "Next run" } th { "Last run" } th { "Last job" } th { "Jobs" } } }
+                    tbody {
+                        @for s in v {
+                            tr {
+                                td { (s.name) }
+                                td { (s.queue) }
+                                td { code { (s.cron) } }
+                                td { (s.timezone) }
+                                td { (s.catch_up) }
+                                td { (dash(&s.next_run)) }
+                                td { (dash(&s.last_run_at)) }
+                                td {
+                                    @if let Some(id) = s.last_job_id {
+                                        a href={ "/ui/jobs/" (id) } { (id) }
+                                        " " span.muted { (dash(&s.last_job_status)) }
+                                    } @else { "-" }
+                                }
+                                td { a href={ "/ui/jobs?schedule=" (percent_encoding::utf8_percent_encode(&s.name, percent_encoding::NON_ALPHANUMERIC)) } { "all jobs" } }
+                            }
+                        }
+                    }
+                },
+            }
         },
     )
     .into_response()
@@ -249,6 +286,7 @@ mod tests {
             next_attempt_at: None,
             correlation_id: None,
             discarded_at: None,
+            schedule: None,
         };
         let f = Filters::parse(Some("queue=q&status=dead&status=retrying"));
         let html = rows(&[job], &f, Some("abc")).into_string();
