@@ -618,17 +618,20 @@ impl Config {
             }
             if let Some(t) = &table
                 && t.http.is_none()
-                && let Some(span) = t
+                && let Some((span, k)) = t
                     .signing_secret_env
                     .as_ref()
-                    .map(Spanned::span)
-                    .or_else(|| t.signing_secret_file.as_ref().map(Spanned::span))
+                    .map(|s| (s.span(), "signing_secret_env"))
+                    .or_else(|| {
+                        t.signing_secret_file
+                            .as_ref()
+                            .map(|s| (s.span(), "signing_secret_file"))
+                    })
             {
                 return Err(at(
                     span,
-                    &key("handler"),
-                    "`signing_secret_env` and `signing_secret_file` go with an `http` handler only"
-                        .to_owned(),
+                    &key(&format!("handler.{k}")),
+                    "goes with an `http` handler only (it signs the requests)".to_owned(),
                 ));
             }
             let handler = match table {
@@ -1377,7 +1380,8 @@ mod tests {
         );
         let e = err("[queues.a]\nhandler = { rust = \"x\", signing_secret_env = \"S\" }\n");
         assert!(
-            e.contains("line 2: `queues.a.handler`") && e.contains("`http` handler only"),
+            e.contains("line 2: `queues.a.handler.signing_secret_env`")
+                && e.contains("`http` handler only"),
             "{e}"
         );
         let e = err("[queues.a]\nhandler = { http = 3 }\n");

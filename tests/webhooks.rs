@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use common::process::{Children, free_port, spawn_warren, wait_ready};
+use common::process::{Children, free_port, signal_group, spawn_warren, wait_ready};
 use common::target::{Reply, Target};
 use common::{QueueCleanup, Setup, TestStore, job_at, post_job, unique};
 use hmac::{Hmac, Mac};
@@ -426,7 +426,7 @@ async fn the_example_receiver_accepts_warren_deliveries_and_refuses_forgeries() 
     let store = TestStore::new(dir).await;
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let child = spawn_warren(
+    let mut child = spawn_warren(
         dir,
         store.url(),
         &["run"],
@@ -496,6 +496,13 @@ async fn the_example_receiver_accepts_warren_deliveries_and_refuses_forgeries() 
     assert_eq!(status, 200, "{line}");
     assert!(line.starts_with("signature ok"), "{line}");
 
+    // warren stops cleanly on SIGTERM; its log never quotes the secret.
+    signal_group(child.id(), "TERM");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("wait task")
+        .expect("wait for warren");
+    assert!(status.success(), "warren exited with {status}");
     let log = std::fs::read_to_string(dir.join("warren.log")).unwrap_or_default();
     assert!(
         !log.contains(secret.trim_start_matches("whsec_")),
