@@ -94,7 +94,13 @@ impl AppBuilder {
             } else {
                 match &q.handler {
                     HandlerSpec::Noop => Arc::new(Noop),
-                    HandlerSpec::Http(url) => Arc::new(HttpHandler::new(url.clone(), http_client.clone())),
+                    HandlerSpec::Http { url, signing } => {
+                        let handler = HttpHandler::new(url.clone(), http_client.clone());
+                        Arc::new(match signing {
+                            Some(signer) => handler.signed(signer.clone()),
+                            None => handler,
+                        })
+                    }
                     HandlerSpec::Exec { program, args } => Arc::new(ExecHandler::new(
                         program.clone(),
                         args.clone(),

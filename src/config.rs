@@ -226,8 +226,15 @@ impl QueueType {
 pub enum HandlerSpec {
     /// Succeeds at once; for benchmarks.
     Noop,
-    /// POST the payload to this URL.
-    Http(reqwest::Url),
+    /// POST the payload to `url`, signed when `signing` is set.
+    Http {
+        /// Where the payload goes.
+        url: reqwest::Url,
+        /// `signing_secret_env` / `signing_secret_file`: the Standard Webhooks secrets every
+        /// request is signed with (several while a secret is rotated), read and checked when
+        /// the configuration is loaded. Its `Debug` output shows no secret.
+        signing: Option<warren_workers::WebhookSigner>,
+    },
     /// Run this program (absolute path, resolved against the config file's directory) with
     /// these arguments; no shell.
     Exec {
@@ -341,22 +348,46 @@ struct RawRateLimit {
     burst: Option<i64>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// `handler`: a name (`"noop"`) or a table (`{ http = "…", signing_secret_env = "…" }`).
 enum RawHandler {
     Name(String),
     Table(RawHandlerTable),
 }
 
+impl<'de> Deserialize<'de> for RawHandler {
+    // By hand rather than `#[serde(untagged)]`, so that an error inside the table (an unknown
+    // key, a wrong type) keeps its own message and line, and `Spanned` works inside it.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawHandler;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"noop\" or a table like { http = \"https://…\" }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<RawHandler, E> {
+                Ok(RawHandler::Name(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<RawHandler, A::Error> {
+                RawHandlerTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawHandler::Table)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// A handler table: exactly one of `exec`, `http`, `rust`; the signing keys go with `http`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-enum RawHandlerTable {
-    #[serde(rename = "exec")]
-    Exec(Vec<String>),
-    #[serde(rename = "http")]
-    Http(String),
-    #[serde(rename = "rust")]
-    Rust(String),
+struct RawHandlerTable {
+    exec: Option<Vec<String>>,
+    http: Option<String>,
+    rust: Option<String>,
+    signing_secret_env: Option<Spanned<String>>,
+    signing_secret_file: Option<Spanned<PathBuf>>,
 }
 
 /// Environment overrides, read by [`Config::load`]. Tests build one by hand.
@@ -405,9 +436,21 @@ impl Config {
     /// Parses `text` as if read from `path` (used for messages and to resolve relative paths),
     /// then applies `env`.
     ///
+    /// Variables that `signing_secret_env` names are read from the process environment.
+    ///
     /// # Errors
     /// As [`Config::load`].
     pub fn parse(text: &str, path: &Path, env: &EnvOverrides) -> Result<Self> {
+        Self::parse_with(text, path, env, &|name| std::env::var_os(name))
+    }
+
+    /// [`Config::parse`] that reads the variables `signing_secret_env` names with `var`.
+    fn parse_with(
+        text: &str,
+        path: &Path,
+        env: &EnvOverrides,
+        var: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> Result<Self> {
         let file = path.display().to_string();
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let at = e
@@ -553,33 +596,76 @@ impl Config {
                 .map_err(|msg| at(span.clone(), &format!("queues.{name}"), msg))?;
             let key = |k: &str| format!("queues.{name}.{k}");
             let handler_span = q.handler.span();
-            let handler = match q.handler.into_inner() {
-                RawHandler::Name(n) if n == "noop" => HandlerSpec::Noop,
+            const EXPECTED_HANDLER: &str = "expected \"noop\", { exec = [\"program\", \"args\"…] }, { http = \"https://…\" } or { rust = \"name\" }";
+            let table = match q.handler.into_inner() {
+                RawHandler::Name(n) if n == "noop" => None,
                 RawHandler::Name(n) => {
                     return Err(at(
                         handler_span,
                         &key("handler"),
-                        format!(
-                            "unknown handler \"{n}\"; expected \"noop\", {{ exec = [\"program\", \"args\"…] }}, {{ http = \"https://…\" }} or {{ rust = \"name\" }}"
-                        ),
+                        format!("unknown handler \"{n}\"; {EXPECTED_HANDLER}"),
                     ));
                 }
-                RawHandler::Table(RawHandlerTable::Http(url)) => {
+                RawHandler::Table(t) => Some(t),
+            };
+            let kinds = table.as_ref().map_or(0, |t| {
+                usize::from(t.exec.is_some())
+                    + usize::from(t.http.is_some())
+                    + usize::from(t.rust.is_some())
+            });
+            if table.is_some() && kinds != 1 {
+                return Err(at(
+                    handler_span,
+                    &key("handler"),
+                    format!("give exactly one of `exec`, `http` and `rust`; {EXPECTED_HANDLER}"),
+                ));
+            }
+            if let Some(t) = &table
+                && t.http.is_none()
+                && let Some((span, k)) = t
+                    .signing_secret_env
+                    .as_ref()
+                    .map(|s| (s.span(), "signing_secret_env"))
+                    .or_else(|| {
+                        t.signing_secret_file
+                            .as_ref()
+                            .map(|s| (s.span(), "signing_secret_file"))
+                    })
+            {
+                return Err(at(
+                    span,
+                    &key(&format!("handler.{k}")),
+                    "goes with an `http` handler only (it signs the requests)".to_owned(),
+                ));
+            }
+            let handler = match table {
+                None => HandlerSpec::Noop,
+                Some(RawHandlerTable {
+                    http: Some(url),
+                    signing_secret_env,
+                    signing_secret_file,
+                    ..
+                }) => {
                     let parsed = reqwest::Url::parse(&url)
                         .ok()
                         .filter(|u| matches!(u.scheme(), "http" | "https"));
-                    match parsed {
-                        Some(u) => HandlerSpec::Http(u),
-                        None => {
-                            return Err(at(
-                                handler_span,
-                                &key("handler.http"),
-                                format!("`{}` is not an http(s) URL", crate::redact::redact(&url)),
-                            ));
-                        }
-                    }
+                    let Some(url) = parsed else {
+                        return Err(at(
+                            handler_span,
+                            &key("handler.http"),
+                            format!("`{}` is not an http(s) URL", crate::redact::redact(&url)),
+                        ));
+                    };
+                    let signing =
+                        signing_secrets(signing_secret_env, signing_secret_file, &base_dir, var)
+                            .map_err(|(span, k, msg)| {
+                                at(span, &key(&format!("handler.{k}")), msg)
+                            })?;
+                    HandlerSpec::Http { url, signing }
                 }
-                RawHandler::Table(RawHandlerTable::Exec(argv)) => {
+                Some(RawHandlerTable {
+                    exec: Some(argv), ..
+                }) => {
                     let mut argv = argv.into_iter();
                     let Some(program) = argv.next().filter(|p| !p.is_empty()) else {
                         return Err(at(
@@ -605,7 +691,10 @@ impl Config {
                         args: argv.collect(),
                     }
                 }
-                RawHandler::Table(RawHandlerTable::Rust(n)) => HandlerSpec::Rust(n),
+                Some(RawHandlerTable { rust: Some(n), .. }) => HandlerSpec::Rust(n),
+                Some(_) => {
+                    unreachable!("exactly one of exec, http and rust is set (checked above)")
+                }
             };
             let prefetch = q.prefetch.map_or(32, |n| n.get());
             let backoff = match q.backoff {
@@ -810,6 +899,82 @@ impl Config {
                 format!("sqlite://{}", self.base_dir.join(p).display())
             }
             _ => self.store.url.clone(),
+        }
+    }
+}
+
+/// The signer of an `http` handler from its `signing_secret_env` or `signing_secret_file`
+/// (`None` without either), or the span, the key and the message of the error. The secrets
+/// are read now, so that a missing variable or file stops warren at start-up; no error text
+/// quotes a secret.
+#[allow(clippy::type_complexity)]
+fn signing_secrets(
+    env: Option<Spanned<String>>,
+    file: Option<Spanned<PathBuf>>,
+    base_dir: &Path,
+    var: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+) -> std::result::Result<
+    Option<warren_workers::WebhookSigner>,
+    (std::ops::Range<usize>, &'static str, String),
+> {
+    const ENV: &str = "signing_secret_env";
+    const FILE: &str = "signing_secret_file";
+    match (env, file) {
+        (None, None) => Ok(None),
+        (Some(_), Some(file)) => Err((
+            file.span(),
+            FILE,
+            format!("give `{ENV}` or `{FILE}`, not both"),
+        )),
+        (Some(name), None) => {
+            let span = name.span();
+            let name = name.into_inner();
+            let valid_name = !name.is_empty()
+                && !name.contains('=')
+                && !name.contains('\0')
+                && !name.chars().any(char::is_whitespace);
+            if !valid_name {
+                return Err((
+                    span,
+                    ENV,
+                    format!("`{name}` is not an environment variable name"),
+                ));
+            }
+            let value = match var(&name) {
+                None => {
+                    return Err((
+                        span,
+                        ENV,
+                        format!(
+                            "the environment variable {name} is not set; set it to the webhook signing secret (`whsec_…`)"
+                        ),
+                    ));
+                }
+                Some(v) => v.into_string().map_err(|_| {
+                    (
+                        span.clone(),
+                        ENV,
+                        format!("the environment variable {name} is not valid UTF-8"),
+                    )
+                })?,
+            };
+            warren_workers::WebhookSigner::from_secrets(&value)
+                .map(Some)
+                .map_err(|e| (span, ENV, format!("the environment variable {name}: {e}")))
+        }
+        (None, Some(path)) => {
+            let span = path.span();
+            let resolved = base_dir.join(path.get_ref());
+            let text = std::fs::read_to_string(&resolved).map_err(|e| {
+                (
+                    span.clone(),
+                    FILE,
+                    format!("cannot read {}: {e}", resolved.display()),
+                )
+            })?;
+            warren_workers::WebhookSigner::from_secrets(&text)
+                .map(Some)
+                .map_err(|e| (span, FILE, format!("{}: {e}", resolved.display())))
         }
     }
 }
@@ -1135,6 +1300,145 @@ mod tests {
         assert!(e.contains("line 4"), "{e}");
         let e = err("[queues.a]\nhandler = \"noop\"\nreplicas = \"three\"\n");
         assert!(e.contains("line 3"), "{e}");
+    }
+
+    const SECRET_A: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    const SECRET_B: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    /// Parses `text` as `dir/queues.toml` with `vars` as the environment of
+    /// `signing_secret_env`.
+    fn parse_vars(text: &str, dir: &Path, vars: &[(&str, &str)]) -> Result<Config> {
+        let vars: BTreeMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::parse_with(
+            text,
+            &dir.join("queues.toml"),
+            &EnvOverrides::default(),
+            &|name| vars.get(name).map(Into::into),
+        )
+    }
+
+    fn signer_of(c: &Config, queue: &str) -> Option<warren_workers::WebhookSigner> {
+        match &c.queue(queue).expect("queue").handler {
+            HandlerSpec::Http { signing, .. } => signing.clone(),
+            other => panic!("not an http handler: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn http_handlers_read_their_signing_secrets_from_a_variable_or_a_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("hook.secret"),
+            format!("# rotating: old, then new\n{SECRET_A}\n{SECRET_B}\n"),
+        )
+        .expect("write secret file");
+        let c = parse_vars(
+            "[queues.a]\nhandler = { http = \"http://127.0.0.1:9/h\", signing_secret_env = \"HOOK_SECRET\" }\n\
+             [queues.b]\nhandler = { http = \"http://127.0.0.1:9/h\", signing_secret_file = \"hook.secret\" }\n\
+             [queues.c]\nhandler = { http = \"http://127.0.0.1:9/h\" }\n",
+            dir.path(),
+            &[("HOOK_SECRET", &format!("{SECRET_A} {SECRET_B}"))],
+        )
+        .expect("valid");
+        assert_eq!(signer_of(&c, "a").map(|s| s.secrets()), Some(2));
+        assert_eq!(signer_of(&c, "b").map(|s| s.secrets()), Some(2));
+        assert!(signer_of(&c, "c").is_none());
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("C2FV") && !debug.contains("MfKQ"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn a_missing_or_bad_signing_secret_is_an_error_naming_where_it_was_looked_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hook = |extra: &str| {
+            format!(
+                "[queues.a]\nhandler = \"noop\"\n\n[queues.w]\nhandler = {{ http = \"http://127.0.0.1:9/h\", {extra} }}\n"
+            )
+        };
+        let errs = [
+            (
+                hook("signing_secret_env = \"HOOK_SECRET\""),
+                vec![],
+                "is not set",
+            ),
+            (
+                hook("signing_secret_env = \"HOOK_SECRET\""),
+                vec![("HOOK_SECRET", "C2FVsBQIhrscChlQIMV+b5sSYspob7oD")],
+                "does not start with `whsec_`",
+            ),
+            (
+                hook("signing_secret_env = \"HOOK_SECRET\""),
+                vec![("HOOK_SECRET", "  ")],
+                "holds no secret",
+            ),
+            (
+                hook("signing_secret_env = \"HOOK_SECRET\""),
+                vec![("HOOK_SECRET", "whsec_C2FVsBQIhrscChlQ")],
+                "decodes to 12 bytes",
+            ),
+            (
+                hook("signing_secret_file = \"nope.secret\""),
+                vec![],
+                "nope.secret",
+            ),
+            (
+                hook("signing_secret_env = \"HOOK_SECRET\", signing_secret_file = \"x\""),
+                vec![("HOOK_SECRET", SECRET_A)],
+                "not both",
+            ),
+        ];
+        for (text, vars, want) in errs {
+            let e = parse_vars(&text, dir.path(), &vars)
+                .expect_err(&text)
+                .to_string();
+            assert!(e.contains(want), "{e}");
+            assert!(
+                e.contains("line 5: `queues.w.handler.signing_secret_"),
+                "{e}"
+            );
+            assert!(!e.contains("C2FV"), "the error quotes the secret: {e}");
+            if e.contains("HOOK_SECRET") {
+                assert!(e.contains("environment variable HOOK_SECRET"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn handler_tables_name_the_bad_key_and_line() {
+        let e = err(
+            "[queues.a]\nhandler = \"noop\"\n[queues.b]\nhandler = { http = \"http://h/\", signing_secret = \"x\" }\n",
+        );
+        assert!(e.contains("line 4") && e.contains("signing_secret"), "{e}");
+        assert!(
+            e.contains("signing_secret_env"),
+            "lists the known keys: {e}"
+        );
+        let e = err("[queues.a]\nhandler = { http = \"http://h/\", rust = \"x\" }\n");
+        assert!(
+            e.contains("line 2: `queues.a.handler`") && e.contains("exactly one"),
+            "{e}"
+        );
+        let e = err("[queues.a]\nhandler = { rust = \"x\", signing_secret_env = \"S\" }\n");
+        assert!(
+            e.contains("line 2: `queues.a.handler.signing_secret_env`")
+                && e.contains("`http` handler only"),
+            "{e}"
+        );
+        let e = err("[queues.a]\nhandler = { http = 3 }\n");
+        assert!(e.contains("line 2"), "{e}");
+        let e = err("[queues.a]\nhandler = {}\n");
+        assert!(e.contains("line 2") && e.contains("exactly one"), "{e}");
+        let c = parse("[queues.a]\n[queues.a.handler]\nrust = \"mine\"\n").expect("sub-table");
+        assert_eq!(
+            c.queue("a").expect("a").handler,
+            HandlerSpec::Rust("mine".into())
+        );
     }
 
     #[test]

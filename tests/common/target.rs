@@ -1,5 +1,5 @@
 //! A local HTTP target for `http` handlers: it records when each request arrived and ended
-//! (on the test's own clock) with its JSON body, and answers as the test's `reply` says.
+//! (on the test's own clock) with its headers and body, and answers as the test's `reply` says.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -22,6 +22,10 @@ pub struct Call {
     pub body: Value,
     /// Its `X-Warren-Job-Id` header.
     pub job_id: String,
+    /// All its headers.
+    pub headers: HeaderMap,
+    /// Its body, byte for byte.
+    pub raw: Bytes,
 }
 
 /// How the target answers one request.
@@ -70,7 +74,8 @@ impl Target {
                     let (calls, decide, arrived) = (calls.clone(), decide.clone(), arrived.clone());
                     async move {
                         let start = Instant::now();
-                        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        let raw = body;
+                        let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
                         let n = arrived.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         let reply = decide(&body, n);
                         let job_id = headers
@@ -85,6 +90,8 @@ impl Target {
                                 end: None,
                                 body,
                                 job_id,
+                                headers,
+                                raw,
                             });
                             calls.len() - 1
                         };

@@ -10,6 +10,7 @@ use reqwest::{Client, Response, StatusCode, Url};
 use crate::handler::{Handler, HandlerFuture};
 use crate::job::Job;
 use crate::outcome::{MAX_RESULT_BYTES, Outcome};
+use crate::signing::WebhookSigner;
 use crate::truncate::{head_text, truncate_string};
 
 /// How much of an error response's body goes into the error text.
@@ -35,6 +36,15 @@ const CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
 ///   so a receiver can always de-duplicate redeliveries and retries;
 /// - `X-Correlation-ID`: [`Job::correlation_id`], when set.
 ///
+/// With a signer ([`HttpHandler::signed`]) every request also carries the Standard Webhooks
+/// headers (<https://github.com/standard-webhooks/standard-webhooks/blob/main/spec/standard-webhooks.md>,
+/// "Webhook headers"; see [`WebhookSigner`]):
+///
+/// - `webhook-id`: [`Job::id`], the same on every attempt, so a receiver can deduplicate;
+/// - `webhook-timestamp`: when this attempt was sent, in unix seconds;
+/// - `webhook-signature`: `v1,<base64 HMAC-SHA256 of "{webhook-id}.{webhook-timestamp}.{body}">`
+///   for each secret, separated by spaces.
+///
 /// The response maps to an [`Outcome`]:
 ///
 /// - 2xx: [`Outcome::Success`] with the body as result (lossy UTF-8,
@@ -59,6 +69,8 @@ const CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
 pub struct HttpHandler {
     url: Url,
     client: Client,
+    /// Signs every request when set.
+    signer: Option<WebhookSigner>,
     /// The URL as shown in errors and `Debug`: no userinfo, query or fragment.
     shown_url: String,
 }
@@ -73,15 +85,32 @@ impl HttpHandler {
         HttpHandler {
             url,
             client,
+            signer: None,
             shown_url,
         }
     }
 
+    /// Signs every request with `signer`'s secrets: the handler then sends the Standard
+    /// Webhooks headers `webhook-id`, `webhook-timestamp` and `webhook-signature`.
+    pub fn signed(mut self, signer: WebhookSigner) -> Self {
+        self.signer = Some(signer);
+        self
+    }
+
     async fn run(&self, job: &Job) -> Outcome {
-        let headers = match request_headers(job) {
+        let mut headers = match request_headers(job) {
             Ok(headers) => headers,
             Err(error) => return Outcome::permanent(error),
         };
+        if let Some(signer) = &self.signer {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            if let Err(error) = signer.add_headers(&mut headers, &job.id, now, &job.payload) {
+                return Outcome::permanent(error);
+            }
+        }
         let sent = self
             .client
             .post(self.url.clone())
@@ -195,6 +224,7 @@ impl fmt::Debug for HttpHandler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpHandler")
             .field("url", &self.shown_url)
+            .field("signer", &self.signer)
             .finish_non_exhaustive()
     }
 }
@@ -347,6 +377,17 @@ mod tests {
         let debug = format!("{handler:?}");
         assert!(!debug.contains("s3cret"), "{debug}");
         assert!(!debug.contains("abc"), "{debug}");
+    }
+
+    #[test]
+    fn debug_of_a_signed_handler_shows_no_secret() {
+        let url = Url::parse("https://example.com/hook").expect("valid test URL");
+        let signer = WebhookSigner::from_secrets("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD")
+            .expect("valid secret");
+        let handler = HttpHandler::new(url, Client::new()).signed(signer);
+        let debug = format!("{handler:?}");
+        assert!(debug.contains("secrets: 1"), "{debug}");
+        assert!(!debug.contains("C2FV"), "{debug}");
     }
 
     #[test]

@@ -21,7 +21,9 @@
 //! - [`Noop`]: always succeeds with no result; for benchmarks.
 //! - [`HttpHandler`]: POSTs the payload to a URL; 2xx succeeds, 408/429/5xx
 //!   and transport errors retry (honouring `Retry-After`), other statuses
-//!   are permanent.
+//!   are permanent. With a [`WebhookSigner`] it signs every request as the
+//!   Standard Webhooks specification defines (`webhook-id`,
+//!   `webhook-timestamp`, `webhook-signature`).
 //! - [`ExecHandler`]: runs a program (no shell) with the payload on stdin;
 //!   exit 0 succeeds, exit 65 (`EX_DATAERR`) is permanent, anything else
 //!   retries.
@@ -35,6 +37,7 @@ mod http;
 mod job;
 mod noop;
 mod outcome;
+pub mod signing;
 mod truncate;
 
 pub use exec::ExecHandler;
@@ -43,3 +46,4 @@ pub use http::HttpHandler;
 pub use job::Job;
 pub use noop::Noop;
 pub use outcome::{MAX_RESULT_BYTES, Outcome};
+pub use signing::{SecretError, WebhookSigner};
