@@ -55,6 +55,10 @@ async fn screenshots_of_every_page() {
             }),
         )
         .queue_named("webhooks", "demo-webhooks", "handler = \"noop\"")
+        .extra(
+            "[schedules.nightly-report]\nqueue = \"demo-reports\"\ncron = \"0 3 * * *\"\ntimezone = \"Europe/Berlin\"\npayload = { kind = \"nightly\" }\n\n\
+             [schedules.heartbeat]\nqueue = \"demo-webhooks\"\ncron = \"*/5 * * * * *\"\n",
+        )
         .start()
         .await;
     let mut dead = Vec::new();
@@ -102,7 +106,7 @@ async fn screenshots_of_every_page() {
     shoot(
         &b,
         &format!("{}/ui/schedules", w.base),
-        "#no-schedules",
+        "#schedules",
         "schedules",
     )
     .await;

@@ -6,7 +6,7 @@
 //!    job, the queue holds exactly one message per job, and the two logs together name each
 //!    job once (which process won each tick's race is printed).
 //!    `GET /v1/schedules`, the job's `schedule` field, the `schedule` filter of
-//!    `GET /v1/jobs` and `warren schedules` show them.
+//!    `GET /v1/jobs`, `warren schedules` and the dashboard's `/ui/schedules` show them.
 //! 2. One intake with three per-second schedules (`catch_up` = `all`, `last`, `none`) is
 //!    stopped for 10 s and started again: `all` has no gap, `last` fires the newest missed
 //!    tick and nothing older, `none` starts at the first tick within the misfire threshold
@@ -143,6 +143,20 @@ async fn two_intakes_fire_each_tick_of_a_per_second_schedule_once() {
         .await
         .expect("json");
     let listed_jobs = page["jobs"].as_array().expect("jobs").len();
+    let page = http
+        .get(format!("{}/ui/schedules", bases[0]))
+        .send()
+        .await
+        .expect("GET /ui/schedules")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        page.contains(name)
+            && page.contains("href=\"/ui/jobs/")
+            && page.contains(&format!("/ui/jobs?schedule={name}").replace('-', "%2D")),
+        "the dashboard's schedules page shows the schedule, its last job and a link to its jobs:\n{page}"
+    );
     let cli = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
         .arg("schedules")
         .current_dir(&dir)
