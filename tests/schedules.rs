@@ -72,6 +72,17 @@ async fn stop(pid: u32) {
     }
 }
 
+/// `GET url` as JSON.
+async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
+
 fn log_of(dir: &Path, name: &str) -> String {
     std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
 }
@@ -109,14 +120,7 @@ async fn two_intakes_fire_each_tick_of_a_per_second_schedule_once() {
 
     // What an operator sees, while the schedule runs.
     let http = reqwest::Client::new();
-    let listed: Value = http
-        .get(format!("{}/v1/schedules", bases[1]))
-        .send()
-        .await
-        .expect("GET /v1/schedules")
-        .json()
-        .await
-        .expect("json");
+    let listed: Value = get_json(&http, &format!("{}/v1/schedules", bases[1])).await;
     let s = &listed["schedules"][0];
     assert_eq!(s["name"], name, "{listed}");
     assert_eq!(s["queue"], q.as_str());
@@ -124,24 +128,14 @@ async fn two_intakes_fire_each_tick_of_a_per_second_schedule_once() {
     assert_eq!(s["timezone"], "UTC");
     assert!(s["next_run"].is_string(), "{listed}");
     let last_job = s["last_job_id"].as_str().expect("a last job").to_owned();
-    let job: Value = http
-        .get(format!("{}/v1/jobs/{last_job}", bases[0]))
-        .send()
-        .await
-        .expect("GET job")
-        .json()
-        .await
-        .expect("json");
+    let job: Value = get_json(&http, &format!("{}/v1/jobs/{last_job}", bases[0])).await;
     assert_eq!(job["schedule"], name, "{job}");
     assert_eq!(job["queue"], q.as_str());
-    let page: Value = http
-        .get(format!("{}/v1/jobs?schedule={name}&limit=500", bases[0]))
-        .send()
-        .await
-        .expect("GET /v1/jobs")
-        .json()
-        .await
-        .expect("json");
+    let page: Value = get_json(
+        &http,
+        &format!("{}/v1/jobs?schedule={name}&limit=500", bases[0]),
+    )
+    .await;
     let listed_jobs = page["jobs"].as_array().expect("jobs").len();
     let page = http
         .get(format!("{}/ui/schedules", bases[0]))
@@ -230,7 +224,6 @@ async fn catch_up_decides_what_ticks_missed_during_a_stop_get() {
     }
     std::fs::write(dir.join("queues.toml"), config).expect("config");
     let store = TestStore::new(&dir).await;
-    let mut children = Children::default();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
@@ -240,14 +233,7 @@ async fn catch_up_decides_what_ticks_missed_during_a_stop_get() {
         async move {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
-                let listed: Value = http
-                    .get(format!("{base}/v1/schedules"))
-                    .send()
-                    .await
-                    .expect("GET /v1/schedules")
-                    .json()
-                    .await
-                    .expect("json");
+                let listed = get_json(&http, &format!("{base}/v1/schedules")).await;
                 let all = listed["schedules"].as_array().is_some_and(|s| {
                     s.len() == 3
                         && s.iter().all(|s| {
@@ -269,22 +255,24 @@ async fn catch_up_decides_what_ticks_missed_during_a_stop_get() {
         }
     };
 
-    let pid = spawn_intake(&dir, store.url(), "first", port, &[]);
-    children.0.push(pid);
-    wait_ready(&base, &dir, "first.log").await;
-    let started = now_ms();
-    fired_since(started + 1_500).await;
-    stop(pid).await;
-    children.0.clear();
+    // Starts an intake, waits until every schedule fired since it was ready and stops it;
+    // returns when it was ready (ms).
+    let mut children = Children::default();
+    let mut run = async |name: &str| {
+        let pid = spawn_intake(&dir, store.url(), name, port, &[]);
+        children.0.push(pid);
+        wait_ready(&base, &dir, &format!("{name}.log")).await;
+        let ready = now_ms();
+        fired_since(ready + 1_500).await;
+        stop(pid).await;
+        children.0.clear();
+        ready
+    };
+    run("first").await;
     let stopped = now_ms();
     // The downtime the scenario is about.
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let pid = spawn_intake(&dir, store.url(), "second", port, &[]);
-    children.0.push(pid);
-    wait_ready(&base, &dir, "second.log").await;
-    let restarted = now_ms();
-    fired_since(restarted + 1_500).await;
-    stop(pid).await;
+    let restarted = run("second").await;
 
     let mut first_after_gap = BTreeMap::new();
     for policy in ["all", "last", "none"] {
