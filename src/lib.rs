@@ -28,6 +28,7 @@ mod dead_letter;
 pub mod delay;
 pub mod dlq;
 mod error;
+pub mod events;
 mod intake;
 pub mod message;
 pub mod overview;
