@@ -248,8 +248,7 @@ impl App {
         if serve {
             let listener = listener.ok_or_else(|| Error::config("the intake needs a listener"))?;
             // The listener for finished jobs that wakes `?wait=` requests.
-            let waiters =
-                crate::events::Waiters::start(self.broker.clone(), &tasks, stop.clone());
+            let waiters = crate::events::Waiters::start(self.broker.clone(), &tasks, stop.clone());
             let router = intake::router(IntakeState {
                 config: self.config.clone(),
                 store: self.store.clone(),

@@ -345,7 +345,14 @@ async fn listen(
     let mut delay = Duration::from_millis(100);
     loop {
         let started = tokio::time::Instant::now();
-        match session(&shared, &broker, &mut commands, &stop).await {
+        // Stopping does not wait for a broker that does not answer (connecting to an
+        // unreachable node takes up to 5 s).
+        let outcome = tokio::select! {
+            biased;
+            outcome = session(&shared, &broker, &mut commands, &stop) => outcome,
+            () = stop.cancelled() => return,
+        };
+        match outcome {
             Ok(()) => return,
             Err(e) => {
                 if started.elapsed() > Duration::from_secs(30) {
@@ -414,7 +421,7 @@ async fn session(
     loop {
         tokio::select! {
             () = stop.cancelled() => {
-                let _ = channel.close(200, "warren: stopping".into()).await;
+                let _ = bounded(channel.close(200, "warren: stopping".into())).await;
                 return Ok(());
             }
             delivery = deliveries.next() => match delivery {
@@ -552,8 +559,8 @@ mod delegate {
     use crate::error::Result;
     use crate::store::{
         ActiveCounts, Bucket, Cancel, Claim, ClaimRequest, Cursor, FlowControl, Inserted,
-        JobFilter, JobPage, JobRecord, JobRow, JobSearch, JobStatus, JobStore, Maintenance,
-        NewJob, Overdue, QueueControl, StatusCounts, StoreStatus, Tokens,
+        JobFilter, JobPage, JobRecord, JobRow, JobSearch, JobStatus, JobStore, Maintenance, NewJob,
+        Overdue, QueueControl, StatusCounts, StoreStatus, Tokens,
     };
 
     #[async_trait::async_trait]

@@ -444,7 +444,10 @@ async fn job(
             // The same waiting as `GET /v1/jobs/{id}?wait=`: a listener of this process's
             // own on the broker's `warren.events`, woken when the job is announced final.
             let broker = warren::Broker::new(&config.broker.urls, "job --wait")?;
-            let (tasks, stop) = (tokio_util::task::TaskTracker::new(), CancellationToken::new());
+            let (tasks, stop) = (
+                tokio_util::task::TaskTracker::new(),
+                CancellationToken::new(),
+            );
             let waiters = warren::events::Waiters::start(broker, &tasks, stop.clone());
             let record = waiters.wait_final(&*store, uuid, wait).await;
             stop.cancel();

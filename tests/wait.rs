@@ -32,7 +32,10 @@ async fn worker(
     intake: &TestWarren,
     queue: &str,
     handler: impl warren::workers::Handler,
-) -> (CancellationToken, tokio::task::JoinHandle<warren::Result<()>>) {
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<warren::Result<()>>,
+) {
     let app = App::builder(intake.app().config().clone())
         .queue_handler(queue, handler)
         .build()
@@ -128,7 +131,10 @@ async fn a_waiting_get_answers_within_100ms_of_the_job_finishing_in_another_proc
     gate.release.notify_one();
     let (status, job, answered) = waiting.await.expect("the GET task");
     let took = answered.duration_since(released);
-    eprintln!("store {}: answered {took:?} after the job was let go", w.store().backend().name());
+    eprintln!(
+        "store {}: answered {took:?} after the job was let go",
+        w.store().backend().name()
+    );
     assert_eq!(status, 200);
     assert_eq!(job["status"], "succeeded", "{job}");
     assert!(
@@ -136,7 +142,9 @@ async fn a_waiting_get_answers_within_100ms_of_the_job_finishing_in_another_proc
         "the waiting GET answered {took:?} after the job was let go, not within {PROMPT:?}"
     );
     stop.cancel();
-    task.await.expect("worker task").expect("worker stops cleanly");
+    task.await
+        .expect("worker task")
+        .expect("worker stops cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -154,7 +162,8 @@ async fn a_wait_that_ends_first_answers_with_the_job_as_it_stands() {
     assert_eq!(status, 200);
     assert_eq!(job["status"], "running", "{job}");
     assert!(
-        took >= Duration::from_millis(700) && took < Duration::from_millis(700) + Duration::from_secs(1),
+        took >= Duration::from_millis(700)
+            && took < Duration::from_millis(700) + Duration::from_secs(1),
         "a 700 ms wait answered after {took:?}"
     );
     // No wait (or 0) answers at once.
@@ -162,9 +171,12 @@ async fn a_wait_that_ends_first_answers_with_the_job_as_it_stands() {
     assert_eq!(job["status"], "running", "{job}");
 
     gate.release.notify_one();
-    w.wait_status(&id, "succeeded", Duration::from_secs(10)).await;
+    w.wait_status(&id, "succeeded", Duration::from_secs(10))
+        .await;
     stop.cancel();
-    task.await.expect("worker task").expect("worker stops cleanly");
+    task.await
+        .expect("worker task")
+        .expect("worker stops cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -186,8 +198,14 @@ async fn cancelling_a_job_wakes_its_waiter() {
     let took = answered.duration_since(cancelled_at);
     assert_eq!(status, 200);
     assert_eq!(job["status"], "cancelled", "{job}");
-    eprintln!("store {}: answered {took:?} after the cancel", w.store().backend().name());
-    assert!(took < PROMPT, "answered {took:?} after the cancel, not within {PROMPT:?}");
+    eprintln!(
+        "store {}: answered {took:?} after the cancel",
+        w.store().backend().name()
+    );
+    assert!(
+        took < PROMPT,
+        "answered {took:?} after the cancel, not within {PROMPT:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -213,7 +231,10 @@ async fn a_job_that_dies_wakes_its_waiter() {
     let (_, job, _) = waiting.await.expect("the GET task");
     let answered = std::time::SystemTime::now();
     assert_eq!(job["status"], "dead", "{job}");
-    assert_eq!(job["last_error"], "permanent failure: the test says no", "{job}");
+    assert_eq!(
+        job["last_error"], "permanent failure: the test says no",
+        "{job}"
+    );
     // Dying publishes the dead letter (confirmed) before the store records `dead`: measured
     // from `finished_at`, the instant the store recorded it (ms; same host, same clock).
     let finished = job["finished_at"]
@@ -230,7 +251,9 @@ async fn a_job_that_dies_wakes_its_waiter() {
         "answered {took:?} after the job died, not within {PROMPT:?}"
     );
     stop.cancel();
-    task.await.expect("worker task").expect("worker stops cleanly");
+    task.await
+        .expect("worker task")
+        .expect("worker stops cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -288,7 +311,10 @@ async fn a_waiting_post_answers_202_with_the_job_once_it_is_final() {
     assert_eq!(location.as_deref(), Some(format!("/v1/jobs/{id}").as_str()));
     assert_eq!(job["id"], id.as_str());
     assert_eq!(job["status"], "succeeded", "{job}");
-    eprintln!("store {}: the POST answered {took:?} after the job was let go", w.store().backend().name());
+    eprintln!(
+        "store {}: the POST answered {took:?} after the job was let go",
+        w.store().backend().name()
+    );
     assert!(took < PROMPT, "answered {took:?} after the job was let go");
 
     // A POST whose wait ends first shows the job as it stands (here: queued or running).
@@ -307,7 +333,9 @@ async fn a_waiting_post_answers_202_with_the_job_once_it_is_final() {
     );
     gate.release.notify_one();
     stop.cancel();
-    task.await.expect("worker task").expect("worker stops cleanly");
+    task.await
+        .expect("worker task")
+        .expect("worker stops cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -458,9 +486,15 @@ async fn warren_job_wait_exits_0_once_final_and_3_when_the_wait_ends_first() {
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(out.status.code(), Some(0), "final: exit 0");
     let took = answered.duration_since(released);
-    eprintln!("store {}: the CLI exited {took:?} after the job was let go", w.store().backend().name());
+    eprintln!(
+        "store {}: the CLI exited {took:?} after the job was let go",
+        w.store().backend().name()
+    );
     // The process's exit is part of it (closing its broker connection and its store).
-    assert!(took < Duration::from_secs(2), "the CLI answered {took:?} after the job was let go");
+    assert!(
+        took < Duration::from_secs(2),
+        "the CLI answered {took:?} after the job was let go"
+    );
 
     // A job already final answers at once, exit 0.
     let asked = Instant::now();
@@ -469,5 +503,7 @@ async fn warren_job_wait_exits_0_once_final_and_3_when_the_wait_ends_first() {
     assert!(asked.elapsed() < Duration::from_secs(10));
 
     stop.cancel();
-    task.await.expect("worker task").expect("worker stops cleanly");
+    task.await
+        .expect("worker task")
+        .expect("worker stops cleanly");
 }

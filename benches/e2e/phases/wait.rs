@@ -34,8 +34,8 @@ fn waiters() -> usize {
 /// management API (`BENCH_MGMT_URL`, default `http://127.0.0.1:15672`, with the AMQP URL's
 /// credentials).
 async fn bindings() -> usize {
-    let base = std::env::var("BENCH_MGMT_URL")
-        .unwrap_or_else(|_| "http://127.0.0.1:15672".to_owned());
+    let base =
+        std::env::var("BENCH_MGMT_URL").unwrap_or_else(|_| "http://127.0.0.1:15672".to_owned());
     let Ok(uri) = lapin::uri::AMQPUri::from_str(&amqp_url()) else {
         return 0;
     };
@@ -74,7 +74,12 @@ async fn hold_waiters(addr: SocketAddr, ids: &[Uuid]) -> Vec<tokio::task::JoinHa
             let Ok(mut conn) = connect(addr).await else {
                 return;
             };
-            while let Ok((200, _)) = get(&mut conn, &path).await {}
+            // A job that became final would answer at once: stop asking rather than spin.
+            while let Ok((200, body)) = get(&mut conn, &path).await {
+                if !body.windows(17).any(|w| w == b"\"status\":\"queued\"") {
+                    return;
+                }
+            }
         }));
     }
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -121,7 +126,10 @@ pub(crate) async fn phase_wait(p: &Params, conn: &Connection, cleanup: &Cleanup,
         "wait: {} pairs of end-to-end rounds of {per_round} POSTs from C={} clients, without and with {n_waiters} requests waiting (?wait=60s) on other jobs",
         p.repeat, p.clients
     );
-    let (e2e, held) = (cleanup.work_queue("wait-e2e"), cleanup.work_queue("wait-held"));
+    let (e2e, held) = (
+        cleanup.work_queue("wait-e2e"),
+        cleanup.work_queue("wait-held"),
+    );
     let space = Space::new(&p.store, cleanup).await;
     let w = Warren::start(&space, "wait", "run", &[&e2e, &held], p.prefetch).await;
     let http = reqwest::Client::new();
@@ -132,6 +140,38 @@ pub(crate) async fn phase_wait(p: &Params, conn: &Connection, cleanup: &Cleanup,
         .await
         .expect("pause the held queue");
     assert_eq!(resp.status(), 200, "pause {held}");
+    // The pause reaches the workers within 2 s: post the held jobs only once the queue has
+    // no consumer, so that none of them runs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let consumers = match conn.create_channel().await {
+            Ok(ch) => {
+                let q = ch
+                    .queue_declare(
+                        held.as_str().into(),
+                        lapin::options::QueueDeclareOptions {
+                            passive: true,
+                            ..Default::default()
+                        },
+                        Default::default(),
+                    )
+                    .await
+                    .map(|q| q.consumer_count())
+                    .unwrap_or(1);
+                let _ = ch.close(200, "checked".into()).await;
+                q
+            }
+            Err(_) => 1,
+        };
+        if consumers == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{held} still consumed 30 s after its pause"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let mut ids = Vec::with_capacity(n_waiters);
     for i in 0..n_waiters {
         let resp = http
