@@ -117,8 +117,13 @@ impl AppBuilder {
             handlers.insert(q.name.clone(), handler);
         }
         crate::telemetry::install();
-        let store = store::open(&config.store_options()).await?;
         let broker = Broker::new(&config.broker.urls, "app")?;
+        // Every final state written through the store is announced to the waiters of
+        // `?wait=` (`crate::events`).
+        let store = crate::events::AnnouncingStore::wrap(
+            store::open(&config.store_options()).await?,
+            Arc::new(crate::events::Announcer::new(broker.clone())),
+        );
         let publisher = Arc::new(Publisher::new(
             broker.clone(),
             config.broker.publish_channels,
@@ -248,12 +253,15 @@ impl App {
 
         if serve {
             let listener = listener.ok_or_else(|| Error::config("the intake needs a listener"))?;
+            // The listener for finished jobs that wakes `?wait=` requests.
+            let waiters = crate::events::Waiters::start(self.broker.clone(), &tasks, stop.clone());
             let router = intake::router(IntakeState {
                 config: self.config.clone(),
                 store: self.store.clone(),
                 publisher: self.publisher.clone(),
                 topology_ready: topology_ready.clone(),
                 stats: Arc::default(),
+                waiters,
             })
             .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span));
             let addr = listener.local_addr()?;

@@ -29,6 +29,7 @@ pub mod delay;
 pub mod dlq;
 mod enqueue;
 mod error;
+pub mod events;
 mod intake;
 mod maintenance;
 pub mod message;

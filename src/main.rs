@@ -66,10 +66,19 @@ enum Command {
         #[command(subcommand)]
         action: Option<queues_cli::QueuesAction>,
     },
-    /// Show one job's status from the store, as JSON.
+    /// Show one job's status from the store, as JSON; with `--wait`, once it is final.
+    ///
+    /// Exit status: 0 when the job was shown (with `--wait`: and it is final: succeeded,
+    /// dead or cancelled), 3 when `--wait` ended with the job not final yet, 1 on an error
+    /// (an unknown job, a store that cannot be read).
     Job {
         /// The job id (a UUID, as returned by POST).
         id: String,
+        /// Wait until the job is final (succeeded, dead, cancelled), at most this long: a
+        /// duration such as `30s`, `500ms`, `5m`, or plain seconds. Woken by the process that
+        /// finishes the job (through the broker), so it needs the broker as well as the store.
+        #[arg(long, value_name = "DURATION", value_parser = parse_wait)]
+        wait: Option<std::time::Duration>,
     },
     /// The schedules (`[schedules.NAME]`): cron, timezone, next run, the latest tick's job.
     Schedules {
@@ -199,7 +208,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", warren::redact(&format!("{e:#}")));
             ExitCode::FAILURE
@@ -220,15 +229,16 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Store {
         action: store_cli::StoreAction::Copy { from, to, page },
     } = &cli.command
     {
-        return store_cli::copy(from, to, *page).await;
+        store_cli::copy(from, to, *page).await?;
+        return Ok(ExitCode::SUCCESS);
     }
     let mut config = Config::load(cli.config.as_deref())?;
-    match cli.command {
+    let done = match cli.command {
         Command::Run(args) => {
             config.auth.insecure_no_auth = args.insecure_no_auth;
             serve(config, Role::All).await
@@ -244,12 +254,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ..
         } => queues_cli::run(&config, action).await,
         Command::Queues { json, action: None } => queues(config, json).await,
-        Command::Job { id } => job(config, &id).await,
+        Command::Job { id, wait } => return job(config, &id, wait).await,
         Command::Jobs { action } => jobs_cli::run(&config, action).await,
         Command::Schedules { json } => schedules_cli::run(config, json).await,
         Command::Dlq { action } => dlq(config, action).await,
         Command::Store { action } => store_cli::run(&config, action).await,
-    }
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }
 
 async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
@@ -425,17 +436,58 @@ async fn queues(config: Config, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn job(config: Config, id: &str) -> anyhow::Result<()> {
+/// Exit status of `warren job ID --wait` when the wait ended with the job not final.
+const NOT_FINAL: u8 = 3;
+
+async fn job(
+    config: Config,
+    id: &str,
+    wait: Option<std::time::Duration>,
+) -> anyhow::Result<ExitCode> {
     let uuid =
         uuid::Uuid::parse_str(id).with_context(|| format!("`{id}` is not a job id (a UUID)"))?;
     let store = warren::store::open(&config.store_options()).await?;
-    let record = store
-        .get(uuid)
-        .await?
-        .with_context(|| format!("no job with id {uuid}"))?;
+    let record = match wait {
+        None => store.get(uuid).await?,
+        Some(wait) => {
+            // The same waiting as `GET /v1/jobs/{id}?wait=`: a listener of this process's
+            // own on the broker's `warren.events`, woken when the job is announced final.
+            let broker = warren::Broker::new(&config.broker.urls, "job --wait")?;
+            let (tasks, stop) = (
+                tokio_util::task::TaskTracker::new(),
+                CancellationToken::new(),
+            );
+            let waiters = warren::events::Waiters::start(broker, &tasks, stop.clone());
+            let record = waiters.wait_final(&*store, uuid, wait).await;
+            stop.cancel();
+            tasks.close();
+            tasks.wait().await;
+            record?
+        }
+    }
+    .with_context(|| format!("no job with id {uuid}"))?;
+    let is_final = record.status.is_final();
     let view = warren::view::JobView::from(record);
     println!("{}", serde_json::to_string_pretty(&view)?);
-    Ok(())
+    if wait.is_some() && !is_final {
+        eprintln!(
+            "note: job {uuid} is {} and not final yet (exit status {NOT_FINAL})",
+            view.status
+        );
+        return Ok(ExitCode::from(NOT_FINAL));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--wait`: a humantime duration (`30s`, `500ms`, `5m`) or plain seconds (`2.5`).
+fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<f64>() {
+        return std::time::Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("`{text}` is not a duration of 0 seconds or more"));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration such as `30s` or `500ms` ({e})"))
 }
 
 /// A progress bar with rate and ETA on stderr (hidden when stderr is not a terminal).

@@ -12,7 +12,8 @@
 //!   key `Q`;
 //! - `Q` bound to [`JOBS_EXCHANGE`] with key `Q`, and to the delay levels' last hop
 //!   ([`crate::delay::ROUTE_EXCHANGE`]);
-//! - once for all queues: the delay levels `warren.delay.00` … `warren.delay.19`
+//! - once for all queues: the topic exchange [`crate::events::EVENTS_EXCHANGE`] finished
+//!   jobs are announced on (for `?wait=`), and the delay levels `warren.delay.00` … `warren.delay.19`
 //!   (see [`crate::delay`]), quorum queues of [`crate::delay::REPLICAS`] replicas, and the
 //!   queue [`crate::delay::UNROUTABLE`] for delayed messages whose work queue is gone.
 //!
@@ -205,7 +206,8 @@ impl<'a> Declarer<'a> {
     }
 }
 
-/// Declares what every queue needs: `warren.jobs`, `warren.dlx` and the delay levels, on
+/// Declares what every queue needs: `warren.jobs`, `warren.dlx`, `warren.events`
+/// ([`crate::events`]) and the delay levels, on
 /// `channel` (replaced by a new one when the broker closed it: see [`declare_queue`]).
 ///
 /// # Errors
@@ -224,6 +226,7 @@ pub(crate) async fn declare_shared(declarer: &Declarer<'_>, channel: &mut Channe
             )
             .await?;
     }
+    crate::events::declare(channel).await?;
     crate::delay::declare(declarer, channel).await
 }
 
@@ -529,6 +532,11 @@ pub fn describe_plan(config: &Config) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "exchange {JOBS_EXCHANGE} (direct, durable)");
     let _ = writeln!(out, "exchange {DLX} (direct, durable)");
+    let _ = writeln!(
+        out,
+        "exchange {} (topic, durable) finished jobs, routing key = job id; each waiting intake binds a queue of its own",
+        crate::events::EVENTS_EXCHANGE
+    );
     for q in config.queues.values() {
         let args = work_queue_args(q);
         let args: Vec<String> = args

@@ -9,6 +9,7 @@ mod intake;
 mod latency;
 mod raw;
 mod soak;
+mod wait;
 
 pub(crate) use dashboard::phase_dashboard;
 pub(crate) use drain::{load_backlog, phase_backlog, phase_drain};
@@ -18,3 +19,4 @@ pub(crate) use intake::{Beside, phase_ab, phase_intake};
 pub(crate) use latency::phase_run;
 pub(crate) use raw::phase_raw;
 pub(crate) use soak::phase_soak;
+pub(crate) use wait::phase_wait;

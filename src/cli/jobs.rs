@@ -338,7 +338,14 @@ async fn cancel(
     yes: bool,
 ) -> anyhow::Result<()> {
     let selection = selection(config, &ids, args, "cancel", "--queue Q --status queued")?;
-    let store = store::open(&config.store_options()).await?;
+    // Cancelled jobs are announced, so that `?wait=` requests on them answer at once.
+    let store = warren::events::AnnouncingStore::wrap(
+        store::open(&config.store_options()).await?,
+        std::sync::Arc::new(warren::events::Announcer::new(warren::Broker::new(
+            &config.broker.urls,
+            "jobs cancel",
+        )?)),
+    );
     let now = store::now_ms();
     if dry_run || !yes {
         let would = warren::bulk::cancel(&*store, &selection, now, true).await?;

@@ -208,6 +208,7 @@ pub(super) fn prepare(
         ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; the same key with the same request returns the original job (Stripe's semantics, per queue)"),
         ("X-Correlation-ID" = Option<String>, Header, description = "1 to 255 visible ASCII characters; travels as the message's correlation_id to the handler (default: the job id)"),
         ("X-Concurrency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; the job's concurrency key for its queue's `concurrency_per_key` limit (overrides the payload at the queue's `concurrency_key` pointer)"),
+        ("wait" = Option<String>, Query, description = "After the 202 is decided, hold the answer until the job is final (`succeeded`, `dead`, `cancelled`) or this long has passed; the body shows the job as it stands then (still 202). Seconds (`2.5`) or a whole number with `ms`, `s` or `m` (`500ms`, `10s`, `1m`); at most 60 s (else 400 `malformed-request`, and nothing is accepted); absent or 0: at once", pattern = "^([0-9]{1,9}(\\.[0-9]{1,9})?|[0-9]{1,9}(ms|s|m))$", min_length = 1, max_length = 20, example = "10s"),
     ),
     request_body(content = JobRequest, content_type = "application/json",
         example = json!({"payload": {"customer": 42, "items": 3}, "max_attempts": 5})),
@@ -217,7 +218,7 @@ pub(super) fn prepare(
                 ("Location" = String, description = "/v1/jobs/{id}"),
                 ("Idempotent-Replayed" = Option<String>, description = "`true` when an earlier request with this Idempotency-Key made the job"),
             )),
-        (status = 400, description = "`malformed-request`, or `missing-concurrency-key` (the queue limits jobs per concurrency key and the request names none)", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 400, description = "`malformed-request` (a bad body, or a `wait` that is not a duration or is over 60 s), or `missing-concurrency-key` (the queue limits jobs per concurrency key and the request names none)", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 404, description = "`unknown-queue`", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 409, description = "`request-in-progress` (with Retry-After)", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 413, description = "`payload-too-large`", body = ProblemDocument, content_type = "application/problem+json"),
@@ -230,6 +231,7 @@ pub(super) fn prepare(
 pub(super) async fn post_job(
     State(state): State<Arc<IntakeState>>,
     Path(queue): Path<String>,
+    wait: super::wait::Wait,
     request: Request,
 ) -> Result<Response, Problem> {
     // The request's own headers, not the copy a `HeaderMap` extractor would make.
@@ -251,7 +253,14 @@ pub(super) async fn post_job(
         token_header(headers, "x-concurrency-key")?,
     )?;
     let accepted = state.enqueuer().enqueue(q, job).await?;
-    Ok(accepted_response(accepted.record, accepted.replayed))
+    // Accepted: whatever the wait brings (a store that fails meanwhile included), it is a 202.
+    let mut record = accepted.record;
+    if wait.asked()
+        && let Ok(Some(now)) = super::wait::settle(&state, record.id, wait).await
+    {
+        record = now;
+    }
+    Ok(accepted_response(record, accepted.replayed))
 }
 
 /// 202 with `Location` and the job; `Idempotent-Replayed: true` for a replay.
@@ -325,9 +334,14 @@ fn unknown_job(id: &str) -> Problem {
     path = "/v1/jobs/{id}",
     tag = "jobs",
     summary = "A job's status",
-    params(("id" = String, Path, description = "The job id (a UUID) from the 202")),
+    description = "With `wait`, answers as soon as the job is final (`succeeded`, `dead`, `cancelled`), or when the wait ends with the job as it stands then: the process that finishes the job announces it, so the answer comes within milliseconds of it, wherever the job ran.",
+    params(
+        ("id" = String, Path, description = "The job id (a UUID) from the 202"),
+        ("wait" = Option<String>, Query, description = "Hold the answer until the job is final or this long has passed: seconds (`2.5`) or a whole number with `ms`, `s` or `m` (`500ms`, `10s`, `1m`); at most 60 s (else 400 `malformed-request`); absent or 0: at once", pattern = "^([0-9]{1,9}(\\.[0-9]{1,9})?|[0-9]{1,9}(ms|s|m))$", min_length = 1, max_length = 20, example = "10s"),
+    ),
     responses(
-        (status = 200, description = "The job", body = JobView),
+        (status = 200, description = "The job (with `wait`: final, or as it stands when the wait ended)", body = JobView),
+        (status = 400, description = "`malformed-request`: a `wait` that is not a duration or is over 60 s", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 404, description = "`unknown-job`", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the store cannot be read", body = ProblemDocument, content_type = "application/problem+json"),
     )
@@ -335,16 +349,13 @@ fn unknown_job(id: &str) -> Problem {
 pub(super) async fn get_job(
     State(state): State<Arc<IntakeState>>,
     Path(id): Path<String>,
+    wait: super::wait::Wait,
 ) -> Result<Json<JobView>, Problem> {
     let not_found = || unknown_job(&id);
     let uuid = Uuid::parse_str(&id).map_err(|_| not_found())?;
-    match state.store.get(uuid).await {
-        Ok(Some(r)) => Ok(Json(JobView::from(r))),
-        Ok(None) => Err(not_found()),
-        Err(e) => {
-            tracing::warn!(error = %e, "store read failed");
-            Err(Problem::unavailable("the status store is unavailable"))
-        }
+    match super::wait::settle(&state, uuid, wait).await? {
+        Some(r) => Ok(Json(JobView::from(r))),
+        None => Err(not_found()),
     }
 }
 

@@ -16,6 +16,7 @@ pub(crate) mod routes;
 mod schedules;
 mod search;
 mod ui;
+mod wait;
 
 use std::sync::Arc;
 
@@ -41,6 +42,8 @@ pub(crate) struct IntakeState {
     pub(crate) topology_ready: tokio_util::sync::CancellationToken,
     /// The management API's statistics, shared by `GET /v1/queues` and the dashboard.
     pub(crate) stats: Arc<crate::overview::StatsCache>,
+    /// This intake's waiters for finished jobs (`?wait=`, [`wait`]).
+    pub(crate) waiters: Arc<crate::events::Waiters>,
 }
 
 impl IntakeState {

@@ -157,7 +157,7 @@ mod tests {
             names("POST", "/v1/queues/{queue}/dead/purge"),
             Some(vec!["limit".to_owned()])
         );
-        assert_eq!(names("GET", "/v1/jobs/{id}"), Some(vec![]));
+        assert_eq!(names("GET", "/v1/jobs/{id}"), Some(vec!["wait".to_owned()]));
         assert_eq!(
             names("GET", "/v1/jobs"),
             Some(
