@@ -1011,15 +1011,9 @@ fn validate_queue_name(name: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// A schedule's name: 1 to 100 of letters, digits, `_`, `-` and `.` (it is part of each
-/// tick's idempotency key, at most 255 bytes).
+/// A schedule's name, as [`crate::schedule::is_valid_name`] allows it.
 fn validate_schedule_name(name: &str) -> std::result::Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 100
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
+    if crate::schedule::is_valid_name(name) {
         Ok(())
     } else {
         Err("schedule names are 1 to 100 letters, digits, '_', '-' and '.'".to_owned())

@@ -133,10 +133,7 @@ impl Raw {
             schedule: self
                 .schedule
                 .map(|s| {
-                    let ok = !s.is_empty()
-                        && s.len() <= 100
-                        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-                    if ok {
+                    if crate::schedule::is_valid_name(&s) {
                         Ok(s)
                     } else {
                         Err(Problem::bad_request(

@@ -217,6 +217,17 @@ impl Schedule {
     }
 }
 
+/// True for a schedule name: 1 to 100 letters, digits, `_`, `-` and `.` (it is part of each
+/// tick's idempotency key, at most 255 bytes). Checked by the config and by the job list's
+/// `schedule` filter.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
 /// A cron expression of 5 fields (minute first) or 6 (seconds first), as croner reads it.
 fn parse_cron(expr: &str) -> Result<Cron, String> {
     let fields = expr.split_whitespace().count();

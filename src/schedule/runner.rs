@@ -104,6 +104,8 @@ impl Scheduler {
         fired: &mut Vec<Fired>,
     ) -> std::result::Result<(), String> {
         let p = plan(s, last_tick, now);
+        // The newest due tick when `catch_up` skips it rather than firing it.
+        let skipped_newest = p.newest.filter(|n| p.fire.last() != Some(n));
         if p.skipped {
             tracing::info!(schedule = %s.name, catch_up = s.catch_up.as_str(), "missed ticks skipped");
         }
@@ -149,11 +151,7 @@ impl Scheduler {
                 replayed: accepted.replayed,
             });
         }
-        if let Some(newest) = p.newest
-            && fired
-                .last()
-                .is_none_or(|f| f.schedule != s.name || f.tick < newest)
-        {
+        if let Some(newest) = skipped_newest {
             // The newest due tick was skipped: move past it, so it is not planned again.
             self.store
                 .schedule_advance(&s.name, newest, None)
