@@ -618,7 +618,7 @@ async fn process(
             Decision::Succeed { result } => {
                 let write = || ctx.store.succeed(msg.id, &ctx.owner, result.as_deref(), now_ms());
                 match write.retry(store_backoff()).when(|e| worth_retrying(ctx, e)).await {
-                    Ok(()) => {
+                    Ok(_watched) => {
                         debug!(elapsed_ms, "job succeeded");
                         telemetry::count(telemetry::JOBS_SUCCEEDED, &queue.name);
                         ticket.ack();

@@ -197,10 +197,30 @@ enum TopologyAction {
     Show,
 }
 
+/// The async runtime's worker threads: `TOKIO_WORKER_THREADS` when set (tokio's own knob),
+/// else one fewer than the cores, at least one. warren's broker connections each run their
+/// I/O on a thread of their own (lapin) and SQLite runs on sqlx's connection threads, so the
+/// runtime is not the only thread doing a job's work; on a 2-core host a second runtime
+/// worker mostly traded wake-ups with the first (with one, a job took 0.69 × the CPU at 50
+/// jobs/s and 0.91 × at 200, at the same saturated throughput; BENCHMARKS.md, "Everyday
+/// load").
+fn runtime_workers() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(cores.saturating_sub(1).max(1))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(runtime_workers())
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -148,6 +148,8 @@ pub(crate) struct Launch<'a> {
     pub(crate) retention: Option<&'a str>,
     /// Extra lines for every queue's table (e.g. a `rate_limit`).
     pub(crate) queue_extra: &'a str,
+    /// Extra environment for the child (`NAME=value`), e.g. `TOKIO_WORKER_THREADS=1`.
+    pub(crate) env: Vec<(String, String)>,
 }
 
 impl Default for Launch<'_> {
@@ -156,6 +158,7 @@ impl Default for Launch<'_> {
             bin: warren_bin(),
             retention: None,
             queue_extra: "",
+            env: Vec::new(),
         }
     }
 }
@@ -215,6 +218,7 @@ impl Warren {
             .env_remove("WARREN_AMQP_URL")
             .env_remove("WARREN_BIND")
             .env_remove("WARREN_STORE_URL")
+            .envs(how.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -34,8 +34,12 @@
 //! the `ab` comparison of two builds, the `dashboard` cost (an open `/ui/` tab beside
 //! the intake) and the `flow` cost (drains with and without a rate limit, and against
 //! `BENCH_WARREN_BIN_B`; `BENCH_FLOW_N` jobs each) and the `wait` cost (end-to-end rounds
-//! without and with `BENCH_WAITERS` requests held open on `?wait=60s`, and their memory),
-//! which run only when named), `BENCH_SOAK_RATE`,
+//! without and with `BENCH_WAITERS` requests held open on `?wait=60s`, and their memory)
+//! and the `light` cost (CPU per job at `BENCH_LIGHT_RATES`, default `50,200,1000` jobs/s,
+//! for `BENCH_LIGHT_SECS` each, beside saturated and beside raw lapin at the same rates, and
+//! at rest for `BENCH_IDLE_SECS`; `BENCH_LIGHT_PAIRS` rounds per rate, alternating with
+//! `BENCH_WARREN_BIN_B` and/or `BENCH_WARREN_B_ENV` (`NAME=value …` for the second side)
+//! when set; see [`phases::phase_light`]), which run only when named), `BENCH_SOAK_RATE`,
 //! `BENCH_SOAK_SECS`, `BENCH_BACKLOG_N`, `BENCH_GROWTH_ROWS` (finished jobs the growth phase
 //! seeds, default 5,000,000), `BENCH_GROWTH_PRUNE_WAIT` (seconds the growth phase waits for
 //! its prune to end, default 3,600), `BENCH_QUIET_WAIT` (seconds to wait for a quiet
@@ -72,7 +76,7 @@ use crate::broker::amqp_url;
 use crate::child::Cleanup;
 use crate::phases::{
     Beside, load_backlog, phase_ab, phase_backlog, phase_dashboard, phase_drain, phase_flow,
-    phase_growth, phase_intake, phase_raw, phase_run, phase_soak, phase_wait,
+    phase_growth, phase_intake, phase_light, phase_raw, phase_run, phase_soak, phase_wait,
 };
 use crate::report::{Figures, report};
 use crate::store::{Space, StoreKind};
@@ -243,6 +247,9 @@ async fn run(p: &Params, cleanup: &Cleanup) -> Figures {
     }
     if p.runs("wait") {
         phase_wait(p, &conn, cleanup, &mut f).await;
+    }
+    if p.runs("light") {
+        phase_light(p, &conn, cleanup, &mut f).await;
     }
     if p.runs("backlog") {
         phase_backlog(p, &conn, cleanup, &mut f).await;

@@ -191,3 +191,55 @@ pub(crate) async fn depth(conn: &Connection, queue: &str) -> Option<u32> {
     let _ = ch.close(200, "depth".into()).await;
     r
 }
+
+/// Open loop: publishes `n` persistent, mandatory messages to `queue` on one channel in
+/// confirm mode, message `i` at `i / rate` s by the clock (not by confirms), each confirm
+/// awaited beside the later publishes; panics on a nack or a return. The pattern of a client
+/// that publishes as events happen, at `rate` msg/s.
+pub(crate) async fn raw_publish_paced(conn: &Connection, queue: &str, n: usize, rate: usize) {
+    let ch = conn.create_channel().await.expect("channel");
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm mode");
+    let start = tokio::time::Instant::now();
+    let every = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let mut pending = FuturesUnordered::new();
+    let mut i = 0;
+    while i < n || !pending.is_empty() {
+        let due = start + every.mul_f64(i as f64);
+        tokio::select! {
+            () = tokio::time::sleep_until(due), if i < n => {
+                let msg = warren::message::JobMessage {
+                    id: uuid::Uuid::now_v7(),
+                    queue: queue.to_owned(),
+                    attempt: 1,
+                    max_attempts: 5,
+                    correlation_id: None,
+                    idempotency_key: None,
+                    concurrency_key: None,
+                    payload: Bytes::from(payload(i)),
+                };
+                let confirm = ch
+                    .basic_publish(
+                        "".into(),
+                        queue.into(),
+                        BasicPublishOptions {
+                            mandatory: true,
+                            ..BasicPublishOptions::default()
+                        },
+                        &msg.payload,
+                        msg.properties(),
+                    )
+                    .await
+                    .expect("basic.publish");
+                pending.push(confirm);
+                i += 1;
+            }
+            Some(c) = pending.next(), if !pending.is_empty() => match c.expect("confirm") {
+                Confirmation::Ack(None) => {}
+                other => panic!("raw publish not confirmed: {other:?}"),
+            },
+        }
+    }
+    let _ = ch.close(200, "done".into()).await;
+}

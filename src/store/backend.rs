@@ -104,9 +104,14 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Writes `queue`'s bucket.
     async fn bucket_write(conn: &mut Conn<Self>, queue: &str, bucket: Bucket) -> Result<()>;
 
-    /// Records successes in one statement; one whose lease another owner holds changes
-    /// nothing.
-    async fn succeed_rows(conn: &mut Conn<Self>, reqs: &[Success]) -> Result<()>;
+    /// Records the successes of jobs nobody waits for in one statement (per chunk); one
+    /// whose lease another owner holds, or whose job is watched, changes nothing. Returns how
+    /// many rows changed.
+    async fn succeed_rows(conn: &mut Conn<Self>, reqs: &[Success]) -> Result<u64>;
+
+    /// Records the successes [`Backend::succeed_rows`] left: those of watched jobs. Returns
+    /// the ids of the jobs it changed.
+    async fn succeed_watched_rows(conn: &mut Conn<Self>, reqs: &[Success]) -> Result<Vec<Uuid>>;
 
     // --- single statements on the pool ---------------------------------------------------
 
@@ -114,6 +119,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn get(&self, id: Uuid) -> Result<Option<JobRecord>>;
     /// See [`super::JobStore::mark_accepted`].
     async fn mark_accepted(&self, id: Uuid) -> Result<()>;
+    /// Marks job `id` as waited for (see [`super::JobStore::watch`]).
+    async fn watch(&self, id: Uuid) -> Result<()>;
     /// See [`super::JobStore::forget_unpublished`].
     async fn forget_unpublished(&self, id: Uuid) -> Result<()>;
     /// See [`super::JobStore::retry`].

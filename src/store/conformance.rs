@@ -254,6 +254,69 @@ async fn claim_then_succeed_then_duplicate_is_final(a: Adapter) {
     assert_eq!(r.finished_at, Some(now));
 }
 
+/// A success answers `true` (announce it) exactly when the job was watched before it was
+/// recorded; a job watched after its success shows the success in the watch's own read. The
+/// race of a waiter's watch against the worker's success, started by one barrier, always
+/// ends in one of the two: never a success that is neither announced nor seen.
+async fn a_success_of_a_watched_job_says_so_and_a_late_watch_sees_the_success(a: Adapter) {
+    let db = TestDb::new(a).await;
+    let (s, other) = (db.open().await, db.open().await);
+    let now = now_ms();
+    // Nobody waits: recorded, not to be announced.
+    let plain = new_job("q");
+    s.insert(&plain).await.expect("insert");
+    s.claim(&claim_req(plain.id, "w1", now))
+        .await
+        .expect("claim");
+    assert!(!s.succeed(plain.id, "w1", None, now).await.expect("succeed"));
+    // Watched while running: recorded and to be announced, in a batch beside an unwatched one.
+    let (watched, beside) = (new_job("q"), new_job("q"));
+    for j in [&watched, &beside] {
+        s.insert(j).await.expect("insert");
+        s.claim(&claim_req(j.id, "w1", now)).await.expect("claim");
+    }
+    let seen = other.watch(watched.id).await.expect("watch").expect("row");
+    assert_eq!(seen.status, JobStatus::Running);
+    let (w, b) = futures::join!(
+        s.succeed(watched.id, "w1", Some("ok"), now),
+        s.succeed(beside.id, "w1", None, now)
+    );
+    assert_eq!((w.expect("succeed"), b.expect("succeed")), (true, false));
+    let r = s.get(watched.id).await.expect("get").expect("row");
+    assert_eq!(
+        (r.status, r.result.as_deref()),
+        (JobStatus::Succeeded, Some("ok"))
+    );
+    // Watched after its success: the watch's read shows it; nothing is left to announce.
+    let seen = other.watch(plain.id).await.expect("watch").expect("row");
+    assert_eq!(seen.status, JobStatus::Succeeded);
+    assert_eq!(other.watch(Uuid::now_v7()).await.expect("watch"), None);
+    // The race, many times over.
+    for _ in 0..20 {
+        let job = new_job("q");
+        s.insert(&job).await.expect("insert");
+        s.claim(&claim_req(job.id, "w1", now)).await.expect("claim");
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+        let (b1, b2) = (barrier.clone(), barrier);
+        let (s1, s2) = (s.clone(), other.clone());
+        let id = job.id;
+        let succeed = tokio::spawn(async move {
+            b1.wait().await;
+            s1.succeed(id, "w1", None, now).await.expect("succeed")
+        });
+        let watch = tokio::spawn(async move {
+            b2.wait().await;
+            s2.watch(id).await.expect("watch").expect("row")
+        });
+        let announced = succeed.await.expect("succeed task");
+        let seen = watch.await.expect("watch task");
+        assert!(
+            announced || seen.status == JobStatus::Succeeded,
+            "a success neither announced nor seen by the waiter's read"
+        );
+    }
+}
+
 async fn an_expired_lease_is_claimed_again_and_the_late_owner_changes_nothing(a: Adapter) {
     let db = TestDb::new(a).await;
     let s = db.open().await;
@@ -1204,7 +1267,9 @@ async fn search_fixture(s: &Arc<dyn Store>) -> Vec<(NewJob, JobStatus)> {
             }
         }
         match status {
-            JobStatus::Succeeded => s.succeed(id, "w", None, now).await.expect("succeed"),
+            JobStatus::Succeeded => {
+                s.succeed(id, "w", None, now).await.expect("succeed");
+            }
             JobStatus::Retrying => s
                 .retry(
                     id,
@@ -1772,6 +1837,7 @@ macro_rules! conformance {
 conformance!(
     claim_then_succeed_then_duplicate_is_final,
     an_expired_lease_is_claimed_again_and_the_late_owner_changes_nothing,
+    a_success_of_a_watched_job_says_so_and_a_late_watch_sees_the_success,
     a_delivery_without_a_row_creates_it,
     concurrent_claims_have_exactly_one_winner_per_job,
     batched_claims_and_successes_answer_each_write,

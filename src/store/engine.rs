@@ -52,7 +52,8 @@ enum WorkerWrite {
 #[derive(Debug)]
 enum Written {
     Claim(Claim),
-    Succeeded,
+    /// `true`: the job is watched (see [`JobStore::watch`]).
+    Succeeded(bool),
 }
 
 /// A [`super::Store`] on a SQL database; `B` holds the SQL. See the module docs.
@@ -210,6 +211,13 @@ async fn insert_or_find_one<B: Backend>(
 async fn worker_batch<B: Backend>(b: &B, writes: Vec<WorkerWrite>) -> Vec<Result<Written>> {
     let whole = async {
         let mut conn = b.writer().await?;
+        if let [one] = writes.as_slice() {
+            // A write alone (light load): its statement is its own transaction. A
+            // `BEGIN`/`COMMIT` around it would be two more round trips to the store (on
+            // SQLite, two more hand-offs to sqlx's connection thread, each waiting for the
+            // runtime to take the answer) for nothing to group.
+            return apply_worker_writes::<B>(&mut conn, std::slice::from_ref(one)).await;
+        }
         let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(B::err)?;
         let answers = apply_worker_writes::<B>(&mut tx, &writes).await?;
         // Nothing is answered before the commit: an answer is a promise that it is stored.
@@ -279,8 +287,11 @@ async fn apply_worker_writes<B: Backend>(
             None => claim_one::<B>(conn, req).await?,
         });
     }
-    if !successes.is_empty() {
-        B::succeed_rows(conn, &successes).await?;
+    // Jobs nobody waits for in one statement; should it leave any (a watched job, or a lease
+    // taken over), a second one records the watched ones and names them.
+    let mut watched = std::collections::HashSet::new();
+    if !successes.is_empty() && B::succeed_rows(conn, &successes).await? < successes.len() as u64 {
+        watched.extend(B::succeed_watched_rows(conn, &successes).await?);
     }
     let mut claim_answers = claim_answers.into_iter();
     Ok(writes
@@ -288,8 +299,8 @@ async fn apply_worker_writes<B: Backend>(
         .map(|w| match w {
             WorkerWrite::Claim(_) => claim_answers
                 .next()
-                .map_or(Written::Succeeded, Written::Claim),
-            WorkerWrite::Succeed(_) => Written::Succeeded,
+                .map_or(Written::Succeeded(false), Written::Claim),
+            WorkerWrite::Succeed(s) => Written::Succeeded(watched.contains(&s.id)),
         })
         .collect())
 }
@@ -363,6 +374,11 @@ impl<B: Backend> JobStore for SqlStore<B> {
         self.backend.get(id).await
     }
 
+    async fn watch(&self, id: Uuid) -> Result<Option<JobRecord>> {
+        self.backend.watch(id).await?;
+        self.backend.get(id).await
+    }
+
     async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Claim> {
         match self
             .worker_writes
@@ -370,7 +386,7 @@ impl<B: Backend> JobStore for SqlStore<B> {
             .await?
         {
             Written::Claim(c) => Ok(c),
-            Written::Succeeded => Err(mismatched()),
+            Written::Succeeded(_) => Err(mismatched()),
         }
     }
 
@@ -391,7 +407,7 @@ impl<B: Backend> JobStore for SqlStore<B> {
         Ok(claim)
     }
 
-    async fn succeed(&self, id: Uuid, owner: &str, result: Option<&str>, now: i64) -> Result<()> {
+    async fn succeed(&self, id: Uuid, owner: &str, result: Option<&str>, now: i64) -> Result<bool> {
         let write = WorkerWrite::Succeed(Success {
             id,
             owner: owner.to_owned(),
@@ -399,7 +415,7 @@ impl<B: Backend> JobStore for SqlStore<B> {
             now,
         });
         match self.worker_writes.submit(write).await? {
-            Written::Succeeded => Ok(()),
+            Written::Succeeded(watched) => Ok(watched),
             Written::Claim(_) => Err(mismatched()),
         }
     }

@@ -30,6 +30,18 @@ use super::model::{
 use super::{OpenOptions, StoreError, StoreErrorKind};
 use crate::error::{Error, Result};
 
+/// Binds `reqs` as the four arrays of [`sql::SUCCEED_ROWS`] and [`sql::SUCCEED_WATCHED_ROWS`].
+fn bind_successes<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    reqs: &[Success],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(reqs.iter().map(|s| s.id).collect::<Vec<_>>())
+        .bind(reqs.iter().map(|s| s.owner.clone()).collect::<Vec<_>>())
+        .bind(reqs.iter().map(|s| s.result.clone()).collect::<Vec<_>>())
+        .bind(reqs.iter().map(|s| s.now).collect::<Vec<_>>())
+}
+
 /// The PostgreSQL adapter (see the module docs).
 #[derive(Debug)]
 pub(crate) struct Postgres {
@@ -84,7 +96,14 @@ pub(crate) mod sql {
     pub(crate) const SUCCEED_ROWS: &str = "UPDATE jobs SET status = 'succeeded', \
         result = v.result, finished_at = v.now, lease_owner = NULL, lease_until = NULL \
         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[]) AS v(id, owner, result, now) \
-        WHERE jobs.id = v.id AND jobs.lease_owner = v.owner";
+        WHERE jobs.id = v.id AND jobs.lease_owner = v.owner AND NOT jobs.watched";
+    /// [`super::Backend::succeed_watched_rows`].
+    pub(crate) const SUCCEED_WATCHED_ROWS: &str = "UPDATE jobs SET status = 'succeeded', \
+        result = v.result, finished_at = v.now, lease_owner = NULL, lease_until = NULL \
+        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[]) AS v(id, owner, result, now) \
+        WHERE jobs.id = v.id AND jobs.lease_owner = v.owner RETURNING jobs.id";
+    /// [`super::Backend::watch`].
+    pub(crate) const WATCH: &str = "UPDATE jobs SET watched = TRUE WHERE id = $1 AND NOT watched";
     /// [`super::Backend::get`].
     pub(crate) const GET: &str = "SELECT id, queue, status, attempts, max_attempts, last_error, \
         result, correlation_id, idempotency_key, created_at, started_at, finished_at, \
@@ -529,16 +548,22 @@ impl Backend for Postgres {
         Ok(())
     }
 
-    async fn succeed_rows(conn: &mut PgConnection, reqs: &[Success]) -> Result<()> {
-        sqlx::query(sql::SUCCEED_ROWS)
-            .bind(reqs.iter().map(|s| s.id).collect::<Vec<_>>())
-            .bind(reqs.iter().map(|s| s.owner.clone()).collect::<Vec<_>>())
-            .bind(reqs.iter().map(|s| s.result.clone()).collect::<Vec<_>>())
-            .bind(reqs.iter().map(|s| s.now).collect::<Vec<_>>())
+    async fn succeed_rows(conn: &mut PgConnection, reqs: &[Success]) -> Result<u64> {
+        Ok(bind_successes(sqlx::query(sql::SUCCEED_ROWS), reqs)
             .execute(&mut *conn)
             .await
+            .map_err(Self::err)?
+            .rows_affected())
+    }
+
+    async fn succeed_watched_rows(conn: &mut PgConnection, reqs: &[Success]) -> Result<Vec<Uuid>> {
+        let rows = bind_successes(sqlx::query(sql::SUCCEED_WATCHED_ROWS), reqs)
+            .fetch_all(&mut *conn)
+            .await
             .map_err(Self::err)?;
-        Ok(())
+        rows.iter()
+            .map(|r| r.try_get::<Uuid, _>(0).map_err(Self::err))
+            .collect()
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<JobRecord>> {
@@ -552,6 +577,15 @@ impl Backend for Postgres {
 
     async fn mark_accepted(&self, id: Uuid) -> Result<()> {
         sqlx::query(sql::MARK_ACCEPTED)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        Ok(())
+    }
+
+    async fn watch(&self, id: Uuid) -> Result<()> {
+        sqlx::query(sql::WATCH)
             .bind(id)
             .execute(&self.pool)
             .await

@@ -8,8 +8,9 @@
 //! page cache valid between batches. Reads and the rarer single writes use a pool of four.
 //!
 //! WAL checkpoints (copying committed pages into the database file, with an fsync) run on a
-//! pool connection every [`CHECKPOINT_EVERY`] while the store is written (backing off to
-//! [`CHECKPOINT_IDLE_MAX`] while it is not), never inside a commit: SQLite's automatic
+//! pool connection, paced so that each copies about [`CHECKPOINT_FRAMES`] frames: every
+//! [`CHECKPOINT_EVERY`] while the store is written fast, up to [`CHECKPOINT_IDLE_MAX`] apart
+//! while it is written slowly or not at all, never inside a commit: SQLite's automatic
 //! checkpoint would run one in whichever commit crosses 1,000 WAL pages and hold every request
 //! of that batch for the fsync (it was the POST→202 p99 tail in BENCHMARKS.md). A passive
 //! checkpoint does not block the writer (<https://sqlite.org/wal.html#ckpt>).
@@ -199,12 +200,18 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// batches holds it, short enough for a readiness probe.
 const PING_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// How often the background task checkpoints the WAL while it is written (see the module
-/// docs).
+/// The shortest wait between two checkpoints, while the store is written fast (see the
+/// module docs).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
-/// The longest wait between checkpoints while nothing is written: an idle store wakes once a
-/// second, and a burst after a quiet spell waits at most this long for its first checkpoint.
+/// The longest wait between checkpoints, while little or nothing is written: a quiet store
+/// wakes once a second, and a burst after a quiet spell waits at most this long for its
+/// first checkpoint.
 const CHECKPOINT_IDLE_MAX: Duration = Duration::from_secs(1);
+/// About how many WAL frames (pages, 4 KiB each) one checkpoint should copy: SQLite's own
+/// automatic checkpoint threshold (<https://sqlite.org/pragma.html#pragma_wal_autocheckpoint>).
+/// A store written at a few hundred jobs a second fills that in about a second, so its
+/// checkpoints wake the pool once a second instead of ten times.
+const CHECKPOINT_FRAMES: i64 = 1_000;
 
 /// Checkpoints the WAL (`PRAGMA wal_checkpoint(PASSIVE)`,
 /// <https://sqlite.org/pragma.html#pragma_wal_checkpoint>) until `stop` is cancelled or the
@@ -214,7 +221,7 @@ const CHECKPOINT_IDLE_MAX: Duration = Duration::from_secs(1);
 async fn checkpoints(pool: SqlitePool, stop: tokio_util::sync::CancellationToken) {
     let mut wait = CHECKPOINT_EVERY;
     // (frames in the WAL, frames checkpointed) after the last checkpoint.
-    let mut last = None;
+    let mut last = (0, 0);
     loop {
         let stopping = tokio::select! {
             () = stop.cancelled() => true,
@@ -227,8 +234,8 @@ async fn checkpoints(pool: SqlitePool, stop: tokio_util::sync::CancellationToken
             Err(sqlx::Error::PoolClosed) => return,
             Err(e) => tracing::debug!(error = %e, "WAL checkpoint failed; trying again later"),
             Ok((_busy, log, checkpointed)) => {
-                let unchanged = last.replace((log, checkpointed)) == Some((log, checkpointed));
-                wait = next_checkpoint_wait(wait, unchanged);
+                wait = next_checkpoint_wait(wait, new_frames(last, (log, checkpointed)));
+                last = (log, checkpointed);
             }
         }
         if stopping {
@@ -237,15 +244,52 @@ async fn checkpoints(pool: SqlitePool, stop: tokio_util::sync::CancellationToken
     }
 }
 
-/// The wait before the next checkpoint, after one that waited `last`: [`CHECKPOINT_EVERY`]
-/// when the WAL had changed since the checkpoint before (something was written), otherwise
-/// twice `last`, up to [`CHECKPOINT_IDLE_MAX`].
-fn next_checkpoint_wait(last: Duration, unchanged: bool) -> Duration {
-    if unchanged {
-        (last * 2).min(CHECKPOINT_IDLE_MAX)
+/// WAL frames written between two checkpoints that answered `before` and `now` (frames in
+/// the WAL, frames checkpointed): the WAL's growth past what the first had copied or, when
+/// the WAL started over from its beginning (it does once every frame was copied and no
+/// reader needs it), its whole length.
+fn new_frames(before: (i64, i64), now: (i64, i64)) -> i64 {
+    if now.0 >= before.0 {
+        now.0 - before.1
     } else {
-        CHECKPOINT_EVERY
+        now.0
     }
+    .max(0)
+}
+
+/// The wait before the next checkpoint, after one that waited `last` and found `frames`
+/// new frames: `last` scaled so that the next finds about [`CHECKPOINT_FRAMES`] at the same
+/// pace, within [`CHECKPOINT_EVERY`]..=[`CHECKPOINT_IDLE_MAX`] (and at most twice `last`, so a
+/// quiet spell backs off step by step).
+fn next_checkpoint_wait(last: Duration, frames: i64) -> Duration {
+    let pace = CHECKPOINT_FRAMES as f64 / frames.max(1) as f64;
+    last.mul_f64(pace.min(2.0))
+        .clamp(CHECKPOINT_EVERY, CHECKPOINT_IDLE_MAX)
+}
+
+/// The success `UPDATE` of `n` rows (bound by [`bind_successes`]), with `tail` (a further
+/// condition, or a `RETURNING`) at its end.
+fn succeed_sql(n: usize, tail: &str) -> String {
+    let rows = vec!["(?, ?, ?, ?)"; n].join(", ");
+    format!(
+        "UPDATE jobs SET status = 'succeeded', result = v.column3, finished_at = v.column4, \
+         lease_owner = NULL, lease_until = NULL \
+         FROM (VALUES {rows}) AS v WHERE jobs.id = v.column1 AND jobs.lease_owner = v.column2 {tail}"
+    )
+}
+
+fn bind_successes<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    chunk: &'q [Success],
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    for s in chunk {
+        query = query
+            .bind(s.id.to_string())
+            .bind(&s.owner)
+            .bind(&s.result)
+            .bind(s.now);
+    }
+    query
 }
 
 /// Chunks of a power of two rows, up to [`CHUNK`].
@@ -574,25 +618,35 @@ impl Backend for Sqlite {
         Ok(())
     }
 
-    async fn succeed_rows(conn: &mut SqliteConnection, reqs: &[Success]) -> Result<()> {
+    async fn succeed_rows(conn: &mut SqliteConnection, reqs: &[Success]) -> Result<u64> {
+        let mut changed = 0;
         for chunk in chunks(reqs) {
-            let rows = vec!["(?, ?, ?, ?)"; chunk.len()].join(", ");
-            let sql = format!(
-                "UPDATE jobs SET status = 'succeeded', result = v.column3, finished_at = v.column4, \
-                 lease_owner = NULL, lease_until = NULL \
-                 FROM (VALUES {rows}) AS v WHERE jobs.id = v.column1 AND jobs.lease_owner = v.column2"
-            );
-            let mut query = sqlx::query(&sql);
-            for s in chunk {
-                query = query
-                    .bind(s.id.to_string())
-                    .bind(&s.owner)
-                    .bind(&s.result)
-                    .bind(s.now);
-            }
-            query.execute(&mut *conn).await.map_err(Self::err)?;
+            let sql = succeed_sql(chunk.len(), "AND jobs.watched = 0");
+            changed += bind_successes(sqlx::query(&sql), chunk)
+                .execute(&mut *conn)
+                .await
+                .map_err(Self::err)?
+                .rows_affected();
         }
-        Ok(())
+        Ok(changed)
+    }
+
+    async fn succeed_watched_rows(
+        conn: &mut SqliteConnection,
+        reqs: &[Success],
+    ) -> Result<Vec<Uuid>> {
+        let mut ids = Vec::new();
+        for chunk in chunks(reqs) {
+            let sql = succeed_sql(chunk.len(), "RETURNING jobs.id AS id");
+            for row in bind_successes(sqlx::query(&sql), chunk)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(Self::err)?
+            {
+                ids.push(uuid_at(&row, "id")?);
+            }
+        }
+        Ok(ids)
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<JobRecord>> {
@@ -606,6 +660,15 @@ impl Backend for Sqlite {
 
     async fn mark_accepted(&self, id: Uuid) -> Result<()> {
         sqlx::query("UPDATE jobs SET accepted = 1 WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(Self::err)?;
+        Ok(())
+    }
+
+    async fn watch(&self, id: Uuid) -> Result<()> {
+        sqlx::query("UPDATE jobs SET watched = 1 WHERE id = ? AND watched = 0")
             .bind(id.to_string())
             .execute(&self.pool)
             .await
@@ -1165,15 +1228,30 @@ mod tests {
     }
 
     #[test]
-    fn checkpoints_back_off_while_nothing_is_written_and_resume_on_a_write() {
+    fn checkpoints_back_off_while_little_is_written_and_speed_up_under_load() {
         let mut wait = CHECKPOINT_EVERY;
         let mut idle = Vec::new();
         for _ in 0..6 {
-            wait = next_checkpoint_wait(wait, true);
+            wait = next_checkpoint_wait(wait, 0);
             idle.push(wait.as_millis());
         }
         assert_eq!(idle, [200, 400, 800, 1_000, 1_000, 1_000]);
-        assert_eq!(next_checkpoint_wait(wait, false), CHECKPOINT_EVERY);
+        // A few hundred jobs a second: a few hundred frames a second stay a second apart.
+        assert_eq!(next_checkpoint_wait(wait, 300), CHECKPOINT_IDLE_MAX);
+        // Written fast: back to the shortest wait at once.
+        assert_eq!(next_checkpoint_wait(wait, 20_000), CHECKPOINT_EVERY);
+        // In between: paced to about `CHECKPOINT_FRAMES` a checkpoint.
+        let paced = next_checkpoint_wait(Duration::from_millis(400), 2 * CHECKPOINT_FRAMES);
+        assert_eq!(paced.as_millis(), 200);
+    }
+
+    #[test]
+    fn new_frames_count_growth_past_the_last_copy_or_a_restarted_wal() {
+        assert_eq!(new_frames((100, 100), (250, 250)), 150);
+        assert_eq!(new_frames((100, 80), (100, 100)), 20);
+        // The WAL started over from its beginning.
+        assert_eq!(new_frames((900, 900), (40, 40)), 40);
+        assert_eq!(new_frames((0, 0), (0, 0)), 0);
     }
 
     #[test]

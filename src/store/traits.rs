@@ -49,6 +49,11 @@ pub trait JobStore: Send + Sync + 'static {
     /// The job with this id.
     async fn get(&self, id: Uuid) -> Result<Option<JobRecord>>;
 
+    /// Marks job `id` as waited for, then reads it ([`JobStore::get`]). The mark is written
+    /// before the read, so a success recorded after the read answers `true` (and is
+    /// announced) while one recorded before it shows in the read.
+    async fn watch(&self, id: Uuid) -> Result<Option<JobRecord>>;
+
     /// Claims a delivered job for running (see [`Claim`]); creates the row from the message
     /// when the store has none (a message published by hand or whose row was pruned).
     /// Group-committed like [`JobStore::insert`].
@@ -63,8 +68,9 @@ pub trait JobStore: Send + Sync + 'static {
     async fn claim_keyed(&self, req: &ClaimRequest<'_>, key: &str, limit: u32) -> Result<Claim>;
 
     /// Records success for a job claimed by `owner`: `succeeded`, result kept. A success
-    /// whose lease was taken over by another owner changes nothing.
-    async fn succeed(&self, id: Uuid, owner: &str, result: Option<&str>, now: i64) -> Result<()>;
+    /// whose lease was taken over by another owner changes nothing. `true` when the success
+    /// was recorded on a job somebody waits for ([`JobStore::watch`]): it must be announced.
+    async fn succeed(&self, id: Uuid, owner: &str, result: Option<&str>, now: i64) -> Result<bool>;
 
     /// Records a failed attempt of a job claimed by `owner`: `retrying`, with the error and
     /// when the next attempt is due (ms); the lease is released. `payload` is kept until the
