@@ -44,6 +44,33 @@ pub(crate) async fn declare_like_warren(conn: &Connection, name: &str, cleanup: 
     let _ = ch.close(200, "declared".into()).await;
 }
 
+/// Publishes message `i` (a job message with [`payload`]`(i)`, persistent, mandatory) to
+/// `queue` on `ch`; returns its pending confirm.
+async fn publish_one(ch: &lapin::Channel, queue: &str, i: usize) -> lapin::PublisherConfirm {
+    let msg = warren::message::JobMessage {
+        id: uuid::Uuid::now_v7(),
+        queue: queue.to_owned(),
+        attempt: 1,
+        max_attempts: 5,
+        correlation_id: None,
+        idempotency_key: None,
+        concurrency_key: None,
+        payload: Bytes::from(payload(i)),
+    };
+    ch.basic_publish(
+        "".into(),
+        queue.into(),
+        BasicPublishOptions {
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        },
+        &msg.payload,
+        msg.properties(),
+    )
+    .await
+    .expect("basic.publish")
+}
+
 /// Publishes `n` persistent, mandatory messages to `queue` with confirms, `inflight` in
 /// flight spread over `channels` channels; panics on a nack or a return. Returns the time from
 /// the first publish to the last confirm: the channels are opened (and put in confirm mode)
@@ -77,30 +104,7 @@ pub(crate) async fn raw_publish(
                     if i >= n {
                         break;
                     }
-                    let msg = warren::message::JobMessage {
-                        id: uuid::Uuid::now_v7(),
-                        queue: queue.clone(),
-                        attempt: 1,
-                        max_attempts: 5,
-                        correlation_id: None,
-                        idempotency_key: None,
-                        concurrency_key: None,
-                        payload: Bytes::from(payload(i)),
-                    };
-                    let confirm = ch
-                        .basic_publish(
-                            "".into(),
-                            queue.as_str().into(),
-                            BasicPublishOptions {
-                                mandatory: true,
-                                ..BasicPublishOptions::default()
-                            },
-                            &msg.payload,
-                            msg.properties(),
-                        )
-                        .await
-                        .expect("basic.publish");
-                    pending.push(confirm);
+                    pending.push(publish_one(&ch, &queue, i).await);
                 }
                 match pending.next().await {
                     Some(c) => match c.expect("confirm") {
@@ -209,30 +213,7 @@ pub(crate) async fn raw_publish_paced(conn: &Connection, queue: &str, n: usize, 
         let due = start + every.mul_f64(i as f64);
         tokio::select! {
             () = tokio::time::sleep_until(due), if i < n => {
-                let msg = warren::message::JobMessage {
-                    id: uuid::Uuid::now_v7(),
-                    queue: queue.to_owned(),
-                    attempt: 1,
-                    max_attempts: 5,
-                    correlation_id: None,
-                    idempotency_key: None,
-                    concurrency_key: None,
-                    payload: Bytes::from(payload(i)),
-                };
-                let confirm = ch
-                    .basic_publish(
-                        "".into(),
-                        queue.into(),
-                        BasicPublishOptions {
-                            mandatory: true,
-                            ..BasicPublishOptions::default()
-                        },
-                        &msg.payload,
-                        msg.properties(),
-                    )
-                    .await
-                    .expect("basic.publish");
-                pending.push(confirm);
+                pending.push(publish_one(&ch, queue, i).await);
                 i += 1;
             }
             Some(c) = pending.next(), if !pending.is_empty() => match c.expect("confirm") {

@@ -91,53 +91,56 @@ fn broker_net_us(t: &CpuTotals, rest: f64, jobs: usize) -> f64 {
     ((secs(t, "broker") - rest * secs(t, "wall")) * 1e6 / jobs.max(1) as f64).max(0.0)
 }
 
-/// Context switches of each thread of process `pid` so far, summed by thread name
-/// (`/proc/<pid>/task/*/status`, voluntary + involuntary): each is a thread that parked and
-/// was woken, or was preempted.
-fn switches(pid: u32) -> BTreeMap<String, u64> {
+/// Sums `value(file's text)` over the threads of process `pid`, by thread name, where
+/// `file` is each thread's `/proc/<pid>/task/<tid>/<file>`.
+fn per_thread<T: std::ops::AddAssign + Default>(
+    pid: u32,
+    file: &str,
+    value: impl Fn(&str) -> Option<(String, T)>,
+) -> BTreeMap<String, T> {
     let mut out = BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return out;
     };
     for t in tasks.flatten() {
-        let Ok(status) = std::fs::read_to_string(t.path().join("status")) else {
+        let Some((name, v)) = std::fs::read_to_string(t.path().join(file))
+            .ok()
+            .and_then(|text| value(&text))
+        else {
             continue;
         };
-        let name = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Name:"))
-            .map_or("?", str::trim)
-            .to_owned();
+        *out.entry(name).or_default() += v;
+    }
+    out
+}
+
+/// Context switches of each thread of process `pid` so far, summed by thread name
+/// (`status`, voluntary + involuntary): each is a thread that parked and was woken, or was
+/// preempted.
+fn switches(pid: u32) -> BTreeMap<String, u64> {
+    per_thread(pid, "status", |status| {
+        let name = status.lines().find_map(|l| l.strip_prefix("Name:"))?.trim();
         let n: u64 = status
             .lines()
             .filter(|l| l.contains("ctxt_switches"))
             .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
             .sum();
-        *out.entry(name).or_default() += n;
-    }
-    out
+        Some((name.to_owned(), n))
+    })
 }
 
 /// CPU seconds (user + system) of each thread of process `pid` so far, summed by thread
-/// name (`/proc/<pid>/task/*/stat`, clock ticks of 10 ms).
+/// name (`stat`, clock ticks of 10 ms).
 fn thread_cpu(pid: u32) -> BTreeMap<String, f64> {
-    let mut out = BTreeMap::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return out;
-    };
-    for t in tasks.flatten() {
-        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
-            continue;
-        };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let name = stat[open + 1..close].to_owned();
-        let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+    per_thread(pid, "stat", |stat| {
+        let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+        let f: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
         let ticks = |i: usize| f.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-        *out.entry(name).or_default() += (ticks(11) + ticks(12)) / 100.0;
-    }
-    out
+        Some((
+            stat[open + 1..close].to_owned(),
+            (ticks(11) + ticks(12)) / 100.0,
+        ))
+    })
 }
 
 /// Context switches per job by thread name between two [`switches`] readings.
