@@ -202,8 +202,8 @@ enum TopologyAction {
 /// I/O on a thread of their own (lapin) and SQLite runs on sqlx's connection threads, so the
 /// runtime is not the only thread doing a job's work; on a 2-core host a second runtime
 /// worker mostly traded wake-ups with the first (with one, a job took 0.69 × the CPU at 50
-/// jobs/s and 0.91 × at 200, at the same saturated throughput; BENCHMARKS.md, "Everyday
-/// load").
+/// jobs/s and 0.91 × at 200, at the same saturated end-to-end throughput; a `warren serve`
+/// peaked about 4 % lower in single POSTs; BENCHMARKS.md, "Everyday load").
 fn runtime_workers() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     std::env::var("TOKIO_WORKER_THREADS")
