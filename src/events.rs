@@ -289,14 +289,9 @@ impl Waiters {
         let mut watch = self.register(id, until).await;
         // The first read marks the job as waited for, so that whoever finishes it announces
         // it (jobs nobody waits for are not announced); the binding is in place before.
-        let mut first = true;
+        let mut read = store.watch(id).await?;
         loop {
-            let record = if std::mem::take(&mut first) {
-                store.watch(id).await?
-            } else {
-                store.get(id).await?
-            };
-            let Some(record) = record else {
+            let Some(record) = read else {
                 return Ok(None);
             };
             if record.status.is_final()
@@ -316,6 +311,7 @@ impl Waiters {
                 () = tokio::time::sleep_until(until) => {}
                 () = self.shared.stop.cancelled() => {}
             }
+            read = store.get(id).await?;
         }
     }
 }

@@ -369,6 +369,21 @@ pub(crate) async fn open_loop(
     (answers, lateness)
 }
 
+/// The 202 answers of an [`open_loop`] run: their POST→202 times (µs, from the hand-over) in
+/// a histogram, and each accepted job as (its place in the schedule, its id, when its answer
+/// arrived in Unix ms). The other answers are the run's refusals and failures.
+pub(crate) fn accepted(answers: &[Answer]) -> (Histogram<u64>, Vec<(usize, uuid::Uuid, f64)>) {
+    let mut post = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut jobs = Vec::with_capacity(answers.len());
+    for a in answers {
+        if let Some(id) = a.id.as_ref().and_then(|id| id.parse().ok()) {
+            post.saturating_record(a.took_us.max(1));
+            jobs.push((a.i, id, a.at_ms));
+        }
+    }
+    (post, jobs)
+}
+
 fn now_unix_ms() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -92,16 +92,19 @@ pub(crate) mod sql {
     /// [`super::Backend::insert_missing`].
     pub(crate) const INSERT_MISSING: &str = "INSERT INTO jobs (id, queue, status, max_attempts, \
         correlation_id, created_at) VALUES ($1, $2, 'queued', $3, $4, $5) ON CONFLICT DO NOTHING";
+    /// The success `UPDATE` both success statements share (bound by `bind_successes`).
+    macro_rules! succeed_update {
+        () => {
+            "UPDATE jobs SET status = 'succeeded', \
+            result = v.result, finished_at = v.now, lease_owner = NULL, lease_until = NULL \
+            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[]) AS v(id, owner, result, now) \
+            WHERE jobs.id = v.id AND jobs.lease_owner = v.owner"
+        };
+    }
     /// [`super::Backend::succeed_rows`].
-    pub(crate) const SUCCEED_ROWS: &str = "UPDATE jobs SET status = 'succeeded', \
-        result = v.result, finished_at = v.now, lease_owner = NULL, lease_until = NULL \
-        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[]) AS v(id, owner, result, now) \
-        WHERE jobs.id = v.id AND jobs.lease_owner = v.owner AND NOT jobs.watched";
+    pub(crate) const SUCCEED_ROWS: &str = concat!(succeed_update!(), " AND NOT jobs.watched");
     /// [`super::Backend::succeed_watched_rows`].
-    pub(crate) const SUCCEED_WATCHED_ROWS: &str = "UPDATE jobs SET status = 'succeeded', \
-        result = v.result, finished_at = v.now, lease_owner = NULL, lease_until = NULL \
-        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[]) AS v(id, owner, result, now) \
-        WHERE jobs.id = v.id AND jobs.lease_owner = v.owner RETURNING jobs.id";
+    pub(crate) const SUCCEED_WATCHED_ROWS: &str = concat!(succeed_update!(), " RETURNING jobs.id");
     /// [`super::Backend::watch`].
     pub(crate) const WATCH: &str = "UPDATE jobs SET watched = TRUE WHERE id = $1 AND NOT watched";
     /// [`super::Backend::get`].

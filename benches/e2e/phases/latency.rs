@@ -177,18 +177,9 @@ pub(crate) async fn latency(
         |_| {},
     )
     .await;
-    let mut post_h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
-    let mut accepted: Vec<(uuid::Uuid, f64)> = Vec::with_capacity(n);
-    let mut failed = 0;
-    for a in answers {
-        match a.id.and_then(|id| id.parse().ok()) {
-            Some(id) => {
-                post_h.saturating_record(a.took_us.max(1));
-                accepted.push((id, a.at_ms));
-            }
-            None => failed += 1,
-        }
-    }
+    let (post_h, jobs) = crate::load::accepted(&answers);
+    let failed = answers.len() - jobs.len();
+    let accepted: Vec<(uuid::Uuid, f64)> = jobs.into_iter().map(|(_, id, at)| (id, at)).collect();
     w.stop_profile();
     // The last ids answered, by schedule: a sample of the last jobs accepted.
     let mut by_time = accepted.clone();

@@ -29,14 +29,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use lapin::Connection;
 use serde_json::{Value, json};
 
 use crate::Params;
 use crate::broker::unique;
 use crate::child::{Cleanup, Launch, Warren, warren_bin};
-use crate::load::{closed_loop, open_loop, single_accepted, single_bodies};
+use crate::load::{accepted, closed_loop, open_loop, single_accepted, single_bodies};
 use crate::procfs::{CpuMeter, CpuTotals, wait_quiet};
 use crate::raw::{declare_like_warren, raw_consume, raw_publish_paced};
 use crate::report::{Figures, median, report_load, round};
@@ -93,11 +92,11 @@ fn broker_net_us(t: &CpuTotals, rest: f64, jobs: usize) -> f64 {
 
 /// Sums `value(file's text)` over the threads of process `pid`, by thread name, where
 /// `file` is each thread's `/proc/<pid>/task/<tid>/<file>`.
-fn per_thread<T: std::ops::AddAssign + Default>(
+fn per_thread(
     pid: u32,
     file: &str,
-    value: impl Fn(&str) -> Option<(String, T)>,
-) -> BTreeMap<String, T> {
+    value: impl Fn(&str) -> Option<(String, f64)>,
+) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return out;
@@ -117,13 +116,13 @@ fn per_thread<T: std::ops::AddAssign + Default>(
 /// Context switches of each thread of process `pid` so far, summed by thread name
 /// (`status`, voluntary + involuntary): each is a thread that parked and was woken, or was
 /// preempted.
-fn switches(pid: u32) -> BTreeMap<String, u64> {
+fn switches(pid: u32) -> BTreeMap<String, f64> {
     per_thread(pid, "status", |status| {
         let name = status.lines().find_map(|l| l.strip_prefix("Name:"))?.trim();
-        let n: u64 = status
+        let n: f64 = status
             .lines()
             .filter(|l| l.contains("ctxt_switches"))
-            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
             .sum();
         Some((name.to_owned(), n))
     })
@@ -143,17 +142,20 @@ fn thread_cpu(pid: u32) -> BTreeMap<String, f64> {
     })
 }
 
-/// Context switches per job by thread name between two [`switches`] readings.
-fn switches_per_job(
-    before: &BTreeMap<String, u64>,
-    after: &BTreeMap<String, u64>,
+/// Per job, by thread name, what grew between two per-thread readings (`before`, `after`),
+/// times `scale` (1 for counts, 1e6 for seconds as µs), rounded to `digits`.
+fn per_job(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
     jobs: usize,
+    scale: f64,
+    digits: i32,
 ) -> BTreeMap<String, f64> {
     after
         .iter()
         .map(|(k, v)| {
-            let d = v.saturating_sub(before.get(k).copied().unwrap_or(0));
-            (k.clone(), round(d as f64 / jobs.max(1) as f64, 2))
+            let d = (v - before.get(k).copied().unwrap_or(0.0)).max(0.0);
+            (k.clone(), round(d * scale / jobs.max(1) as f64, digits))
         })
         .collect()
 }
@@ -466,32 +468,19 @@ impl Side {
             |_| {},
         )
         .await;
-        let mut post = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
-        let mut ids = Vec::with_capacity(n);
-        for a in &answers {
-            if let Some(id) = a.id.as_ref().and_then(|id| id.parse().ok()) {
-                post.saturating_record(a.took_us.max(1));
-                ids.push((a.i, id));
-            }
-        }
-        ids.sort_unstable_by_key(|(i, _)| *i);
+        let (post, mut ids) = accepted(&answers);
+        ids.sort_unstable_by_key(|(i, _, _)| *i);
         let jobs = Jobs {
             n: ids.len(),
             from,
-            sample: ids.iter().rev().take(8).map(|(_, id)| *id).collect(),
+            sample: ids.iter().rev().take(8).map(|(_, id, _)| *id).collect(),
         };
         let deadline = Instant::now() + Duration::from_secs(120);
         let store = wait_drained(conn, &self.space, &self.q, &jobs.sample, deadline).await;
         let mut t = CpuTotals::default();
         cpu.stop(&mut t, ids.len());
-        let sw = switches_per_job(&sw, &switches(self.w.pid), ids.len());
-        let tc: BTreeMap<String, f64> = thread_cpu(self.w.pid)
-            .into_iter()
-            .map(|(k, v)| {
-                let d = v - tc.get(&k).copied().unwrap_or(0.0);
-                (k, round(d * 1e6 / ids.len().max(1) as f64, 0))
-            })
-            .collect();
+        let sw = per_job(&sw, &switches(self.w.pid), ids.len(), 1.0, 2);
+        let tc = per_job(&tc, &thread_cpu(self.w.pid), ids.len(), 1e6, 0);
         self.w.stop_profile();
         let done = collect(&*store, &self.q, from, jobs.n, false, deadline).await;
         drop(store);
